@@ -1,0 +1,57 @@
+# Every target installs what it needs; running one twice does no work the second time.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+NEO4J_LAUNCHER := tools/neo4j-local
+NEO4J_STAMP := $(NEO4J_LAUNCHER)/target/.built
+PYTEST_ARGS ?=
+
+.PHONY: setup system-deps python-deps neo4j-launcher test demo down clean
+
+setup: system-deps python-deps neo4j-launcher
+
+# Redis and Prometheus from Debian; Java and Maven must already be there (the launcher checks).
+system-deps:
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing$$missing from Debian"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  else \
+	    echo "missing:$$missing; install them with: sudo apt-get install$$missing" >&2; exit 2; \
+	  fi; \
+	fi
+	@command -v java >/dev/null || { echo "missing: java (JDK 17 or 21); install openjdk-17-jdk-headless" >&2; exit 2; }
+	@command -v mvn >/dev/null || { echo "missing: mvn (Maven 3.8+); install maven" >&2; exit 2; }
+
+python-deps: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/pip install -q --upgrade pip
+	@$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+neo4j-launcher: $(NEO4J_STAMP)
+
+$(NEO4J_STAMP): $(NEO4J_LAUNCHER)/pom.xml $(shell find $(NEO4J_LAUNCHER)/src -name '*.java' 2>/dev/null)
+	@echo "building the Neo4j launcher (first run downloads Neo4j from Maven Central)"
+	@mvn -q -B -f $(NEO4J_LAUNCHER)/pom.xml -DskipTests package
+	@touch $@
+
+# pytest exits 5 when it collects nothing: that is a failure here, never a pass.
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+demo: setup
+	$(BIN)/memstack up
+	$(BIN)/memstack status
+
+down:
+	@test -x $(BIN)/memstack && $(BIN)/memstack down || true
+
+clean: down
+	rm -rf .memstack $(NEO4J_LAUNCHER)/target

@@ -1,0 +1,92 @@
+"""Settings for memory_core, read from the environment.
+
+The environment variable names below are the single source of truth: `memstack env`
+prints exactly these names, and the Kubernetes Deployment sets exactly these names.
+The tuning fields after the connection fields take their env names from the field name
+with the `MEMORY_` prefix (e.g. `MEMORY_EMBEDDING_DIM`); they are not connection settings.
+"""
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _tuning(default, env: str, **kwargs):
+    # Tuning fields accept both the bare field name and the MEMORY_-prefixed env var. Their
+    # alias is an AliasChoices (not a str), which keeps them out of CONNECTION_ENV_VARS.
+    return Field(default=default, validation_alias=AliasChoices(env, f"MEMORY_{env.upper()}"), **kwargs)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False, populate_by_name=True)
+
+    redis_url: SecretStr = Field(default=SecretStr("redis://127.0.0.1:6379/0"), validation_alias="REDIS_URL")
+    postgres_url: SecretStr = Field(
+        default=SecretStr("postgresql://memstack@127.0.0.1:5432/memstack"), validation_alias="POSTGRES_URL"
+    )
+    neo4j_uri: str = Field(default="bolt://127.0.0.1:7687", validation_alias="NEO4J_URI")
+    neo4j_user: str = Field(default="neo4j", validation_alias="NEO4J_USER")
+    neo4j_password: SecretStr = Field(default=SecretStr(""), validation_alias="NEO4J_PASSWORD")
+    prometheus_url: str | None = Field(default=None, validation_alias="PROMETHEUS_URL")
+
+    # --- embeddings -------------------------------------------------------------------------
+    embedding_dim: int = _tuning(384, "embedding_dim", ge=8, le=4096)
+    # "hashing" (default, dependency-free), "sentence-transformers", or "openai".
+    embedding_provider: str = _tuning("hashing", "embedding_provider")
+    embedding_model: str = _tuning("all-MiniLM-L6-v2", "embedding_model")
+    embedding_api_url: str | None = _tuning(None, "embedding_api_url")
+    embedding_api_key: SecretStr | None = _tuning(None, "embedding_api_key")
+
+    # --- pools ------------------------------------------------------------------------------
+    postgres_pool_min: int = _tuning(1, "postgres_pool_min", ge=0)
+    postgres_pool_max: int = _tuning(10, "postgres_pool_max", ge=1)
+    # Non-superuser role that request transactions switch to so row-level security applies.
+    postgres_app_role: str = _tuning("memory_core_app", "postgres_app_role", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    neo4j_connect_timeout_s: float = _tuning(2.0, "neo4j_connect_timeout_s", gt=0)
+    # After a failed Neo4j projection, skip inline projection for this long (the worker replays).
+    neo4j_retry_after_s: float = _tuning(5.0, "neo4j_retry_after_s", ge=0)
+
+    # --- working memory (Redis) -------------------------------------------------------------
+    working_key_prefix: str = _tuning("mc", "working_key_prefix", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    working_max_turns: int = _tuning(50, "working_max_turns", ge=1)
+    working_max_thoughts: int = _tuning(100, "working_max_thoughts", ge=1)
+    working_max_context_keys: int = _tuning(256, "working_max_context_keys", ge=1)
+    working_max_value_bytes: int = _tuning(65536, "working_max_value_bytes", ge=1)
+    working_ttl_s: int = _tuning(3600, "working_ttl_s", ge=1)
+    working_max_ttl_s: int = _tuning(7 * 86400, "working_max_ttl_s", ge=1)
+
+    # --- limits on stored text ----------------------------------------------------------------
+    max_text_chars: int = _tuning(1_048_576, "max_text_chars", ge=1)
+
+    # --- retrieval --------------------------------------------------------------------------
+    # Score of an item = weight of its kind * relevance; see memory_core.retrieval.
+    weight_episodic: float = _tuning(0.30, "weight_episodic", ge=0)
+    weight_facts: float = _tuning(0.25, "weight_facts", ge=0)
+    weight_entities: float = _tuning(0.20, "weight_entities", ge=0)
+    weight_procedural: float = _tuning(0.15, "weight_procedural", ge=0)
+    weight_recency: float = _tuning(0.10, "weight_recency", ge=0)
+    recency_half_life_h: float = _tuning(24.0, "recency_half_life_h", gt=0)
+    max_turns_per_conversation: int = _tuning(3, "max_turns_per_conversation", ge=1)
+    graph_max_depth: int = _tuning(2, "graph_max_depth", ge=0, le=2)
+    graph_max_fanout: int = _tuning(10, "graph_max_fanout", ge=1)
+    hnsw_ef_search: int = _tuning(100, "hnsw_ef_search", ge=1, le=1000)
+
+    # --- consolidation worker ----------------------------------------------------------------
+    reflection_stream: str = _tuning("mc:reflections", "reflection_stream")
+    reflection_group: str = _tuning("memory-workers", "reflection_group")
+    reflection_max_deliveries: int = _tuning(5, "reflection_max_deliveries", ge=1)
+    reflection_stream_maxlen: int = _tuning(100_000, "reflection_stream_maxlen", ge=1)
+    job_claim_idle_ms: int = _tuning(60_000, "job_claim_idle_ms", ge=1)
+    outbox_batch: int = _tuning(500, "outbox_batch", ge=1)
+    salience_decay_rate: float = _tuning(0.95, "salience_decay_rate", gt=0, le=1)
+    episodic_retention_days: int = _tuning(90, "episodic_retention_days", ge=1)
+    orphan_entity_salience: float = _tuning(0.1, "orphan_entity_salience", ge=0, le=1)
+    orphan_entity_idle_days: int = _tuning(30, "orphan_entity_idle_days", ge=0)
+    periodic_interval_s: float = _tuning(3600.0, "periodic_interval_s", gt=0)
+
+
+# The variables `memstack env` exports, in order. Derived from the model so that a renamed
+# field cannot drift from what the CLI prints.
+CONNECTION_ENV_VARS: tuple[str, ...] = tuple(
+    f.validation_alias for f in Settings.model_fields.values() if isinstance(f.validation_alias, str)
+)

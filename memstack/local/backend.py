@@ -1,0 +1,105 @@
+"""The one interface to a data tier, whichever way it runs: local processes, containers, or
+servers that already exist. The CLI and the test fixtures both go through it."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Protocol
+
+from memory_core.settings import Settings
+from memstack.errors import MemstackError
+
+BACKEND_ENV = "MEMSTACK_BACKEND"
+BACKENDS = ("process", "containers", "external")
+CORE_SERVICES = ("redis", "postgres", "neo4j")
+OPTIONAL_SERVICES = ("prometheus",)
+SERVICES = CORE_SERVICES + OPTIONAL_SERVICES
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """How to reach a running stack. Field names are `memory_core.Settings` field names."""
+
+    redis_url: str
+    postgres_url: str
+    neo4j_uri: str
+    neo4j_user: str
+    neo4j_password: str
+    prometheus_url: str | None = None
+
+    def env(self) -> dict[str, str]:
+        """The environment variables that configure memory_core, named as Settings reads them."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is not None:
+                out[Settings.model_fields[f.name].validation_alias] = value
+        return out
+
+    def settings(self) -> Settings:
+        return Settings(**self.env())
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    name: str
+    running: bool
+    healthy: bool
+    url: str
+    pid: int | None = None
+    detail: str = ""
+
+
+class Backend(Protocol):
+    name: str
+
+    def up(self, services: tuple[str, ...] = CORE_SERVICES) -> None:
+        """Start what is not running and wait until every service answers. Idempotent."""
+
+    def down(self) -> None:
+        """Stop every service. Data is kept."""
+
+    def endpoints(self) -> Endpoints:
+        """Endpoints of the running stack; MemstackError if none runs."""
+
+    def status(self) -> list[ServiceStatus]:
+        """One row per known service; MemstackError if nothing runs."""
+
+    def kill(self, service: str) -> None:
+        """SIGKILL one service, as a crash would."""
+
+    def start(self, service: str) -> None:
+        """Restart one service on its existing data and wait until it answers."""
+
+
+def check_service(service: str, allowed: tuple[str, ...] = SERVICES) -> str:
+    if service not in allowed:
+        raise MemstackError(f"unknown service {service!r}: choose one of {', '.join(allowed)}")
+    return service
+
+
+def get_backend(
+    name: str | None = None,
+    *,
+    home: Path | None = None,
+    appendfsync: str | None = None,
+    ports: dict[str, int] | None = None,
+) -> Backend:
+    """The backend named by `name`, else $MEMSTACK_BACKEND, else `process`."""
+    chosen = name or os.environ.get(BACKEND_ENV) or "process"
+    if chosen == "process":
+        from memstack.local.process import ProcessBackend
+
+        return ProcessBackend(home, appendfsync=appendfsync, ports=ports)
+    if chosen == "containers":
+        from memstack.local.containers import ContainersBackend
+
+        return ContainersBackend(home, appendfsync=appendfsync, ports=ports)
+    if chosen == "external":
+        if appendfsync or ports:
+            raise MemstackError("--appendfsync and --port do not apply to the external backend: it only connects")
+        from memstack.local.external import ExternalBackend
+
+        return ExternalBackend()
+    raise MemstackError(f"unknown backend {chosen!r}: choose one of {', '.join(BACKENDS)}")

@@ -1,0 +1,98 @@
+"""Neo4j 5.26 community, embedded in the small Java launcher under tools/neo4j-local."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import neo4j
+from neo4j.exceptions import AuthError, Neo4jError, ServiceUnavailable
+
+from memstack.errors import MemstackError
+from memstack.local.processes import Launch
+from memstack.local.service import ContainerSpec, LocalService
+
+LAUNCHER_ENV = "MEMSTACK_NEO4J_LAUNCHER"
+MAIN_CLASS = "dev.memstack.Neo4jLocal"
+USER = "neo4j"
+# Heap for the embedded DBMS; its page cache is set inside the launcher.
+JVM_OPTIONS = ("-Xms256m", "-Xmx1g", "-XX:+UseG1GC", "-XX:+ExitOnOutOfMemoryError")
+
+
+def probe(uri: str, user: str, password: str) -> bool:
+    try:
+        # A plain session run, not execute_query: that one retries for a minute before failing.
+        with neo4j.GraphDatabase.driver(uri, auth=(user, password), connection_timeout=2) as driver:
+            with driver.session() as session:
+                session.run("RETURN 1").consume()
+        return True
+    except (ServiceUnavailable, AuthError, Neo4jError, OSError):
+        return False
+
+
+def launcher_dir() -> Path:
+    configured = os.environ.get(LAUNCHER_ENV)
+    return Path(configured) if configured else Path(__file__).resolve().parents[2] / "tools" / "neo4j-local"
+
+
+class Neo4jServer(LocalService):
+    name = "neo4j"
+    ready_timeout = 180.0
+
+    @property
+    def target(self) -> Path:
+        return launcher_dir() / "target"
+
+    def _built(self) -> bool:
+        return (self.target / "neo4j-local.jar").exists() and (self.target / "lib").is_dir()
+
+    def check_prerequisites(self) -> None:
+        if shutil.which("java") is None:
+            raise MemstackError("java not found on PATH; the local Neo4j needs a JDK 17 or 21 (apt-get install openjdk-17-jdk-headless)")
+        if self._built():
+            return
+        if shutil.which("mvn") is None:
+            raise MemstackError(f"the Neo4j launcher in {launcher_dir()} is not built and mvn is not on PATH; install Maven or run `make setup`")
+        pom = launcher_dir() / "pom.xml"
+        if not pom.exists():
+            raise MemstackError(f"no Neo4j launcher at {launcher_dir()} (expected pom.xml); set {LAUNCHER_ENV}")
+        print(f"building the Neo4j launcher in {launcher_dir()} (first run downloads Neo4j from Maven Central)", flush=True)
+        result = subprocess.run(["mvn", "-q", "-B", "-f", str(pom), "-DskipTests", "package"], capture_output=True, text=True)
+        if result.returncode != 0 or not self._built():
+            last = (result.stdout + result.stderr).strip().splitlines()[-1:]
+            raise MemstackError(f"building the Neo4j launcher failed: {' '.join(last)}")
+
+    def launch(self, port: int) -> Launch:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "NEO4J_PASSWORD": self.credentials.neo4j_password}
+        classpath = f"{self.target / 'neo4j-local.jar'}{os.pathsep}{self.target / 'lib'}/*"
+        return Launch(
+            argv=[
+                "java", *JVM_OPTIONS, "-cp", classpath, MAIN_CLASS,
+                "--home", str(self.data_dir),
+                "--bolt-port", str(port),
+                "--log", str(self.data_dir / "neo4j-debug.log"),
+            ],
+            log=self.log,
+            env=env,
+            cwd=self.data_dir,
+        )
+
+    def probe(self, port: int) -> bool:
+        return probe(self.url(port), USER, self.credentials.neo4j_password)
+
+    def container_spec(self) -> ContainerSpec:
+        return ContainerSpec(
+            image="neo4j:5.26-community",
+            port=7687,
+            data_path="/data",
+            env={
+                "NEO4J_AUTH": f"{USER}/{self.credentials.neo4j_password}",
+                "NEO4J_server_memory_pagecache_size": "256m",
+                "NEO4J_server_memory_heap_max__size": "1g",
+            },
+        )
+
+    def url(self, port: int) -> str:
+        return f"bolt://127.0.0.1:{port}"

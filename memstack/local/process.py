@@ -1,0 +1,235 @@
+"""The `process` backend: each service a local OS process with its own data directory."""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+from memstack.errors import MemstackError
+from memstack.local.backend import CORE_SERVICES, SERVICES, Endpoints, ServiceStatus, check_service
+from memstack.local.neo4j_server import USER as NEO4J_USER
+from memstack.local.neo4j_server import Neo4jServer
+from memstack.local.postgres_server import PostgresServer
+from memstack.local.processes import (
+    ServiceExited,
+    free_port,
+    kill_pid,
+    port_is_free,
+    spawn,
+    start_time,
+    stop_pid,
+    is_running,
+    wait_ready,
+)
+from memstack.local.prometheus_server import PrometheusServer
+from memstack.local.redis_server import RedisServer
+from memstack.local.service import LocalService
+from memstack.local.state import ServiceState, StackState, default_home, load, save
+
+SERVICE_TYPES: dict[str, type[LocalService]] = {
+    cls.name: cls for cls in (RedisServer, PostgresServer, Neo4jServer, PrometheusServer)
+}
+# What a service logs when its port was taken between our check and its bind.
+_PORT_TAKEN = re.compile(r"address already in use|BindException|could not bind|port .* (is )?(already )?in use", re.I)
+_START_ATTEMPTS = 3
+
+
+class ProcessBackend:
+    name = "process"
+
+    def __init__(
+        self, home: Path | None = None, *, appendfsync: str | None = None, ports: dict[str, int] | None = None
+    ) -> None:
+        self.home = home or default_home()
+        self._appendfsync = appendfsync
+        self._ports = dict(ports or {})
+        for service in self._ports:
+            check_service(service)
+
+    # -- state ---------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[StackState]:
+        """Serialise commands on one home (two terminals, parallel test sessions)."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        with open(self.home / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            state = load(self.home) or StackState(backend=self.name)
+            if state.backend != self.name:
+                raise MemstackError(f"{self.home} holds a {state.backend!r} stack; run `memstack down --backend {state.backend}` or use another MEMSTACK_HOME")
+            yield state
+
+    def _service(self, name: str, state: StackState) -> LocalService:
+        return SERVICE_TYPES[name](self.home, state.credentials, appendfsync=state.appendfsync)
+
+    # The primitives a backend of another runtime (containers) overrides.
+
+    def _running(self, record: ServiceState | None) -> bool:
+        return record is not None and is_running(record.pid, record.started)
+
+    def _check_prerequisites(self, service: LocalService) -> None:
+        service.check_prerequisites()
+
+    def _kill(self, record: ServiceState) -> None:
+        kill_pid(record.pid, record.started)
+        record.pid = record.started = None
+
+    def _stop(self, service: LocalService, record: ServiceState) -> None:
+        stop_pid(record.pid, record.started, timeout=service.stop_timeout, sig=service.stop_signal)
+        record.pid = record.started = None
+
+    # -- starting --------------------------------------------------------------------------
+
+    def _choose_port(self, name: str, record: ServiceState | None, *, keep_port: bool) -> tuple[int, bool]:
+        """The port to start on, and whether we may move to another if it turns out taken."""
+        pinned = self._ports.get(name) or (record.port if keep_port and record else None)
+        if pinned:
+            if not port_is_free(pinned):
+                raise MemstackError(f"port {pinned} for {name} is taken by another process; pick another with --port {name}=PORT or free it")
+            return pinned, False
+        if record and port_is_free(record.port):
+            return record.port, True
+        return free_port(), True
+
+    def _start(self, service: LocalService, state: StackState, *, keep_port: bool) -> None:
+        record = state.services.get(service.name)
+        port, movable = self._choose_port(service.name, record, keep_port=keep_port)
+        for attempt in range(1, _START_ATTEMPTS + 1):
+            service.prepare(port)
+            launch = service.launch(port)
+            log_offset = launch.log.stat().st_size if launch.log.exists() else 0
+            proc = spawn(launch)
+            try:
+                wait_ready(service.name, proc.poll, lambda: service.probe(port), timeout=service.ready_timeout, log=service.log)
+            except ServiceExited:
+                new_output = launch.log.read_text(errors="replace")[log_offset:] if launch.log.exists() else ""
+                if movable and attempt < _START_ATTEMPTS and _PORT_TAKEN.search(new_output):
+                    port = free_port()
+                    continue
+                if _PORT_TAKEN.search(new_output):
+                    raise MemstackError(f"port {port} for {service.name} is taken by another process; pick another with --port {service.name}=PORT or free it")
+                raise
+            except BaseException:
+                kill_pid(proc.pid, None)
+                raise
+            break
+        service.after_ready(port)
+        state.services[service.name] = ServiceState(
+            port=port,
+            data_dir=str(service.data_dir),
+            log=str(service.log),
+            url=service.url(port),
+            pid=proc.pid,
+            started=start_time(proc.pid),
+        )
+        save(self.home, state)
+
+    def _ensure_running(self, service: LocalService, state: StackState, *, keep_port: bool) -> None:
+        record = state.services.get(service.name)
+        if self._running(record):
+            assert record is not None
+            wait_ready(
+                service.name,
+                lambda: None if self._running(record) else -1,
+                lambda: service.probe(record.port),
+                timeout=service.ready_timeout,
+                log=service.log,
+            )
+            return
+        self._start(service, state, keep_port=keep_port)
+
+    def up(self, services: tuple[str, ...] = CORE_SERVICES) -> None:
+        for name in services:
+            check_service(name)
+        with self._locked() as state:
+            if self._appendfsync and self._appendfsync != state.appendfsync:
+                if self._running(state.services.get("redis")):
+                    raise MemstackError(f"redis is running with appendfsync {state.appendfsync}; run `memstack down` before changing it")
+                state.appendfsync = self._appendfsync
+            pending = [self._service(n, state) for n in services if not self._running(state.services.get(n))]
+            # Every prerequisite is checked before anything starts, so a missing tool leaves nothing half up.
+            for service in pending:
+                self._check_prerequisites(service)
+            save(self.home, state)
+            for name in services:
+                self._ensure_running(self._service(name, state), state, keep_port=False)
+
+    def start(self, service: str) -> None:
+        check_service(service)
+        with self._locked() as state:
+            if service not in state.services:
+                raise MemstackError(f"{service} has never run in {self.home}; use `memstack up` first")
+            svc = self._service(service, state)
+            self._check_prerequisites(svc)
+            # Same port as before, so URLs handed out earlier stay valid.
+            self._ensure_running(svc, state, keep_port=True)
+
+    # -- stopping --------------------------------------------------------------------------
+
+    def kill(self, service: str) -> None:
+        check_service(service)
+        with self._locked() as state:
+            record = state.services.get(service)
+            if not self._running(record):
+                raise MemstackError(f"{service} is not running")
+            assert record is not None
+            self._kill(record)
+            save(self.home, state)
+
+    def down(self) -> None:
+        with self._locked() as state:
+            for name in reversed(SERVICES):
+                record = state.services.get(name)
+                if record is None:
+                    continue
+                if self._running(record):
+                    self._stop(self._service(name, state), record)
+            save(self.home, state)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def _endpoints(self, state: StackState) -> Endpoints:
+        def url(name: str) -> str:
+            record = state.services.get(name)
+            if not self._running(record):
+                raise MemstackError(f"{name} is not running; start the stack with `memstack up`")
+            assert record is not None
+            return record.url
+
+        prometheus = state.services.get("prometheus")
+        return Endpoints(
+            redis_url=url("redis"),
+            postgres_url=url("postgres"),
+            neo4j_uri=url("neo4j"),
+            neo4j_user=NEO4J_USER,
+            neo4j_password=state.credentials.neo4j_password,
+            prometheus_url=prometheus.url if self._running(prometheus) else None,
+        )
+
+    def _require_running(self) -> StackState:
+        state = load(self.home)
+        if state is None or not any(self._running(r) for r in state.services.values()):
+            raise MemstackError(f"no local stack is running (home {self.home}); start one with `memstack up`")
+        return state
+
+    def endpoints(self) -> Endpoints:
+        return self._endpoints(self._require_running())
+
+    def status(self) -> list[ServiceStatus]:
+        state = self._require_running()
+        rows = []
+        for name, record in state.services.items():
+            running = self._running(record)
+            rows.append(
+                ServiceStatus(
+                    name=name,
+                    running=running,
+                    healthy=running and self._service(name, state).probe(record.port),
+                    url=record.url,
+                    pid=record.pid if running else None,
+                    detail=record.data_dir,
+                )
+            )
+        return rows

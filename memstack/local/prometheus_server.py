@@ -1,0 +1,81 @@
+"""Prometheus from Debian, optional. Scrape targets are files under `prometheus/targets/`,
+which Prometheus re-reads on change: later components drop a JSON file there to be scraped."""
+from __future__ import annotations
+
+import shutil
+import urllib.error
+import urllib.request
+
+from memstack.errors import MemstackError
+from memstack.local.processes import Launch
+from memstack.local.service import ContainerSpec, LocalService
+
+SCRAPE_INTERVAL = "5s"
+
+
+def probe(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+class PrometheusServer(LocalService):
+    name = "prometheus"
+    ready_timeout = 60.0
+
+    @property
+    def targets_dir(self):
+        return self.data_dir / "targets"
+
+    def check_prerequisites(self) -> None:
+        if shutil.which("prometheus") is None:
+            raise MemstackError("prometheus not found on PATH; install it with `apt-get install prometheus` or run `make setup`")
+
+    def prepare(self, port: int) -> None:
+        self.targets_dir.mkdir(parents=True, exist_ok=True)
+        (self.data_dir / "prometheus.yml").write_text(
+            "\n".join(
+                [
+                    "global:",
+                    f"  scrape_interval: {SCRAPE_INTERVAL}",
+                    f"  evaluation_interval: {SCRAPE_INTERVAL}",
+                    "scrape_configs:",
+                    "  - job_name: memstack",
+                    "    file_sd_configs:",
+                    # Relative to this file, so the same config serves a process and a container.
+                    "      - files: ['targets/*.json']",
+                    "        refresh_interval: 5s",
+                    "",
+                ]
+            )
+        )
+
+    def launch(self, port: int) -> Launch:
+        return Launch(
+            argv=[
+                "prometheus",
+                f"--config.file={self.data_dir / 'prometheus.yml'}",
+                f"--storage.tsdb.path={self.data_dir / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--storage.tsdb.retention.time=2d",
+            ],
+            log=self.log,
+            cwd=self.data_dir,
+        )
+
+    def probe(self, port: int) -> bool:
+        return probe(self.url(port))
+
+    def container_spec(self) -> ContainerSpec:
+        return ContainerSpec(
+            image="prom/prometheus:v2.53.0",
+            port=9090,
+            data_path="/prometheus",
+            command=["--config.file=/etc/memstack/prometheus.yml", "--storage.tsdb.path=/prometheus"],
+            files={str(self.data_dir): "/etc/memstack"},
+        )
+
+    def url(self, port: int) -> str:
+        return f"http://127.0.0.1:{port}"

@@ -1,0 +1,87 @@
+"""Redis from Debian's redis-server: AOF on, password required, loopback only."""
+from __future__ import annotations
+
+import os
+import shutil
+
+import redis
+
+from memstack.errors import MemstackError
+from memstack.local.processes import Launch
+from memstack.local.service import ContainerSpec, LocalService
+
+APPENDFSYNC_CHOICES = ("everysec", "always")
+MAXMEMORY = "512mb"
+# A full Redis refuses writes instead of evicting: an acknowledged write is never dropped silently.
+MAXMEMORY_POLICY = "noeviction"
+
+
+def probe(url: str) -> bool:
+    client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+    try:
+        # While the AOF loads, PING answers LOADING: not ready yet.
+        return bool(client.ping())
+    except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, redis.ResponseError):
+        return False
+    finally:
+        client.close()
+
+
+class RedisServer(LocalService):
+    name = "redis"
+    ready_timeout = 15.0
+
+    def check_prerequisites(self) -> None:
+        if shutil.which("redis-server") is None:
+            raise MemstackError("redis-server not found on PATH; install it with `apt-get install redis-server` or run `make setup`")
+        if self.appendfsync not in APPENDFSYNC_CHOICES:
+            raise MemstackError(f"appendfsync must be one of {', '.join(APPENDFSYNC_CHOICES)}, not {self.appendfsync!r}")
+
+    @property
+    def config_file(self):
+        return self.data_dir / "redis.conf"
+
+    def prepare(self, port: int) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        # The password goes in a 0600 file, never on the command line where `ps` shows it.
+        config = "\n".join(
+            [
+                "bind 127.0.0.1",
+                f"port {port}",
+                "protected-mode yes",
+                "daemonize no",
+                f"dir {self.data_dir}",
+                "appendonly yes",
+                "appenddirname appendonly",
+                f"appendfsync {self.appendfsync}",
+                'save ""',
+                f"requirepass {self.credentials.redis_password}",
+                f"maxmemory {MAXMEMORY}",
+                f"maxmemory-policy {MAXMEMORY_POLICY}",
+                "",
+            ]
+        )
+        fd = os.open(self.config_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(config)
+
+    def launch(self, port: int) -> Launch:
+        return Launch(argv=["redis-server", str(self.config_file)], log=self.log, cwd=self.data_dir)
+
+    def probe(self, port: int) -> bool:
+        return probe(self.url(port))
+
+    def container_spec(self) -> ContainerSpec:
+        return ContainerSpec(
+            image="redis:7",
+            port=6379,
+            data_path="/data",
+            command=[
+                "redis-server", "--appendonly", "yes", "--appendfsync", self.appendfsync,
+                "--requirepass", self.credentials.redis_password,
+                "--maxmemory", MAXMEMORY, "--maxmemory-policy", MAXMEMORY_POLICY,
+            ],
+        )
+
+    def url(self, port: int) -> str:
+        return f"redis://:{self.credentials.redis_password}@127.0.0.1:{port}/0"

@@ -1,0 +1,100 @@
+"""A pytest plugin that points a suite at a real data tier.
+
+Options (as redis-py's conftest does for its server):
+  --backend process|containers|external   default $MEMSTACK_BACKEND or process
+  --memstack-home DIR                      where the process backend keeps state (default $MEMSTACK_HOME or ./.memstack)
+  --keep-stack                             leave a stack this session started running afterwards
+
+Fixtures:
+  stack      (session)  the running stack: URLs, env(), kill(service), start(service)
+  settings   (session)  memory_core.Settings for it
+  tenant_id  (function) a fresh tenant id, so tests sharing the stack never see each other's data
+"""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from memory_core.settings import Settings
+from memstack.errors import MemstackError
+from memstack.local.backend import CORE_SERVICES, SERVICES, Backend, Endpoints, get_backend
+
+
+@dataclass
+class Stack:
+    backend: Backend
+    endpoints: Endpoints
+    home: Path | None
+
+    @property
+    def redis_url(self) -> str:
+        return self.endpoints.redis_url
+
+    @property
+    def postgres_url(self) -> str:
+        return self.endpoints.postgres_url
+
+    @property
+    def neo4j_uri(self) -> str:
+        return self.endpoints.neo4j_uri
+
+    @property
+    def neo4j_user(self) -> str:
+        return self.endpoints.neo4j_user
+
+    @property
+    def neo4j_password(self) -> str:
+        return self.endpoints.neo4j_password
+
+    @property
+    def prometheus_url(self) -> str | None:
+        return self.endpoints.prometheus_url
+
+    def env(self) -> dict[str, str]:
+        return self.endpoints.env()
+
+    def kill(self, service: str) -> None:
+        self.backend.kill(service)
+
+    def start(self, service: str) -> None:
+        self.backend.start(service)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("memstack")
+    group.addoption("--backend", default=None, help="process | containers | external (default $MEMSTACK_BACKEND or process)")
+    group.addoption("--memstack-home", default=None, help="state directory of the process/containers backend")
+    group.addoption("--keep-stack", action="store_true", help="leave a stack this session started running")
+
+
+@pytest.fixture(scope="session")
+def stack(request: pytest.FixtureRequest) -> Stack:
+    home_opt = request.config.getoption("--memstack-home")
+    home = Path(home_opt).resolve() if home_opt else None
+    try:
+        backend = get_backend(request.config.getoption("--backend"), home=home)
+        try:
+            already_running = all(row.running for row in backend.status())
+        except MemstackError:
+            already_running = False
+        # Prometheus too where we run the stack ourselves: its smoke test and later metric tests need it.
+        backend.up(CORE_SERVICES if backend.name == "external" else SERVICES)
+        endpoints = backend.endpoints()
+    except MemstackError as exc:
+        pytest.exit(f"memstack: {exc}", returncode=2)
+    if not already_running and not request.config.getoption("--keep-stack"):
+        request.addfinalizer(backend.down)
+    return Stack(backend=backend, endpoints=endpoints, home=getattr(backend, "home", None))
+
+
+@pytest.fixture(scope="session")
+def settings(stack: Stack) -> Settings:
+    return stack.endpoints.settings()
+
+
+@pytest.fixture
+def tenant_id() -> str:
+    return f"t-{uuid.uuid4().hex[:16]}"
