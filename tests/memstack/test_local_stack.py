@@ -230,3 +230,35 @@ def test_neo4j_keeps_committed_nodes_across_sigkill(stack, tenant_id):
         records, _, _ = driver.execute_query("MATCH (n:CrashProbe {tenant: $t}) RETURN count(n) AS c", t=tenant_id)
         driver.execute_query("MATCH (n:CrashProbe {tenant: $t}) DELETE n", t=tenant_id)
     assert records[0]["c"] == 200
+
+
+# -- The other backends reach the same kind of stack ------------------------------------------
+
+
+def test_external_backend_reaches_the_running_servers(stack, monkeypatch):
+    from memstack.local.external import ExternalBackend
+
+    for name, value in stack.env().items():
+        monkeypatch.setenv(name, value)
+    backend = ExternalBackend()
+    backend.up()
+    assert backend.endpoints() == stack.endpoints
+    rows = {row.name: row.healthy for row in backend.status()}
+    assert rows["redis"] and rows["postgres"] and rows["neo4j"]
+
+
+def test_containers_backend_when_docker_is_reachable(tmp_path):
+    from memstack.errors import MemstackError
+    from memstack.local.containers import ContainersBackend
+
+    try:
+        backend = ContainersBackend(tmp_path)
+    except MemstackError as exc:
+        pytest.skip(str(exc))
+    backend.up()
+    try:
+        assert all(row.healthy for row in backend.status())
+        client = redis.Redis.from_url(backend.endpoints().redis_url)
+        assert client.config_get("appendonly") == {"appendonly": "yes"}
+    finally:
+        backend.down()
