@@ -1,0 +1,1 @@
+"""The memstack Pulumi program: config model, components and policy pack."""

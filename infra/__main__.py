@@ -1,0 +1,57 @@
+"""The memstack Pulumi program: read the stack's config, compose the components, export outputs.
+
+Order on a fresh cluster: namespaces and guard rails -> Secrets -> CRDs -> operators and
+charts -> custom resources and stores -> schema migration -> memory service and worker.
+"""
+import sys
+from pathlib import Path
+
+# Pulumi puts infra/ on the path; the repository root makes `infra` and `memory_core` packages.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import pulumi  # noqa: E402
+
+from infra.components.base import Base, BaseArgs  # noqa: E402
+from infra.components.memory_service import MemoryService, MemoryServiceArgs  # noqa: E402
+from infra.components.migrations import Migrations, MigrationsArgs  # noqa: E402
+from infra.components.neo4j import Neo4j, Neo4jArgs  # noqa: E402
+from infra.components.observability import Observability, ObservabilityArgs  # noqa: E402
+from infra.components.postgres import Postgres, PostgresArgs  # noqa: E402
+from infra.components.redis import Redis, RedisArgs  # noqa: E402
+from infra.components.secrets import Secrets, SecretsArgs  # noqa: E402
+from infra.components.worker import Worker, WorkerArgs  # noqa: E402
+from infra.config import load_config  # noqa: E402
+from infra.names import Endpoints  # noqa: E402
+
+
+def after(*resources: pulumi.Resource) -> pulumi.ResourceOptions:
+    return pulumi.ResourceOptions(depends_on=list(resources))
+
+
+def main() -> None:
+    cfg = load_config()
+    base = Base("base", BaseArgs(cfg))
+    secrets = Secrets("secrets", SecretsArgs(cfg), after(base))
+    observability = Observability("observability", ObservabilityArgs(cfg), after(base, secrets))
+    crds = observability.crds
+
+    postgres = Postgres("postgres", PostgresArgs(cfg, monitoring_crds=crds), after(base, secrets))
+    neo4j = Neo4j("neo4j", Neo4jArgs(cfg, monitoring_crds=crds), after(base, secrets))
+    redis = Redis("redis", RedisArgs(cfg, monitoring_crds=crds), after(base, secrets))
+
+    migrations = Migrations("migrations", MigrationsArgs(cfg), after(secrets, postgres.cluster, *neo4j.releases))
+    stores_ready = after(secrets, redis.statefulset)
+    MemoryService("memory-service", MemoryServiceArgs(cfg, crds, migration=migrations.job), stores_ready)
+    Worker("worker", WorkerArgs(cfg, crds, migration=migrations.job), stores_ready)
+
+    endpoints = Endpoints(cfg)
+    pulumi.export("environment", cfg.environment)
+    pulumi.export("namespace", cfg.namespace)
+    pulumi.export("memoryServiceUrl", endpoints.memory_service_url)
+    pulumi.export("grafanaUrl", endpoints.grafana_url)
+    pulumi.export("jaegerUrl", endpoints.jaeger_ui_url)
+    pulumi.export("otlpEndpoint", endpoints.otlp_endpoint)
+    pulumi.export("secretNames", secrets.names)
+
+
+main()

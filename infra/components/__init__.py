@@ -1,0 +1,1 @@
+"""One ComponentResource per file; shared builders in common.py."""

@@ -1,0 +1,521 @@
+"""One typed model of every stack setting of the `memstack` Pulumi project.
+
+Every key under the `memstack:` namespace of a stack file is read here and nowhere else.
+An unknown key, a wrong type or an impossible combination raises `ConfigError`, whose
+message is one line naming the key and what is allowed.
+
+The memory service's contract (port, probe paths, metrics path, image, commands, the
+environment variable names it reads) lives in `MemoryServiceContract`: the Deployment,
+the Job, the probes and the NetworkPolicies all read it from here.
+"""
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from memory_core.settings import Settings
+
+PROJECT = "memstack"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+Environment = Literal["dev", "staging", "prod", "local"]
+
+
+class ConfigError(ValueError):
+    """A stack setting is wrong. `str(error)` is one line: `memstack:<key>: <what is allowed>`."""
+
+
+# --- value types -------------------------------------------------------------------------
+
+_QUANTITY = re.compile(r"^(\d+(?:\.\d+)?)(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
+_QUANTITY_FACTORS = {
+    None: 1.0, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12,
+    "Ki": 2.0**10, "Mi": 2.0**20, "Gi": 2.0**30, "Ti": 2.0**40,
+}
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def quantity_value(text: str) -> float:
+    """The number a Kubernetes quantity stands for: cores for CPU, bytes for memory."""
+    match = _QUANTITY.match(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a Kubernetes quantity such as 250m, 1, 512Mi or 2Gi")
+    return float(match.group(1)) * _QUANTITY_FACTORS[match.group(2)]
+
+
+def _check_quantity(text: str) -> str:
+    quantity_value(text)
+    return text
+
+
+def _number_as_text(value: Any) -> Any:
+    """`cpuLimit: 1` in a stack file arrives as a number; a quantity is text."""
+    return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+
+def _check_dns_label(text: str) -> str:
+    if not _DNS_LABEL.match(text):
+        raise ValueError(f"{text!r} is not a DNS label (lowercase letters, digits and '-', at most 63)")
+    return text
+
+
+def _cron_checker(fields: int):
+    def check(text: str) -> str:
+        if len(text.split()) != fields:
+            raise ValueError(f"{text!r} is not a cron schedule of {fields} fields")
+        return text
+    return check
+
+
+Quantity = Annotated[str, BeforeValidator(_number_as_text), AfterValidator(_check_quantity)]
+DnsLabel = Annotated[str, AfterValidator(_check_dns_label)]
+# Kubernetes CronJobs take 5 fields; CloudNativePG's ScheduledBackup takes 6 (seconds first).
+CronSchedule = Annotated[str, AfterValidator(_cron_checker(5))]
+CnpgSchedule = Annotated[str, AfterValidator(_cron_checker(6))]
+PositiveInt = Annotated[int, Field(ge=1)]
+Percent = Annotated[int, Field(ge=1, le=100)]
+
+
+def camel_case(name: str) -> str:
+    """`storage_class` -> `storageClass`; `neo4j` stays `neo4j`."""
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+class Model(BaseModel):
+    """Stack files spell keys in camelCase, like every Pulumi config key."""
+
+    model_config = ConfigDict(
+        extra="forbid", alias_generator=camel_case, populate_by_name=True, frozen=True
+    )
+
+
+class Image(Model):
+    repository: str = Field(min_length=1)
+    tag: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+
+    @model_validator(mode="after")
+    def _pinned(self) -> "Image":
+        if self.tag == "latest":
+            raise ValueError("tag: must be a pinned version, not 'latest'")
+        return self
+
+    @property
+    def ref(self) -> str:
+        return f"{self.repository}:{self.tag}"
+
+
+class Resources(Model):
+    cpu_request: Quantity
+    memory_request: Quantity
+    cpu_limit: Quantity
+    memory_limit: Quantity
+
+    @model_validator(mode="after")
+    def _requests_within_limits(self) -> "Resources":
+        if quantity_value(self.cpu_request) > quantity_value(self.cpu_limit):
+            raise ValueError(f"cpuRequest: must be <= cpuLimit ({self.cpu_limit}), got {self.cpu_request}")
+        if quantity_value(self.memory_request) > quantity_value(self.memory_limit):
+            raise ValueError(
+                f"memoryRequest: must be <= memoryLimit ({self.memory_limit}), got {self.memory_request}"
+            )
+        return self
+
+    def to_k8s(self) -> dict:
+        return {
+            "requests": {"cpu": self.cpu_request, "memory": self.memory_request},
+            "limits": {"cpu": self.cpu_limit, "memory": self.memory_limit},
+        }
+
+
+def _resources(cpu_request: str, memory_request: str, cpu_limit: str, memory_limit: str) -> Resources:
+    return Resources(
+        cpu_request=cpu_request, memory_request=memory_request, cpu_limit=cpu_limit, memory_limit=memory_limit
+    )
+
+
+class ChartPin(Model):
+    chart: str
+    repository: str
+    version: str = Field(min_length=1)
+
+
+class Charts(Model):
+    """Every Helm chart the kit installs, pinned. Stack files may override a version."""
+
+    cloudnative_pg: ChartPin = ChartPin(
+        chart="cloudnative-pg", repository="https://cloudnative-pg.github.io/charts", version="0.26.0"
+    )
+    barman_cloud_plugin: ChartPin = ChartPin(
+        chart="plugin-barman-cloud", repository="https://cloudnative-pg.github.io/charts", version="0.5.0"
+    )
+    cert_manager: ChartPin = ChartPin(
+        chart="cert-manager", repository="https://charts.jetstack.io", version="v1.16.2"
+    )
+    neo4j: ChartPin = ChartPin(chart="neo4j", repository="https://helm.neo4j.com/neo4j", version="5.26.0")
+    # The CRD chart and kube-prometheus-stack must carry the same prometheus-operator
+    # release (v0.79.x for these two); bump them together.
+    prometheus_operator_crds: ChartPin = ChartPin(
+        chart="prometheus-operator-crds",
+        repository="https://prometheus-community.github.io/helm-charts",
+        version="17.0.2",
+    )
+    kube_prometheus_stack: ChartPin = ChartPin(
+        chart="kube-prometheus-stack",
+        repository="https://prometheus-community.github.io/helm-charts",
+        version="67.8.0",
+    )
+    jaeger: ChartPin = ChartPin(
+        chart="jaeger", repository="https://jaegertracing.github.io/helm-charts", version="4.12.0"
+    )
+
+
+# --- the memory service ---------------------------------------------------------------------
+
+class ConnectionEnv(Model):
+    """The names of the variables the pods receive, taken from `memory_core.settings`."""
+
+    redis_url: str = Settings.model_fields["redis_url"].validation_alias
+    postgres_url: str = Settings.model_fields["postgres_url"].validation_alias
+    neo4j_uri: str = Settings.model_fields["neo4j_uri"].validation_alias
+    neo4j_user: str = Settings.model_fields["neo4j_user"].validation_alias
+    neo4j_password: str = Settings.model_fields["neo4j_password"].validation_alias
+
+
+class MemoryServiceContract(Model):
+    """What the memory service image promises; the Dockerfile must agree with it."""
+
+    port: int = Field(default=8080, ge=1024, le=65535)
+    liveness_path: str = "/health"
+    readiness_path: str = "/ready"
+    metrics_path: str = "/metrics"
+    run_as_user: int = Field(default=10001, ge=1)
+    tokens_file_env: str = "MEMSTACK_TOKENS_FILE"
+    tokens_mount_dir: str = "/etc/memstack/tokens"
+    tokens_file_name: str = "tokens"
+    env: ConnectionEnv = ConnectionEnv()
+    # The consolidation worker serves the same probe paths on its own port.
+    worker_health_port: int = Field(default=8081, ge=1024, le=65535)
+
+    @property
+    def serve_command(self) -> list[str]:
+        return ["memstack", "serve", "--host", "0.0.0.0", "--port", str(self.port)]
+
+    @property
+    def worker_command(self) -> list[str]:
+        return ["memstack", "worker"]
+
+    @property
+    def migrate_command(self) -> list[str]:
+        return ["memstack", "migrate"]
+
+    @property
+    def tokens_file(self) -> str:
+        return f"{self.tokens_mount_dir}/{self.tokens_file_name}"
+
+
+class ScalingPolicy(Model):
+    percent: Percent
+    pods: Optional[PositiveInt] = None
+    period_seconds: Annotated[int, Field(ge=1, le=1800)]
+    stabilization_window_seconds: Annotated[int, Field(ge=0, le=3600)]
+
+
+class Autoscaling(Model):
+    """Seed 000's policy: 3 to 10 pods, CPU 70 %, memory 80 %, fast up, slow down."""
+
+    min_replicas: PositiveInt = 3
+    max_replicas: PositiveInt = 10
+    cpu_utilization: Percent = 70
+    memory_utilization: Percent = 80
+    scale_up: ScalingPolicy = ScalingPolicy(percent=100, pods=4, period_seconds=15, stabilization_window_seconds=0)
+    scale_down: ScalingPolicy = ScalingPolicy(percent=10, period_seconds=60, stabilization_window_seconds=300)
+
+    @model_validator(mode="after")
+    def _min_within_max(self) -> "Autoscaling":
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"minReplicas: must be <= maxReplicas ({self.max_replicas}), got {self.min_replicas}"
+            )
+        return self
+
+
+SpreadMode = Literal["DoNotSchedule", "ScheduleAnyway"]
+
+
+class TopologySpread(Model):
+    zone: SpreadMode = "ScheduleAnyway"
+    hostname: SpreadMode = "ScheduleAnyway"
+
+
+class MemoryService(Model):
+    image: Image = Image(repository="ghcr.io/memstack/memstack", tag="0.1.0")
+    contract: MemoryServiceContract = MemoryServiceContract()
+    resources: Resources = _resources("250m", "256Mi", "1", "512Mi")
+    autoscaling: Autoscaling = Autoscaling()
+    pdb_max_unavailable: PositiveInt = 1
+    topology_spread: TopologySpread = TopologySpread()
+    client_label: str = "memstack.dev/memory-client"
+
+
+class Worker(Model):
+    replicas: PositiveInt = 1
+    resources: Resources = _resources("100m", "128Mi", "500m", "256Mi")
+
+
+class Migrations(Model):
+    resources: Resources = _resources("100m", "128Mi", "500m", "256Mi")
+    backoff_limit: Annotated[int, Field(ge=0, le=10)] = 4
+
+
+# --- the stores ---------------------------------------------------------------------------
+
+class ObjectStore(Model):
+    """Where Barman Cloud sends base backups and WAL (S3 or S3-compatible)."""
+
+    destination_path: str = Field(pattern=r"^(s3|gs|https?)://.+")
+    endpoint_url: Optional[str] = None
+    # Name of a Secret (created outside the kit) with keys ACCESS_KEY_ID and ACCESS_SECRET_KEY.
+    credentials_secret: Optional[DnsLabel] = None
+    inherit_from_iam_role: bool = False
+    retention_policy: str = Field(default="30d", pattern=r"^\d+[dwm]$")
+
+    @model_validator(mode="after")
+    def _one_credential_source(self) -> "ObjectStore":
+        if (self.credentials_secret is None) == (not self.inherit_from_iam_role):
+            raise ValueError(
+                "credentialsSecret: set exactly one of credentialsSecret or inheritFromIamRole=true"
+            )
+        return self
+
+
+class PostgresBackup(Model):
+    schedule: CnpgSchedule = "0 0 3 * * *"
+    object_store: Optional[ObjectStore] = None
+
+
+class Postgres(Model):
+    instances: PositiveInt = 3
+    image: Image = Image(repository="ghcr.io/cloudnative-pg/postgresql", tag="17.5-standard-bookworm")
+    storage_size: Quantity = "20Gi"
+    resources: Resources = _resources("500m", "1Gi", "2", "2Gi")
+    database: DnsLabel = "memstack"
+    owner: DnsLabel = "memstack"
+    operator_namespace: DnsLabel = "cnpg-system"
+    backup: PostgresBackup = PostgresBackup()
+
+
+class StoreBackup(Model):
+    enabled: bool = False
+    schedule: CronSchedule = "30 3 * * *"
+    storage_size: Quantity = "20Gi"
+    retain_days: PositiveInt = 7
+    resources: Resources = _resources("100m", "256Mi", "1", "1Gi")
+
+
+class Neo4j(Model):
+    edition: Literal["community", "enterprise"] = "community"
+    servers: PositiveInt = 1
+    accept_license_agreement: bool = False
+    # The chart's minimum is 0.5 CPU and 2Gi; it sets requests from these values.
+    resources: Resources = _resources("500m", "2Gi", "1", "2Gi")
+    storage_size: Quantity = "20Gi"
+    backup: StoreBackup = StoreBackup()
+    admin_image: Image = Image(repository="neo4j", tag="5.26.0")
+    kubectl_image: Image = Image(repository="registry.k8s.io/kubectl", tag="v1.31.4")
+
+    @model_validator(mode="after")
+    def _edition_fits(self) -> "Neo4j":
+        if self.edition == "community" and self.servers != 1:
+            raise ValueError(f"servers: community edition runs exactly 1 server, got {self.servers}")
+        if self.edition == "enterprise" and not self.accept_license_agreement:
+            raise ValueError("acceptLicenseAgreement: enterprise edition requires true (a Neo4j licence)")
+        if self.edition == "enterprise" and self.servers == 2:
+            raise ValueError("servers: an enterprise cluster needs 1 or at least 3 servers, got 2")
+        return self
+
+
+MaxMemoryPolicy = Literal[
+    "noeviction", "allkeys-lru", "allkeys-lfu", "allkeys-random",
+    "volatile-lru", "volatile-lfu", "volatile-random", "volatile-ttl",
+]
+
+
+class Redis(Model):
+    image: Image = Image(repository="redis", tag="7.4.2")
+    exporter_image: Image = Image(repository="oliver006/redis_exporter", tag="v1.67.0")
+    resources: Resources = _resources("100m", "256Mi", "1", "512Mi")
+    exporter_resources: Resources = _resources("20m", "32Mi", "100m", "64Mi")
+    storage_size: Quantity = "5Gi"
+    max_memory: Quantity = "384Mi"
+    # volatile-* evicts only keys with a TTL, so the worker's streams are never evicted.
+    max_memory_policy: MaxMemoryPolicy = "volatile-lru"
+    # A PDB with minAvailable 1 makes a node drain wait for an operator on the single primary.
+    block_voluntary_eviction: bool = False
+    snapshot: StoreBackup = StoreBackup()
+
+    @model_validator(mode="after")
+    def _max_memory_fits(self) -> "Redis":
+        if quantity_value(self.max_memory) >= quantity_value(self.resources.memory_limit):
+            raise ValueError(
+                f"maxMemory: must be below resources.memoryLimit ({self.resources.memory_limit}),"
+                f" got {self.max_memory}"
+            )
+        return self
+
+
+# --- platform -----------------------------------------------------------------------------
+
+class Observability(Model):
+    namespace: DnsLabel = "monitoring"
+    prometheus_retention: str = Field(default="7d", pattern=r"^\d+[hdwy]$")
+    prometheus_storage_size: Quantity = "20Gi"
+    prometheus_resources: Resources = _resources("250m", "1Gi", "1", "2Gi")
+    grafana_resources: Resources = _resources("100m", "128Mi", "500m", "256Mi")
+    alertmanager_enabled: bool = True
+    jaeger_max_traces: PositiveInt = 100000
+    jaeger_resources: Resources = _resources("100m", "256Mi", "500m", "1Gi")
+
+
+class Quota(Model):
+    requests_cpu: Quantity = "16"
+    requests_memory: Quantity = "32Gi"
+    limits_cpu: Quantity = "32"
+    limits_memory: Quantity = "64Gi"
+    pods: PositiveInt = 100
+    # What a container that names no resources gets (chart internals, mostly).
+    default_container: Resources = _resources("100m", "128Mi", "500m", "512Mi")
+
+
+class CertManager(Model):
+    # The Barman Cloud plugin needs cert-manager; clusters that already run it set false.
+    install: bool = True
+    namespace: DnsLabel = "cert-manager"
+
+
+class StackConfig(Model):
+    environment: Environment
+    namespace: DnsLabel = "memstack"
+    storage_class: Optional[str] = None
+    # Relative paths are taken from the repository root.
+    dashboards_dir: str = "dashboards"
+    # Contents of the bearer-token hash file that `memstack token create` writes; set it with
+    # `pulumi config set --secret apiTokenHashes "$(cat tokens)"`. Empty: no token is accepted.
+    api_token_hashes: str = ""
+    charts: Charts = Charts()
+    memory_service: MemoryService = MemoryService()
+    worker: Worker = Worker()
+    migrations: Migrations = Migrations()
+    postgres: Postgres = Postgres()
+    neo4j: Neo4j = Neo4j()
+    redis: Redis = Redis()
+    observability: Observability = Observability()
+    quota: Quota = Quota()
+    cert_manager: CertManager = CertManager()
+
+    @model_validator(mode="after")
+    def _production_is_durable(self) -> "StackConfig":
+        if self.environment != "prod":
+            return self
+        if self.postgres.backup.object_store is None:
+            raise ValueError("postgres.backup.objectStore: prod requires an object store for Postgres backups")
+        if not self.neo4j.backup.enabled:
+            raise ValueError("neo4j.backup.enabled: prod requires true")
+        if not self.redis.snapshot.enabled:
+            raise ValueError("redis.snapshot.enabled: prod requires true")
+        if self.postgres.instances < 3:
+            raise ValueError(f"postgres.instances: prod requires at least 3, got {self.postgres.instances}")
+        if self.memory_service.autoscaling.min_replicas < 3:
+            raise ValueError(
+                "memoryService.autoscaling.minReplicas: prod requires at least 3,"
+                f" got {self.memory_service.autoscaling.min_replicas}"
+            )
+        return self
+
+    @property
+    def dashboards_path(self) -> Path:
+        path = Path(self.dashboards_dir)
+        return path if path.is_absolute() else REPO_ROOT / path
+
+    @property
+    def backups_to_object_store(self) -> bool:
+        return self.postgres.backup.object_store is not None
+
+
+# --- reading and reporting ----------------------------------------------------------------
+
+def _decode(value: Any) -> Any:
+    """The CLI hands every top-level value over as a string; objects arrive as JSON text."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def raw_project_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The `memstack:*` keys of a flat Pulumi config map, without the namespace."""
+    prefix = f"{PROJECT}:"
+    return {key[len(prefix):]: _decode(value) for key, value in config.items() if key.startswith(prefix)}
+
+
+def pulumi_config_map() -> dict[str, Any]:
+    """Every config key the Pulumi runtime was handed (by the CLI, or set by tests)."""
+    from pulumi.runtime import config as runtime_config
+
+    merged = dict(runtime_config.get_config_env())
+    merged.update(runtime_config.CONFIG.get())
+    return merged
+
+
+def _model_at(loc: tuple) -> Optional[type[BaseModel]]:
+    model: Any = StackConfig
+    for part in loc:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return None
+        field = next(
+            (f for name, f in model.model_fields.items() if part in (name, f.alias)), None
+        )
+        if field is None:
+            return None
+        annotation = field.annotation
+        for arg in getattr(annotation, "__args__", ()) or ():
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                annotation = arg
+        model = annotation
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    loc = tuple(str(part) for part in error["loc"])
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        parent = _model_at(loc[:-1])
+        allowed = sorted(f.alias or n for n, f in parent.model_fields.items()) if parent else []
+        return f"{'.'.join(loc)}: unknown key; allowed keys here: {', '.join(allowed)}"
+    if kind == "missing":
+        return f"{'.'.join(loc)}: required key is missing"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    head, sep, rest = message.partition(": ")
+    if sep and re.fullmatch(r"[A-Za-z][A-Za-z0-9.]*", head):
+        loc, message = loc + (head,), rest
+    if kind not in ("value_error", "assertion_error"):
+        message = f"{message} (got {error.get('input')!r})"
+    return f"{'.'.join(loc)}: {message}"
+
+
+def load_config(raw: Optional[Mapping[str, Any]] = None) -> StackConfig:
+    """Validate the stack's `memstack:*` settings (from the Pulumi runtime unless given)."""
+    values = raw_project_config(pulumi_config_map()) if raw is None else dict(raw)
+    try:
+        return StackConfig.model_validate(values)
+    except ValidationError as exc:
+        errors = exc.errors()
+        first = _describe(errors[0])
+        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+        raise ConfigError(f"{PROJECT}:{first}{more}") from None

@@ -1,0 +1,1 @@
+"""The memstack policy pack: Kubernetes guard rails, validators as plain functions."""
