@@ -14,10 +14,10 @@ from memstack.local.processes import Launch
 from memstack.local.service import ContainerSpec, LocalService
 
 LAUNCHER_ENV = "MEMSTACK_NEO4J_LAUNCHER"
-MAIN_CLASS = "dev.memstack.Neo4jLocal"
 USER = "neo4j"
 # Heap for the embedded DBMS; its page cache is set inside the launcher.
-JVM_OPTIONS = ("-Xms256m", "-Xmx1g", "-XX:+UseG1GC", "-XX:+ExitOnOutOfMemoryError")
+# -UsePerfData: no /tmp/hsperfdata file left behind by a SIGKILL drill.
+JVM_OPTIONS = ("-Xms256m", "-Xmx1g", "-XX:+UseG1GC", "-XX:+ExitOnOutOfMemoryError", "-XX:-UsePerfData")
 
 
 def probe(uri: str, user: str, password: str) -> bool:
@@ -66,10 +66,10 @@ class Neo4jServer(LocalService):
     def launch(self, port: int) -> Launch:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "NEO4J_PASSWORD": self.credentials.neo4j_password}
-        classpath = f"{self.target / 'neo4j-local.jar'}{os.pathsep}{self.target / 'lib'}/*"
         return Launch(
             argv=[
-                "java", *JVM_OPTIONS, "-cp", classpath, MAIN_CLASS,
+                # -jar: the manifest carries the classpath and the --add-opens Netty needs.
+                "java", *JVM_OPTIONS, "-jar", str(self.target / "neo4j-local.jar"),
                 "--home", str(self.data_dir),
                 "--bolt-port", str(port),
                 "--log", str(self.data_dir / "neo4j-debug.log"),
