@@ -29,29 +29,11 @@ class Stack:
     endpoints: Endpoints
     home: Path | None
 
-    @property
-    def redis_url(self) -> str:
-        return self.endpoints.redis_url
-
-    @property
-    def postgres_url(self) -> str:
-        return self.endpoints.postgres_url
-
-    @property
-    def neo4j_uri(self) -> str:
-        return self.endpoints.neo4j_uri
-
-    @property
-    def neo4j_user(self) -> str:
-        return self.endpoints.neo4j_user
-
-    @property
-    def neo4j_password(self) -> str:
-        return self.endpoints.neo4j_password
-
-    @property
-    def prometheus_url(self) -> str | None:
-        return self.endpoints.prometheus_url
+    def __getattr__(self, name: str):
+        # redis_url, postgres_url, neo4j_uri, neo4j_user, neo4j_password, prometheus_url
+        if name.startswith("_") or name == "endpoints":
+            raise AttributeError(name)
+        return getattr(self.endpoints, name)
 
     def env(self) -> dict[str, str]:
         return self.endpoints.env()
