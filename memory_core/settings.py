@@ -40,8 +40,6 @@ class Settings(BaseSettings):
     # --- pools ------------------------------------------------------------------------------
     postgres_pool_min: int = _tuning(1, "postgres_pool_min", ge=0)
     postgres_pool_max: int = _tuning(10, "postgres_pool_max", ge=1)
-    # Non-superuser role that request transactions switch to so row-level security applies.
-    postgres_app_role: str = _tuning("memory_core_app", "postgres_app_role", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
     neo4j_connect_timeout_s: float = _tuning(2.0, "neo4j_connect_timeout_s", gt=0)
     # After a failed Neo4j projection, skip inline projection for this long (the worker replays).
     neo4j_retry_after_s: float = _tuning(5.0, "neo4j_retry_after_s", ge=0)
@@ -78,6 +76,8 @@ class Settings(BaseSettings):
     reflection_stream_maxlen: int = _tuning(100_000, "reflection_stream_maxlen", ge=1)
     job_claim_idle_ms: int = _tuning(60_000, "job_claim_idle_ms", ge=1)
     outbox_batch: int = _tuning(500, "outbox_batch", ge=1)
+    # Rows Neo4j rejected this many times stay in graph_outbox (with last_error) for an operator.
+    outbox_max_attempts: int = _tuning(5, "outbox_max_attempts", ge=1)
     salience_decay_rate: float = _tuning(0.95, "salience_decay_rate", gt=0, le=1)
     episodic_retention_days: int = _tuning(90, "episodic_retention_days", ge=1)
     orphan_entity_salience: float = _tuning(0.1, "orphan_entity_salience", ge=0, le=1)

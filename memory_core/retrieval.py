@@ -1,0 +1,140 @@
+"""`remember`: merge every store into one ranked, deduplicated MemoryBundle.
+
+Ranking (weights are settings, `MEMORY_WEIGHT_*`):
+  turn      weight_episodic * similarity + weight_recency * 0.5 ** (age_hours / recency_half_life_h)
+            Candidates: the top 3*top_k turns by vector similarity plus the top_k most recent.
+            At most `max_turns_per_conversation` turns per conversation; identical content once.
+  fact      weight_facts * similarity * (0.5 + 0.5 * confidence) * priority_boost
+  entity    weight_entities * similarity * (0.5 + 0.5 * salience) * priority_boost
+  neighbour an entity reached through entity_relations from the top 5 entities, or a fact ABOUT
+            one of them: the best seed's score * 0.5 ** hops (facts: * 0.5); depth <=
+            graph_max_depth, at most graph_max_fanout neighbours per node per hop. The expansion
+            runs in Postgres, where relations are stored first, inside the transaction that
+            searched the items; Neo4j holds the same graph as a projection for graph queries.
+  strategy  weight_procedural * similarity * smoothed success rate
+priority_boost = 1 + 0.05 * clamp(priority, -10, 10). Goals come ordered by priority; the
+user context is attached as is. Each list is cut to top_k. Scores are returned in `score`.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from .models import MemoryBundle
+from .stores import episodic, goals, procedural, semantic
+
+if TYPE_CHECKING:
+    from .memory import AgentMemory
+
+log = logging.getLogger(__name__)
+
+
+def _priority_boost(priority: int) -> float:
+    return 1 + 0.05 * max(-10, min(10, priority))
+
+
+def rank_turns(turns: list[dict[str, Any]], settings, top_k: int, now: datetime) -> list[dict[str, Any]]:
+    best: dict[str, dict[str, Any]] = {}
+    for t in turns:
+        age_h = max(0.0, (now - t["timestamp"]).total_seconds() / 3600)
+        t["score"] = settings.weight_episodic * float(t["similarity"]) + settings.weight_recency * 0.5 ** (
+            age_h / settings.recency_half_life_h
+        )
+        if t["id"] not in best or best[t["id"]]["score"] < t["score"]:
+            best[t["id"]] = t
+    ranked, seen_content, per_conversation = [], set(), {}
+    for t in sorted(best.values(), key=lambda t: t["score"], reverse=True):
+        content_key = " ".join(t["content"].split()).lower()
+        if content_key in seen_content:
+            continue
+        if per_conversation.get(t["conversation_id"], 0) >= settings.max_turns_per_conversation:
+            continue
+        seen_content.add(content_key)
+        per_conversation[t["conversation_id"]] = per_conversation.get(t["conversation_id"], 0) + 1
+        ranked.append(t)
+        if len(ranked) == top_k:
+            break
+    return ranked
+
+
+async def remember(
+    memory: "AgentMemory",
+    vector: list[float],
+    *,
+    top_k: int,
+    include_episodic: bool,
+    include_semantic: bool,
+    include_procedural: bool,
+    since: datetime | None,
+    until: datetime | None,
+) -> MemoryBundle:
+    """Three independent paths run concurrently, each on its own pooled connection:
+    episodic (vector + recency), semantic (vector, then graph expansion, then the visible
+    neighbours), and procedural/goals/user context."""
+    s = memory.settings
+    caller = memory.caller
+    clients = await memory.clients()
+    bundle = MemoryBundle()
+
+    async def episodic_path() -> None:
+        if not include_episodic:
+            return
+        async with clients.tenant_transaction(caller.tenant_id) as conn:
+            hits = await episodic.search_turns(conn, tenant_id=caller.tenant_id, user_id=caller.user_id,
+                                               embedding=vector, limit=top_k * 3, since=since, until=until)
+            recent = await episodic.recent_turns(conn, tenant_id=caller.tenant_id, user_id=caller.user_id,
+                                                 limit=top_k, since=since, until=until, embedding=vector)
+        bundle.relevant_turns = [
+            {**t, "timestamp": t["timestamp"].isoformat(), "similarity": float(t["similarity"])}
+            for t in rank_turns(hits + recent, s, top_k, datetime.now(timezone.utc))
+        ]
+
+    async def semantic_path() -> None:
+        if not include_semantic:
+            return
+        async with clients.tenant_transaction(caller.tenant_id) as conn:
+            items = await semantic.search_items(conn, caller, memory_types=["fact", "entity"], embedding=vector,
+                                                limit=top_k * 2, since=since, until=until)
+            facts, entities = [], []
+            for row in items:
+                weight = s.weight_facts if row["memory_type"] == "fact" else s.weight_entities
+                row["score"] = (weight * float(row["similarity"]) * (0.5 + 0.5 * row["importance_score"])
+                                * _priority_boost(row["priority"]))
+                (facts if row["memory_type"] == "fact" else entities).append(row)
+            seeds = sorted(entities, key=lambda r: r["score"], reverse=True)[:5]
+            if seeds:
+                neighbours, about = await semantic.neighbourhood(
+                    conn, caller, [e["id"] for e in seeds], s.graph_max_depth, s.graph_max_fanout)
+                known = {r["id"] for r in entities + facts}
+                for row in neighbours:
+                    if row["id"] not in known:
+                        entities.append({**row, "score": seeds[0]["score"] * 0.5 ** row["hops"], "via_graph": True})
+                for row in about:
+                    if row["id"] not in known:
+                        facts.append({**row, "score": seeds[0]["score"] * 0.5, "via_graph": True})
+        bundle.facts = [
+            {**semantic.as_fact(r), "score": r["score"], "via_graph": r.get("via_graph", False)}
+            for r in sorted(facts, key=lambda r: r["score"], reverse=True)[:top_k]
+        ]
+        bundle.entities = [
+            {**semantic.as_entity(r), "score": r["score"], "via_graph": r.get("via_graph", False)}
+            for r in sorted(entities, key=lambda r: r["score"], reverse=True)[:top_k]
+        ]
+
+    async def context_path() -> None:
+        async with clients.tenant_transaction(caller.tenant_id) as conn:
+            if include_procedural:
+                bundle.strategies = [
+                    {**st, "score": s.weight_procedural * st["score"]}
+                    for st in await procedural.find_strategies(conn, caller, vector, top_k)
+                ]
+            bundle.active_goals = [
+                {**g, "created_at": g["created_at"].isoformat()}
+                for g in await goals.active_goals(conn, caller, limit=top_k)
+            ]
+            bundle.user_context = await goals.user_context(conn, caller)
+
+    await asyncio.gather(episodic_path(), semantic_path(), context_path())
+    return bundle

@@ -1,0 +1,200 @@
+"""Working memory in Redis: recent turns, context values with TTL and priority, thoughts.
+
+Key layout, one hash tag per conversation so its keys share a Redis Cluster slot:
+    {prefix}:{tenant|user|conversation}:ctx       hash  field -> "<expires_ms>|<priority>|<json>"
+    {prefix}:{tenant|user|conversation}:turns     list  newest first, capped
+    {prefix}:{tenant|user|conversation}:thoughts  list  newest first, capped
+Identifiers are percent-encoded, so caller text cannot contain the tag's braces or separators.
+Every operation is one round trip (a MULTI pipeline or a Lua script); every key has a TTL;
+every collection has a cap. Redis 7.0 has no per-field TTL, so context fields carry their own
+expiry, checked by the scripts against the server clock, and expired fields are dropped lazily.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import quote
+
+import redis.asyncio as aioredis
+
+from ..settings import Settings
+from ..validation import check_text, check_ttl
+
+# Shared Lua fragment: `now` in ms from the server clock and a parser for stored fields.
+_PRELUDE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local function parse(v)
+  local e, p, body = string.match(v, '^(%d+)|(%-?%d+)|(.*)$')
+  return tonumber(e), tonumber(p), body
+end
+"""
+
+# KEYS[1] ctx; ARGV field, json, ttl_ms, priority, cap. Returns 1, or 0 when the hash is full
+# of higher-priority live values.
+_SET = _PRELUDE + """
+local field, ttl, prio, cap = ARGV[1], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+if redis.call('HEXISTS', KEYS[1], field) == 0 and redis.call('HLEN', KEYS[1]) >= cap then
+  local all = redis.call('HGETALL', KEYS[1])
+  local live, victim, vprio, vexp = 0, nil, nil, nil
+  for i = 1, #all, 2 do
+    local e, p = parse(all[i + 1])
+    if e <= now then
+      redis.call('HDEL', KEYS[1], all[i])
+    else
+      live = live + 1
+      if victim == nil or p < vprio or (p == vprio and e < vexp) then
+        victim, vprio, vexp = all[i], p, e
+      end
+    end
+  end
+  if live >= cap then
+    if vprio > prio then return 0 end
+    redis.call('HDEL', KEYS[1], victim)
+  end
+end
+redis.call('HSET', KEYS[1], field, (now + ttl) .. '|' .. prio .. '|' .. ARGV[2])
+local pttl = redis.call('PTTL', KEYS[1])
+if pttl < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+return 1
+"""
+
+# KEYS[1] ctx; ARGV field. Returns the json or nil.
+_GET = _PRELUDE + """
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if not v then return false end
+local e, p, body = parse(v)
+if e <= now then redis.call('HDEL', KEYS[1], ARGV[1]) return false end
+return body
+"""
+
+# KEYS ctx, turns, thoughts; ARGV turns_limit, thoughts_limit.
+# Returns {flat field/json list, turns, thoughts}.
+_SNAPSHOT = _PRELUDE + """
+local all = redis.call('HGETALL', KEYS[1])
+local out = {}
+for i = 1, #all, 2 do
+  local e, p, body = parse(all[i + 1])
+  if e <= now then redis.call('HDEL', KEYS[1], all[i]) else
+    out[#out + 1] = all[i]
+    out[#out + 1] = body
+  end
+end
+return {out, redis.call('LRANGE', KEYS[2], 0, tonumber(ARGV[1]) - 1),
+        redis.call('LRANGE', KEYS[3], 0, tonumber(ARGV[2]) - 1)}
+"""
+
+
+class WorkingMemoryFull(RuntimeError):
+    """The context hash is at its cap and every live value outranks the new one."""
+
+
+def conversation_tag(prefix: str, tenant_id: str, user_id: str, conversation_id: str | None) -> str:
+    parts = (tenant_id, user_id, conversation_id if conversation_id is not None else "")
+    return prefix + ":{" + "|".join(quote(p, safe="") for p in parts) + "}"
+
+
+def _dumps(value: Any) -> str:
+    try:
+        return json.dumps(value, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"working-memory value is not JSON-serialisable: {exc}") from None
+
+
+class WorkingScripts:
+    """The Lua scripts, registered once per Redis client (EVALSHA, falling back to EVAL)."""
+
+    def __init__(self, redis: aioredis.Redis):
+        self.set = redis.register_script(_SET)
+        self.get = redis.register_script(_GET)
+        self.snapshot = redis.register_script(_SNAPSHOT)
+
+
+class WorkingMemory:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        scripts: WorkingScripts,
+        settings: Settings,
+        tenant_id: str,
+        user_id: str,
+        conversation_id: str | None,
+    ):
+        self._redis = redis
+        self._settings = settings
+        tag = conversation_tag(settings.working_key_prefix, tenant_id, user_id, conversation_id)
+        self.ctx_key = tag + ":ctx"
+        self.turns_key = tag + ":turns"
+        self.thoughts_key = tag + ":thoughts"
+        self._scripts = scripts
+
+    def _ttl_ms(self, ttl_seconds: float | None) -> int:
+        ttl = check_ttl(ttl_seconds)
+        ttl = self._settings.working_ttl_s if ttl is None else ttl
+        return max(1, int(min(ttl, self._settings.working_max_ttl_s) * 1000))
+
+    def _encode(self, value: Any) -> str:
+        text = _dumps(value)
+        if len(text.encode()) > self._settings.working_max_value_bytes:
+            raise ValueError(f"working-memory value exceeds {self._settings.working_max_value_bytes} bytes")
+        return text
+
+    async def set(self, key: str, value: Any, ttl_seconds: float | None = None, priority: int = 0) -> None:
+        field = check_text(key, "key", 256)
+        if not isinstance(priority, int) or not -(2**31) <= priority < 2**31:
+            raise ValueError("priority must be a 32-bit integer")
+        stored = await self._scripts.set(
+            keys=[self.ctx_key],
+            args=[field, self._encode(value), self._ttl_ms(ttl_seconds), priority, self._settings.working_max_context_keys],
+        )
+        if not stored:
+            raise WorkingMemoryFull(
+                f"working context is at its cap of {self._settings.working_max_context_keys} keys "
+                f"and every live key has priority > {priority}"
+            )
+
+    async def get(self, key: str) -> Any | None:
+        raw = await self._scripts.get(keys=[self.ctx_key], args=[check_text(key, "key", 256)])
+        return None if raw is None else json.loads(raw)
+
+    async def delete(self, key: str) -> bool:
+        return bool(await self._redis.hdel(self.ctx_key, check_text(key, "key", 256)))
+
+    async def _push(self, key: str, item: dict[str, Any], cap: int) -> None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.lpush(key, _dumps(item))
+            pipe.ltrim(key, 0, cap - 1)
+            pipe.pexpire(key, self._ttl_ms(None))
+            await pipe.execute()
+
+    async def add_turn(self, turn: dict[str, Any]) -> None:
+        limit = self._settings.working_max_value_bytes // 4  # a char is at most 4 UTF-8 bytes
+        if len(turn["content"]) > limit:
+            turn = {**turn, "content": turn["content"][:limit], "truncated": True}
+        await self._push(self.turns_key, turn, self._settings.working_max_turns)
+
+    async def push_thought(self, thought: str, timestamp: str) -> None:
+        text = check_text(thought, "thought", self._settings.working_max_value_bytes // 4)
+        await self._push(self.thoughts_key, {"thought": text, "timestamp": timestamp}, self._settings.working_max_thoughts)
+
+    async def recent_turns(self, limit: int = 10) -> list[dict[str, Any]]:
+        return [json.loads(x) for x in await self._redis.lrange(self.turns_key, 0, max(0, limit) - 1)] if limit > 0 else []
+
+    async def thoughts(self, limit: int = 10) -> list[dict[str, Any]]:
+        return [json.loads(x) for x in await self._redis.lrange(self.thoughts_key, 0, max(0, limit) - 1)] if limit > 0 else []
+
+    async def snapshot(self, turns: int = 10, thoughts: int = 10) -> dict[str, Any]:
+        """All live context values plus recent turns and thoughts, in one round trip."""
+        flat, recent, recent_thoughts = await self._scripts.snapshot(
+            keys=[self.ctx_key, self.turns_key, self.thoughts_key], args=[max(turns, 0), max(thoughts, 0)]
+        )
+        context = {flat[i].decode(): json.loads(flat[i + 1]) for i in range(0, len(flat), 2)}
+        return {
+            "context": context,
+            "recent_turns": [json.loads(x) for x in recent] if turns > 0 else [],
+            "thoughts": [json.loads(x) for x in recent_thoughts] if thoughts > 0 else [],
+        }
+
+    async def clear(self) -> None:
+        await self._redis.delete(self.ctx_key, self.turns_key, self.thoughts_key)
+

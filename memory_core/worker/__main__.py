@@ -1,0 +1,3 @@
+from .consumer import run_worker
+
+run_worker()

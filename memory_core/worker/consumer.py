@@ -1,0 +1,161 @@
+"""The consolidation worker loop: reflection jobs from a Redis Stream consumer group (ack,
+retry of stale pending entries, dead-letter stream after N deliveries), outbox replay, and
+periodic jobs each guarded by a lease so replicas never run one concurrently or twice within
+its interval. SIGTERM/SIGINT set `stopping`: the current job finishes, then the loop exits."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+from typing import Awaitable, Callable
+
+from redis.exceptions import ResponseError
+
+from ..clients import MemoryClients
+from ..stores.graph import GRAPH_UNAVAILABLE
+from ..settings import Settings
+from . import jobs
+from .lease import Lease
+
+log = logging.getLogger(__name__)
+
+PERIODIC_JOBS: dict[str, Callable[[MemoryClients, str | None], Awaitable[object]]] = {
+    "decay": jobs.decay_salience,
+    "archive": jobs.archive_old_conversations,
+    "cleanup": jobs.cleanup,
+}
+
+
+class Worker:
+    def __init__(self, clients: MemoryClients, consumer_name: str | None = None, *, only_tenant: str | None = None):
+        self.clients = clients
+        self.only_tenant = only_tenant  # confine the periodic jobs to one tenant (tests)
+        self.settings = clients.settings
+        self.consumer = consumer_name or f"{socket.gethostname()}-{os.getpid()}"
+        self.stopping = asyncio.Event()
+        self.dead_letter_stream = self.settings.reflection_stream + ":dead"
+
+    async def ensure_group(self) -> None:
+        try:
+            await self.clients.redis.xgroup_create(
+                self.settings.reflection_stream, self.settings.reflection_group, id="0", mkstream=True
+            )
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def process_reflections(self, block_ms: int = 1000) -> int:
+        """Retry stale pending jobs, then read new ones; returns how many were handled."""
+        s, redis = self.settings, self.clients.redis
+        handled = 0
+        stale = await redis.xpending_range(
+            s.reflection_stream, s.reflection_group, min="-", max="+", count=50, idle=s.job_claim_idle_ms
+        )
+        retry = []
+        for entry in stale:
+            if entry["times_delivered"] >= s.reflection_max_deliveries:
+                await self._dead_letter(entry["message_id"])
+            else:
+                retry.append(entry["message_id"])
+        messages = []
+        if retry:
+            messages += await redis.xclaim(
+                s.reflection_stream, s.reflection_group, self.consumer, s.job_claim_idle_ms, retry
+            )
+        if not self.stopping.is_set():
+            for _, entries in await redis.xreadgroup(
+                s.reflection_group, self.consumer, {s.reflection_stream: ">"}, count=10, block=block_ms
+            ) or []:
+                messages += entries
+        for message_id, raw in messages:
+            if not raw:  # deleted from the stream (trimmed) while pending
+                await redis.xack(s.reflection_stream, s.reflection_group, message_id)
+                continue
+            fields = {k.decode(): v.decode() for k, v in raw.items()}
+            try:
+                await jobs.process_reflection(self.clients, fields)
+            except Exception:
+                log.exception("reflection job %s failed; it will be retried", fields.get("job_id"))
+                continue
+            await redis.xack(s.reflection_stream, s.reflection_group, message_id)
+            handled += 1
+        return handled
+
+    async def _dead_letter(self, message_id: bytes) -> None:
+        s, redis = self.settings, self.clients.redis
+        entries = await redis.xrange(s.reflection_stream, min=message_id, max=message_id)
+        fields = dict(entries[0][1]) if entries else {}
+        fields[b"original_id"] = message_id
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(self.dead_letter_stream, fields, maxlen=s.reflection_stream_maxlen, approximate=True)
+            pipe.xack(s.reflection_stream, s.reflection_group, message_id)
+            await pipe.execute()
+        log.error("reflection job %s moved to %s", message_id, self.dead_letter_stream)
+
+    async def run_periodic(self, force: bool = False) -> dict[str, object]:
+        """Run each periodic job that is due and whose lease this worker wins."""
+        results = {}
+        redis = self.clients.redis
+        interval_ms = int(self.settings.periodic_interval_s * 1000)
+        for name, job in PERIODIC_JOBS.items():
+            if self.stopping.is_set():
+                break
+            done_key = f"{self.settings.working_key_prefix}:job:{name}:done"
+            if not force and await redis.exists(done_key):
+                continue
+            lease = Lease(redis, f"{self.settings.working_key_prefix}:job:{name}:lease", ttl_ms=15 * 60 * 1000)
+            if not await lease.acquire():
+                continue
+            try:
+                if not force and await redis.exists(done_key):
+                    continue
+                results[name] = await job(self.clients, self.only_tenant)
+                await redis.set(done_key, "1", px=interval_ms)
+                log.info("periodic job %s: %s", name, results[name])
+            finally:
+                await lease.release()
+        return results
+
+    async def run(self) -> None:
+        await self.ensure_group()
+        log.info("worker %s started", self.consumer)
+        while not self.stopping.is_set():
+            try:
+                await self.process_reflections()
+                if not self.stopping.is_set():
+                    await jobs.replay_outbox(self.clients)
+                if not self.stopping.is_set():
+                    await self.run_periodic()
+            except GRAPH_UNAVAILABLE as exc:
+                log.warning("graph unavailable, retrying shortly: %s", exc)
+                await self._sleep(1.0)
+            except Exception:
+                log.exception("worker iteration failed")
+                await self._sleep(1.0)
+        log.info("worker %s stopped", self.consumer)
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self.stopping.wait(), timeout=seconds)
+        except asyncio.TimeoutError:
+            pass
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+
+
+async def serve(settings: Settings) -> None:
+    async with await MemoryClients.connect(settings) as clients:
+        worker = Worker(clients)
+        worker.install_signal_handlers()
+        await worker.run()
+
+
+def run_worker(settings: Settings | None = None) -> None:
+    """Entry point for `memstack worker` and `python -m memory_core.worker`."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    asyncio.run(serve(settings or Settings()))

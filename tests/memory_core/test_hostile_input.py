@@ -1,0 +1,107 @@
+"""Hostile strings are stored verbatim or rejected with ValueError; never executed."""
+import math
+
+import pytest
+
+from memory_core import AgentMemory
+
+HOSTILE = [
+    "Robert'); DROP TABLE conversation_logs; --",
+    "' OR '1'='1",
+    '"; MATCH (n) DETACH DELETE n; //',
+    "}) MATCH (n) DETACH DELETE n WITH 1 AS x MATCH (y {id: '",
+    "$tenant_id {{embedding_dim}} %(tenant_id)s %s {0}",
+    "multi\nline\ttabs and emoji 🦓 and RTL \u202e",
+    "\\x00 not a real nul, backslashes \\\\",
+]
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+async def test_hostile_text_is_stored_verbatim(memory, text, graph_count, tenant_id):
+    turn = await memory.store_turn("user", text, metadata={"note": text})
+    entity = await memory.upsert_entity(text, "Concept", aliases=[text + "!"], description=text)
+    fact = await memory.learn_fact(text, entity_ids=[entity.id])
+    goal = await memory.add_goal(text)
+    await memory.set_working_context(text, text)
+    stored = await memory.get_conversation()
+    assert stored[-1].content == text and stored[-1].metadata == {"note": text}
+    assert entity.name == text and fact.claim == text and goal.description == text
+    assert await memory.get_working_context(text) == text
+    assert await graph_count("MATCH (e:Entity {id: $id}) WHERE e.name = $text RETURN count(e)", id=entity.id, text=text) == 1
+    assert await graph_count("MATCH (t:Turn {id: $id}) WHERE t.content_preview = $text RETURN count(t)", id=turn.id, text=text) == 1
+    # The graph still holds exactly this tenant's nodes: nothing was deleted or injected.
+    assert await graph_count("MATCH (n {tenant_id: $t}) RETURN count(n)", t=tenant_id) >= 4
+    bundle = await memory.remember(text)
+    assert any(f["claim"] == text for f in bundle.facts)
+
+
+async def test_one_megabyte_text_round_trips(memory):
+    text = "lorem ipsum " * (1_048_576 // 12)
+    turn = await memory.store_turn("user", text)
+    assert (await memory.get_conversation())[-1].content == text
+    assert turn.content == text
+    fact = await memory.learn_fact(text)
+    assert fact.claim == text
+
+
+async def test_text_over_the_limit_is_rejected(memory, clients):
+    with pytest.raises(ValueError, match="limit"):
+        await memory.store_turn("user", "x" * (clients.settings.max_text_chars + 1))
+
+
+@pytest.mark.parametrize("bad", ["nul \x00 byte", "lone surrogate \udc80", b"\xff\xfe invalid utf-8"])
+async def test_unstorable_text_is_a_value_error(memory, bad):
+    with pytest.raises(ValueError):
+        await memory.store_turn("user", bad)
+    with pytest.raises(ValueError):
+        await memory.learn_fact(bad)
+    with pytest.raises(ValueError):
+        await memory.upsert_entity(bad)
+    with pytest.raises(ValueError):
+        await memory.remember(bad)
+    assert await memory.get_conversation() == []
+
+
+async def test_valid_utf8_bytes_are_accepted(memory):
+    await memory.store_turn("user", "zèbre".encode())
+    assert (await memory.get_conversation())[0].content == "zèbre"
+
+
+@pytest.mark.parametrize(
+    "vector", [[math.nan] * 384, [math.inf] + [0.1] * 383, [0.1] * 383, [0.1] * 385, [0.0] * 384, ["a"] * 384]
+)
+async def test_bad_embeddings_are_rejected(memory, vector):
+    with pytest.raises(ValueError):
+        await memory.store_turn("user", "hello", embedding=vector)
+
+
+@pytest.mark.parametrize("bad_id", ["", " padded ", "new\nline", "x" * 201, "tab\there", "nul\x00"])
+def test_bad_identifiers_are_rejected(clients, bad_id):
+    with pytest.raises(ValueError):
+        AgentMemory(bad_id, "u", clients=clients)
+    with pytest.raises(ValueError):
+        AgentMemory("t", bad_id, clients=clients)
+    with pytest.raises(ValueError):
+        AgentMemory("t", "u", bad_id, clients=clients)
+
+
+async def test_relationship_types_come_only_from_the_whitelist(memory):
+    a = await memory.upsert_entity("A")
+    b = await memory.upsert_entity("B")
+    for rel in ["KNOWS]->(x) DETACH DELETE x //", "knows", "HAS_TURN", ""]:
+        with pytest.raises(ValueError):
+            await memory.relate(a.id, b.id, rel)
+
+
+async def test_entity_types_are_identifiers(memory):
+    with pytest.raises(ValueError):
+        await memory.upsert_entity("x", "Person:Admin")
+
+
+async def test_nan_confidence_and_metadata_are_rejected(memory):
+    with pytest.raises(ValueError):
+        await memory.learn_fact("x", confidence=math.nan)
+    with pytest.raises(ValueError):
+        await memory.store_turn("user", "x", metadata={"v": math.nan})
+    with pytest.raises(ValueError):
+        await memory.store_turn("user", "x", metadata={"v": "nul\x00"})

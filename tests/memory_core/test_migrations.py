@@ -1,0 +1,66 @@
+import asyncio
+import uuid
+
+import psycopg
+import pytest
+
+from memory_core import EmbeddingDimensionMismatch
+from memory_core.migrations import load, migrate_neo4j, migrate_postgres
+
+TABLES = {"conversations", "conversation_logs", "memory_timeline", "tool_invocations", "tool_stats",
+          "user_profiles", "memory_spaces", "space_grants", "graph_outbox", "entity_relations", "fact_entities"}
+
+
+@pytest.fixture
+async def scratch_schema(settings):
+    """A fresh, empty schema in the shared database, dropped afterwards."""
+    name = f"mc_mig_{uuid.uuid4().hex[:12]}"
+    url = settings.postgres_url.get_secret_value()
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        await conn.execute(f'CREATE SCHEMA "{name}"')
+    try:
+        yield name, {"options": f"-c search_path={name},public"}
+    finally:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            await conn.execute(f'DROP SCHEMA "{name}" CASCADE')
+
+
+async def test_two_concurrent_postgres_migrations_leave_one_schema(settings, scratch_schema):
+    schema, kwargs = scratch_schema
+    url = settings.postgres_url.get_secret_value()
+    first, second = await asyncio.gather(migrate_postgres(url, settings, **kwargs), migrate_postgres(url, settings, **kwargs))
+    versions = [m.version for m in load("postgres")]
+    assert sorted(first + second) == versions  # each version applied by exactly one runner
+    async with await psycopg.AsyncConnection.connect(url, **kwargs) as conn:
+        cur = await conn.execute("SELECT version FROM schema_migrations ORDER BY version")
+        assert [r[0] for r in await cur.fetchall()] == versions
+        cur = await conn.execute(
+            "SELECT relname, relrowsecurity, relforcerowsecurity FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = %s AND c.relkind = 'r'", (schema,))
+        rows = {r[0]: r[1:] for r in await cur.fetchall()}
+    assert TABLES <= set(rows)
+    assert all(rows[t] == (True, True) for t in TABLES)
+    assert await migrate_postgres(url, settings, **kwargs) == []  # idempotent
+
+
+async def test_postgres_dimension_mismatch_is_a_clear_error(settings, scratch_schema):
+    _, kwargs = scratch_schema
+    url = settings.postgres_url.get_secret_value()
+    await migrate_postgres(url, settings, **kwargs)
+    with pytest.raises(EmbeddingDimensionMismatch, match="vector"):
+        await migrate_postgres(url, settings.model_copy(update={"embedding_dim": settings.embedding_dim + 1}), **kwargs)
+
+
+async def test_concurrent_neo4j_migrations_record_each_version_once(clients, graph_count):
+    await asyncio.gather(migrate_neo4j(clients.neo4j, clients.settings), migrate_neo4j(clients.neo4j, clients.settings))
+    for migration in load("neo4j"):
+        assert await graph_count("MATCH (v:SchemaVersion {version: $v}) RETURN count(v)", v=migration.version) == 1
+    assert await graph_count("MATCH (l:SchemaLock) RETURN count(l)") == 1
+    records, _, _ = await clients.neo4j.execute_query("SHOW CONSTRAINTS YIELD name RETURN collect(name) AS names")
+    assert {"turn_id", "entity_id", "conversation_key"} <= set(records[0]["names"])
+
+
+async def test_neo4j_dimension_mismatch_is_a_clear_error(clients):
+    wrong = clients.settings.model_copy(update={"embedding_dim": clients.settings.embedding_dim + 1})
+    with pytest.raises(EmbeddingDimensionMismatch, match="Neo4j"):
+        await migrate_neo4j(clients.neo4j, wrong)

@@ -1,0 +1,126 @@
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from memory_core.worker import Worker
+from memory_core.worker import jobs
+
+
+@pytest.fixture
+def private_queue(clients):
+    """Give the test its own stream, group and lease keys, restored afterwards."""
+    original = clients.settings
+    suffix = uuid.uuid4().hex[:12]
+    clients.settings = original.model_copy(update={
+        "reflection_stream": f"mc:test:{suffix}", "working_key_prefix": f"mct{suffix}",
+        "job_claim_idle_ms": 1, "reflection_max_deliveries": 2})
+    yield clients.settings
+    clients.settings = original
+
+
+async def _age(clients, tenant_id: str, sql: str, *params) -> None:
+    async with clients.tenant_transaction(tenant_id) as conn:
+        await conn.execute(sql, params)
+
+
+async def test_reflection_job_is_applied_once(memory, clients, private_queue, tenant_id):
+    strategy = await memory.learn_strategy("search the docs first", tool_sequence=["docs_search"])
+    job_id = await memory.reflect({"success": True, "summary": "docs answered it", "strategy_id": strategy.id})
+    worker = Worker(clients, "w1")
+    await worker.ensure_group()
+    assert await worker.process_reflections(block_ms=10) == 1
+    found = await memory.what_worked_for("search the docs")
+    assert found[0].success_count == 2
+    # A redelivered job (crash between apply and XACK) changes nothing.
+    fields = {"job_id": job_id, "tenant_id": tenant_id, "user_id": memory.user_id, "conversation_id": "conv-1",
+              "agent_id": "", "outcome": '{"success": true, "summary": "docs answered it", "strategy_id": "%s"}' % strategy.id}
+    assert await jobs.process_reflection(clients, fields) is False
+    assert (await memory.what_worked_for("search the docs"))[0].success_count == 2
+    async with clients.tenant_transaction(tenant_id) as conn:
+        cur = await conn.execute("SELECT count(*) FROM memory_timeline WHERE memory_type = 'reflection'")
+        assert (await cur.fetchone())[0] == 1
+    assert (await clients.redis.xpending(private_queue.reflection_stream, private_queue.reflection_group))["pending"] == 0
+
+
+async def test_reflection_with_tools_learns_a_strategy(memory, clients, private_queue):
+    await memory.reflect({"success": True, "task_type": "data_analysis", "tools": ["code_interpreter"]})
+    worker = Worker(clients, "w1")
+    await worker.ensure_group()
+    await worker.process_reflections(block_ms=10)
+    found = await memory.what_worked_for("code_interpreter data_analysis tasks")
+    assert found and found[0].tool_sequence == ["code_interpreter"]
+
+
+async def test_failing_job_is_retried_then_dead_lettered(clients, private_queue):
+    worker = Worker(clients, "w1")
+    await worker.ensure_group()
+    await clients.redis.xadd(private_queue.reflection_stream, {"job_id": "broken", "tenant_id": "\x01bad"})
+    assert await worker.process_reflections(block_ms=10) == 0  # delivery 1 fails
+    await asyncio.sleep(0.01)
+    assert await worker.process_reflections(block_ms=10) == 0  # delivery 2 (claimed) fails
+    await asyncio.sleep(0.01)
+    await worker.process_reflections(block_ms=10)  # delivered twice already: dead-lettered
+    dead = await clients.redis.xrange(worker.dead_letter_stream)
+    assert len(dead) == 1 and dead[0][1][b"job_id"] == b"broken"
+    assert (await clients.redis.xpending(private_queue.reflection_stream, private_queue.reflection_group))["pending"] == 0
+    await clients.redis.delete(private_queue.reflection_stream, worker.dead_letter_stream)
+
+
+async def test_periodic_jobs_run_once_across_replicas(clients, private_queue, tenant_id):
+    a, b = Worker(clients, "a", only_tenant=tenant_id), Worker(clients, "b", only_tenant=tenant_id)
+    results = await asyncio.gather(a.run_periodic(), b.run_periodic())
+    ran = [name for r in results for name in r]
+    assert sorted(ran) == sorted(["decay", "archive", "cleanup"])
+    assert await a.run_periodic() == {}  # not due again within the interval
+
+
+async def test_cleanup_deletes_only_orphan_idle_low_salience_entities(memory, clients, tenant_id, graph_count):
+    orphan = await memory.upsert_entity("Forgotten Thing", salience=0.05)
+    cited = await memory.upsert_entity("Cited Thing", salience=0.05)
+    await memory.learn_fact("a fact about the cited thing", entity_ids=[cited.id])
+    await _age(clients, tenant_id, "UPDATE memory_timeline SET last_accessed = now() - interval '60 days',"
+               " updated_at = now() - interval '60 days' WHERE memory_type = 'entity'")
+    counts = await jobs.cleanup(clients, tenant_id)
+    assert counts["orphan_entities"] == 1
+    assert await graph_count("MATCH (e:Entity {id: $id}) RETURN count(e)", id=orphan.id) == 0
+    assert await graph_count("MATCH (e:Entity {id: $id}) RETURN count(e)", id=cited.id) == 1
+    assert (await jobs.cleanup(clients, tenant_id))["orphan_entities"] == 0
+
+
+async def test_decay_is_idempotent_within_a_day(memory, clients, tenant_id, graph_count):
+    entity = await memory.upsert_entity("Fading Memory", salience=0.8)
+    await _age(clients, tenant_id, "UPDATE memory_timeline SET last_accessed = now() - interval '2 days'")
+    assert await jobs.decay_salience(clients, tenant_id) == 1
+    assert await jobs.decay_salience(clients, tenant_id) == 0
+    expected = 0.8 * clients.settings.salience_decay_rate
+    assert await graph_count("MATCH (e:Entity {id: $id}) WHERE abs(e.salience - $s) < 1e-9 RETURN count(e)",
+                             id=entity.id, s=expected) == 1
+
+
+async def test_archival_hides_old_conversations(memory, clients, tenant_id):
+    await memory.store_turn("user", "an ancient conversation")
+    await _age(clients, tenant_id, "UPDATE conversations SET last_turn_at = now() - interval '400 days'")
+    assert await jobs.archive_old_conversations(clients, tenant_id) == 1
+    assert await jobs.archive_old_conversations(clients, tenant_id) == 0
+    assert await memory.get_conversation() == []
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_worker_cleanly(stack):
+    env = {**os.environ, **stack.env(), "MEMORY_REFLECTION_STREAM": f"mc:test:{uuid.uuid4().hex}"}
+    proc = subprocess.Popen([sys.executable, "-m", "memory_core.worker"], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stderr:
+            if "started" in line:
+                break
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+        assert "stopped" in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
