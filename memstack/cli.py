@@ -5,10 +5,12 @@ a traceback is a bug (set MEMSTACK_DEBUG=1 to see one).
 """
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -17,6 +19,8 @@ from typer.exceptions import TyperException
 from rich.console import Console
 from rich.table import Table
 
+from memstack import load as load_runner
+from memstack import service
 from memstack.errors import MemstackError
 from memstack.local.backend import BACKEND_ENV, CORE_SERVICES, OPTIONAL_SERVICES, SERVICES, check_service, get_backend
 from memstack.local.redis_server import APPENDFSYNC_CHOICES
@@ -143,9 +147,139 @@ def start(service: str, backend: BackendOption = None) -> None:
     out.print(f"{service} started")
 
 
+# --- the memory service ---------------------------------------------------------------------
+
+token_app = typer.Typer(help="Bearer tokens of the memory service.", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on")] = service.SERVICE_PORT,
+    workers: Annotated[int, typer.Option(min=1, help="Processes; Kubernetes scales pods, so 1 per pod")] = 1,
+    log_level: Annotated[str, typer.Option(help="debug | info | warning | error")] = "info",
+) -> None:
+    """Run the memory service in the foreground (configured by the memory_core environment)."""
+    service.serve(host, port, workers, log_level)
+
+
+@app.command()
+def worker(
+    host: Annotated[str, typer.Option(help="Address of the probe server")] = "0.0.0.0",
+    port: Annotated[int, typer.Option(help="Port of /health, /ready and /metrics")] = service.WORKER_HEALTH_PORT,
+    log_level: Annotated[str, typer.Option(help="debug | info | warning | error")] = "info",
+) -> None:
+    """Run the consolidation worker, with its probe endpoints."""
+    service.worker(host, port, log_level)
+
+
+@app.command()
+def migrate() -> None:
+    """Apply pending schema migrations to Postgres and Neo4j; print what was applied."""
+    print(json.dumps(service.migrate()))
+
+
+@token_app.command("create")
+def token_create(
+    tenant: Annotated[str, typer.Option(help="Tenant the token grants access to")],
+    file: Annotated[Optional[Path], typer.Option(help=f"Hash file to append to (default: ${service.TOKENS_FILE_ENV} or ./tokens)")] = None,
+) -> None:
+    """Print a new token once; only its hash is appended to the tokens file."""
+    path = file or Path(os.environ.get(service.TOKENS_FILE_ENV) or "tokens")
+    token = service.create_token(tenant, path)
+    print(token)
+    print(f"hash appended to {path}; the token is not stored and will not be shown again", file=sys.stderr)
+
+
+def _ms(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
+def _print_load_summary(summary: dict) -> None:
+    slo = summary["slo"]
+    table = Table(title=f"memory service load: {summary['duration_s']:.0f} s, working-memory p99 SLO < {slo['working_p99_ms']:g} ms")
+    for column in ("route group", "requests", "req/s", "p50 ms", "p95 ms", "p99 ms", "failures", "SLO"):
+        table.add_column(column, justify="left" if column == "route group" else "right")
+
+    def add(name: str, row: dict, verdict: str = "") -> None:
+        table.add_row(name, str(row["requests"]), f"{row['rps']:.0f}", _ms(row["p50_ms"]), _ms(row["p95_ms"]),
+                      _ms(row["p99_ms"]), str(row["failures"]), verdict)
+
+    for name, row in summary["groups"].items():
+        add(name, row)
+    working = summary["working"]
+    ok = working["p99_ms"] is not None and working["p99_ms"] < slo["working_p99_ms"]
+    add("working (all)", working, "[green]pass[/]" if ok else "[red]FAIL[/]")
+    total = summary["total"]
+    ratio_ok = total["failure_ratio"] <= slo["max_failure_ratio"]
+    add("total", total, f"{total['failure_ratio']:.3%} " + ("[green]pass[/]" if ratio_ok else "[red]FAIL[/]"))
+    out.print(table)
+    server = summary.get("server_working")
+    if server:
+        out.print(f"service-side working memory (its own histogram, bucket upper bounds): p50 {server['p50_ms']} ms, "
+                  f"p95 {server['p95_ms']} ms, p99 {server['p99_ms']} ms over {server['requests']} requests",
+                  highlight=False)
+    out.print("Locust percentiles are whole milliseconds; load generator and service share this machine.",
+              highlight=False)
+
+
+def _load(options: "load_runner.LoadOptions") -> None:
+    code, summary = load_runner.run(options)
+    _print_load_summary(summary)
+    out.print(f"results: {_relative(str(options.results))}", highlight=False)
+    for violation in summary["violations"]:
+        print(f"memstack: SLO violated: {violation}", file=sys.stderr)
+    if code != 0 or not summary["passed"]:
+        raise typer.Exit(1)
+
+
+def _results_dir(results: Optional[Path]) -> Path:
+    return results or Path(".memstack/load") / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+
+
+@app.command()
+def load(
+    url: Annotated[Optional[str], typer.Option(help="Service to load; default: start one on the local stack")] = None,
+    tokens_file: Annotated[Optional[Path], typer.Option(help="With --url: lines '<tenant> <token>'")] = None,
+    duration: Annotated[str, typer.Option(help="Locust run time, e.g. 20s, 2m")] = "20s",
+    users: Annotated[int, typer.Option(min=1, help="Concurrent simulated agents")] = 50,
+    rate: Annotated[float, typer.Option(min=0, help="Target total requests/s; 0 = as fast as possible")] = 500.0,
+    tenants: Annotated[int, typer.Option(min=1, help="Tenants to create tokens for (local service)")] = 20,
+    results: Annotated[Optional[Path], typer.Option(help="Results directory (default .memstack/load/<time>)")] = None,
+    wm_p99_ms: Annotated[float, typer.Option(help="Gate: working-memory p99 must be below this")] = 10.0,
+    max_failure_ratio: Annotated[float, typer.Option(help="Gate: failures/requests must not exceed this")] = 0.001,
+    profile: Annotated[str, typer.Option(help="mixed | working (working memory only)")] = "mixed",
+    backend: BackendOption = None,
+) -> None:
+    """Run the Locust profile headless; exit 1 when the SLO gate fails."""
+    _load(load_runner.LoadOptions(
+        url=url, tokens_file=tokens_file, duration=duration, users=users, spawn_rate=float(users), rate=rate,
+        tenants=tenants, results=_results_dir(results), wm_p99_ms=wm_p99_ms, max_failure_ratio=max_failure_ratio,
+        backend=backend, profile=profile))
+
+
+@app.command()
+def demo(
+    duration: Annotated[str, typer.Option(help="Locust run time")] = "30s",
+    rate: Annotated[float, typer.Option(min=1, help="Target total requests/s")] = 500.0,
+    users: Annotated[int, typer.Option(min=1, help="Concurrent simulated agents")] = 50,
+    backend: BackendOption = None,
+) -> None:
+    """Bring up the local stack and the service, load it, and print latency per route group against the SLO."""
+    try:
+        _load(load_runner.LoadOptions(duration=duration, rate=rate, users=users, spawn_rate=float(users),
+                                      results=_results_dir(None), backend=backend))
+    finally:
+        _print_status(backend)
+
+
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        # Without standalone mode click returns a command's `typer.Exit` code instead of exiting.
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except MemstackError as exc:
         if os.environ.get("MEMSTACK_DEBUG"):
             raise
