@@ -59,7 +59,8 @@ def stack(request: pytest.FixtureRequest) -> Stack:
     try:
         backend = get_backend(request.config.getoption("--backend"), home=home)
         try:
-            already_running = all(row.running for row in backend.status())
+            # Any running service means someone else's stack: leave all of it running afterwards.
+            already_running = any(row.running for row in backend.status())
         except MemstackError:
             already_running = False
         # Prometheus too where we run the stack ourselves: its smoke test and later metric tests need it.
