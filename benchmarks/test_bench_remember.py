@@ -18,7 +18,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from conftest import record, run_timed
+from latency import record, run_timed
 from memory_core import AgentMemory
 from memory_core.stores import episodic
 from memory_core.stores.sql import vector

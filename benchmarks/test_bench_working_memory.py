@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from conftest import record, run_timed
+from latency import record, run_timed
 from memory_core import AgentMemory
 
 ROUNDS = 3000

@@ -8,7 +8,7 @@ from __future__ import annotations
 import itertools
 import uuid
 
-from conftest import record, run_timed
+from latency import record, run_timed
 from memory_core import AgentMemory
 
 
