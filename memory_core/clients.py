@@ -95,6 +95,9 @@ class MemoryClients:
         await self.redis.aclose()
         await self.pg_pool.close()
         await self.neo4j.close()
+        aclose = getattr(self.embedder, "aclose", None)  # providers holding connections (HTTP) have one
+        if aclose is not None:
+            await aclose()
 
     async def __aenter__(self) -> "MemoryClients":
         return self

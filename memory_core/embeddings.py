@@ -17,6 +17,9 @@ from .settings import Settings
 from .validation import check_embedding
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
+# Batches longer than this are hashed in a worker thread: a 1 MB text takes about a second,
+# which on the event loop would stall every other request of the process.
+OFFLOAD_CHARS = 20_000
 
 
 @runtime_checkable
@@ -51,6 +54,8 @@ class HashingEmbedder:
         vec[h % self.dim] += weight if (h >> 63) & 1 else -weight
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
+        if sum(len(t) for t in texts) > OFFLOAD_CHARS:
+            return await asyncio.to_thread(lambda: [self.embed_one(t) for t in texts])
         return [self.embed_one(t) for t in texts]
 
 
@@ -101,6 +106,9 @@ class OpenAIEmbedder:
         response.raise_for_status()
         data = sorted(response.json()["data"], key=lambda d: d["index"])
         return [check_embedding(d["embedding"], self.dim) for d in data]
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
 
 
 def make_embedder(settings: Settings) -> Embedder:

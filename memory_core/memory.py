@@ -143,8 +143,10 @@ class AgentMemory:
         conversation_id = self._require_conversation()
         role = Role(role).value
         content = self._text(content, "content")
-        if turn_index is not None and (not isinstance(turn_index, int) or not 0 <= turn_index < 2**31):
-            raise ValueError("turn_index must be a non-negative 32-bit integer")
+        if turn_index is not None:
+            _check_index(turn_index, "turn_index")
+        if token_count is not None:
+            _check_index(token_count, "token_count")
         meta = json.loads(check_json(metadata or {}, "metadata"))
         vector = await self._embed(content, embedding)
         ttl = check_ttl(ttl_seconds)
@@ -195,6 +197,7 @@ class AgentMemory:
         alias_list = [check_text(a, "alias", 1000) for a in (aliases or [])]
         description = None if description is None else self._text(description, "description")
         salience = check_unit_interval(salience, "salience")
+        _check_priority(priority)
         props = json.loads(check_json(properties or {}, "properties"))
         vector = await self._embed(f"{name}: {description or type}")
         space = self._space(space)
@@ -229,6 +232,7 @@ class AgentMemory:
         claim = self._text(claim, "claim")
         source = FactSource(source).value
         confidence = check_unit_interval(confidence, "confidence")
+        _check_priority(priority)
         entity_ids = list(dict.fromkeys(entity_ids or []))
         vector = await self._embed(claim)
         space = self._space(space)
@@ -317,6 +321,7 @@ class AgentMemory:
         return Goal(**await self._write_and_project(work))
 
     async def get_active_goals(self, limit: int = 50) -> list[Goal]:
+        _check_limit(limit, "limit", 2**31 - 1)
         return [Goal(**g) for g in await self._in_transaction(lambda conn: goals.active_goals(conn, self.caller, limit))]
 
     # --- procedural ---------------------------------------------------------------------------
@@ -333,8 +338,9 @@ class AgentMemory:
         error_message: str | None = None,
     ) -> None:
         tool_name = check_text(tool_name, "tool_name", 200)
-        if not isinstance(latency_ms, int) or not 0 <= latency_ms < 2**31:
-            raise ValueError("latency_ms must be a non-negative 32-bit integer")
+        if turn_index is not None:
+            _check_index(turn_index, "turn_index")
+        _check_index(latency_ms, "latency_ms")
         error_message = None if error_message is None else self._text(error_message, "error_message")
 
         async def work(conn):
@@ -384,6 +390,7 @@ class AgentMemory:
         return Strategy(**await self._write_and_project(work))
 
     async def what_worked_for(self, task_description: str, top_k: int = 5) -> list[Strategy]:
+        _check_limit(top_k, "top_k")
         vector = await self._embed(self._text(task_description, "task_description"))
         rows = await self._in_transaction(lambda conn: procedural.find_strategies(conn, self.caller, vector, top_k))
         return [Strategy(**r) for r in rows]
@@ -393,7 +400,8 @@ class AgentMemory:
     async def set_preferences(self, **preferences: Any) -> None:
         for key in preferences:
             check_text(key, "preference name", 200)
-        await self._in_transaction(lambda conn: goals.update_profile(conn, self.caller, "preferences", preferences))
+        values = json.loads(check_json(preferences, "preferences"))
+        await self._in_transaction(lambda conn: goals.update_profile(conn, self.caller, "preferences", values))
 
     async def set_expertise(self, areas: list[str]) -> None:
         checked = [check_text(a, "expertise area", 200) for a in areas]
@@ -417,8 +425,7 @@ class AgentMemory:
         until: datetime | None = None,
     ) -> MemoryBundle:
         """Relevant memories for `query`; see `memory_core.retrieval` for the ranking."""
-        if not isinstance(top_k, int) or not 1 <= top_k <= 1000:
-            raise ValueError("top_k must be an integer in [1, 1000]")
+        _check_limit(top_k, "top_k")
         if time_window_hours is not None:
             hours = check_ttl(time_window_hours, "time_window_hours")
             window_start = datetime.now(timezone.utc).timestamp() - hours * 3600
@@ -478,6 +485,16 @@ class AgentMemory:
 def _check_priority(priority: int) -> None:
     if not isinstance(priority, int) or not -1000 <= priority <= 1000:
         raise ValueError("priority must be an integer in [-1000, 1000]")
+
+
+def _check_index(value: int, name: str) -> None:
+    if not isinstance(value, int) or not 0 <= value < 2**31:
+        raise ValueError(f"{name} must be a non-negative 32-bit integer")
+
+
+def _check_limit(value: int, name: str, maximum: int = 1000) -> None:
+    if not isinstance(value, int) or not 1 <= value <= maximum:
+        raise ValueError(f"{name} must be an integer in [1, {maximum}]")
 
 
 async def _require_turn(conn, tenant_id: str, user_id: str, turn_id: str) -> None:

@@ -243,7 +243,7 @@ def load(
     url: Annotated[Optional[str], typer.Option(help="Service to load; default: start one on the local stack")] = None,
     tokens_file: Annotated[Optional[Path], typer.Option(help="With --url: lines '<tenant> <token>'")] = None,
     duration: Annotated[str, typer.Option(help="Locust run time, e.g. 20s, 2m")] = "20s",
-    users: Annotated[int, typer.Option(min=1, help="Concurrent simulated agents")] = 50,
+    users: Annotated[int, typer.Option(min=1, help="Locust users; each acts for random tenants and conversations")] = 10,
     rate: Annotated[float, typer.Option(min=0, help="Target total requests/s; 0 = as fast as possible")] = 500.0,
     tenants: Annotated[int, typer.Option(min=1, help="Tenants to create tokens for (local service)")] = 20,
     results: Annotated[Optional[Path], typer.Option(help="Results directory (default .memstack/load/<time>)")] = None,
@@ -263,7 +263,7 @@ def load(
 def demo(
     duration: Annotated[str, typer.Option(help="Locust run time")] = "30s",
     rate: Annotated[float, typer.Option(min=1, help="Target total requests/s")] = 500.0,
-    users: Annotated[int, typer.Option(min=1, help="Concurrent simulated agents")] = 50,
+    users: Annotated[int, typer.Option(min=1, help="Locust users; each acts for random tenants and conversations")] = 10,
     backend: BackendOption = None,
 ) -> None:
     """Bring up the local stack and the service, load it, and print latency per route group against the SLO."""

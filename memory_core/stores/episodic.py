@@ -20,7 +20,7 @@ WITH conv AS (
     VALUES (%(tenant_id)s, %(conversation_id)s, %(user_id)s, coalesce(%(turn_index)s::int, 0) + 1)
     ON CONFLICT (tenant_id, conversation_id) DO UPDATE
         SET next_turn_index = greatest(c.next_turn_index, coalesce(%(turn_index)s::int, c.next_turn_index) + 1),
-            last_turn_at = now()
+            last_turn_at = now(), archived = false  -- a new turn reopens it; the archival job can archive it again
         WHERE c.user_id = %(user_id)s
     RETURNING coalesce(%(turn_index)s::int, next_turn_index - 1) AS turn_index
 ), turn AS (

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from ..models import GoalStatus
-from .semantic import ITEM_COLUMNS, VISIBLE, WRITABLE, Caller, insert_item, require_items
+from .semantic import ITEM_COLUMNS, VISIBLE, WRITABLE, Caller, insert_item, item_uuid, require_items
 from .sql import fetch_dicts
 
 
@@ -60,6 +60,7 @@ async def update_goal(
     parent_goal_id: str | None,
     blocked_by: list[str] | None,
 ) -> dict[str, Any]:
+    goal_id = item_uuid(goal_id)
     related = ([parent_goal_id] if parent_goal_id else []) + (blocked_by or [])
     if goal_id in related:
         raise ValueError("a goal cannot be its own parent or blocker")

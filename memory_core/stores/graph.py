@@ -16,15 +16,20 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from neo4j.exceptions import Neo4jError, ServiceUnavailable, SessionExpired
+from neo4j.exceptions import ServiceUnavailable, SessionExpired
+
+try:
+    from neo4j.exceptions import ConnectionPoolError
+except ImportError:  # older 5.x drivers report an acquisition timeout as a ClientError
+    ConnectionPoolError = ServiceUnavailable
 
 from ..models import ENTITY_LABELS, ENTITY_RELATIONS
 
 log = logging.getLogger(__name__)
 
-# Neo4j being unreachable, as opposed to a bug in an event: only these leave rows for replay
-# without counting against them.
-GRAPH_UNAVAILABLE = (ServiceUnavailable, SessionExpired, OSError)
+# Neo4j being unreachable or saturated (no pooled connection within the acquisition timeout), as
+# opposed to a bug in an event: only these leave rows for replay without counting against them.
+GRAPH_UNAVAILABLE = (ServiceUnavailable, SessionExpired, ConnectionPoolError, OSError)
 TURN_PREVIEW_CHARS = 1000
 
 
@@ -76,8 +81,9 @@ MERGE (c:Conversation {tenant_id: $tenant_id, id: $conversation_id})
   ON CREATE SET c.user_id = $user_id, c.started_at = datetime($timestamp)
 MERGE (u)-[:HAD_CONVERSATION]->(c)
 MERGE (t:Turn {id: $turn_id})
-SET t.tenant_id = $tenant_id, t.conversation_id = $conversation_id, t.index = $index, t.role = $role,
-    t.timestamp = datetime($timestamp), t.content_preview = $preview
+WITH c, t WHERE coalesce(t.version, -1) <= $version
+SET t.version = $version, t.tenant_id = $tenant_id, t.conversation_id = $conversation_id, t.index = $index,
+    t.role = $role, t.timestamp = datetime($timestamp), t.content_preview = $preview
 MERGE (c)-[:HAS_TURN]->(t)
 WITH t
 OPTIONAL MATCH (prev:Turn {tenant_id: $tenant_id, conversation_id: $conversation_id, index: $index - 1})
@@ -123,7 +129,8 @@ MERGE (s:Entity {{id: $source_id}}) ON CREATE SET s.tenant_id = $tenant_id
 MERGE (t:Entity {{id: $target_id}}) ON CREATE SET t.tenant_id = $tenant_id
 WITH s, t WHERE s.tenant_id = $tenant_id AND t.tenant_id = $tenant_id
 MERGE (s)-[r:{rel}]->(t)
-SET r.tenant_id = $tenant_id, r.weight = $weight
+WITH r WHERE coalesce(r.version, -1) <= $version
+SET r.version = $version, r.tenant_id = $tenant_id, r.weight = $weight
 """
     for rel in ENTITY_RELATIONS
 }
@@ -199,7 +206,8 @@ FOREACH (conversation_id IN CASE WHEN $conversation_id IS NULL THEN [] ELSE [$co
 
 
 _FORGET = """
-MATCH (n) WHERE n.id IN $ids AND n.tenant_id = $tenant_id AND (n:Entity OR n:Fact OR n:Goal OR n:Strategy OR n:Reflection)
+MATCH (n) WHERE n.id IN $ids AND n.tenant_id = $tenant_id
+  AND (n:Entity OR n:Fact OR n:Goal OR n:Strategy OR n:Reflection OR n:Turn)
 DETACH DELETE n
 """
 
@@ -260,9 +268,11 @@ async def project_now(clients, rows: list[OutboxRow]) -> bool:
         clients.graph_circuit.trip()
         log.warning("graph projection deferred to the outbox: %s", exc)
         return False
-    except Neo4jError as exc:
+    except Exception as exc:  # noqa: BLE001 - see below
         # The graph is up but rejected these rows: leave them for the worker, which retries
         # them singly and records the error, rather than pausing projection for everyone.
+        # Nothing may propagate from here: the caller's write is committed already, and an
+        # error would make it retry a write that succeeded.
         log.error("graph projection of outbox rows %s failed: %s", [r.id for r in rows], exc)
         return False
     clients.graph_circuit.reset()

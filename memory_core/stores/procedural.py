@@ -6,7 +6,7 @@ from typing import Any
 
 from ..validation import check_json
 from .graph import OutboxRow
-from .semantic import ITEM_COLUMNS, WRITABLE, Caller, insert_item, search_items
+from .semantic import ITEM_COLUMNS, WRITABLE, Caller, insert_item, item_uuid, search_items
 from .sql import fetch_dicts
 
 _RECORD_TOOL = """
@@ -102,7 +102,7 @@ async def reinforce_strategy(conn, caller: Caller, strategy_id: str, success: bo
         f" attributes = jsonb_set(attributes, %(path)s, to_jsonb((attributes->>%(counter)s)::int + 1))"
         f" WHERE {WRITABLE} AND memory_type = 'strategy' AND item_id = %(id)s::uuid"
         f" RETURNING {ITEM_COLUMNS}, embedding",
-        {**caller.params, "path": [counter], "counter": counter, "id": strategy_id},
+        {**caller.params, "path": [counter], "counter": counter, "id": item_uuid(strategy_id)},
     )
     rows = await fetch_dicts(cur)
     if not rows:

@@ -162,7 +162,7 @@ async def get_items(conn, caller: Caller, ids: list[str], memory_type: str | Non
     cur = await conn.execute(
         f"SELECT {ITEM_COLUMNS} FROM memory_timeline WHERE {VISIBLE} AND item_id = ANY(%(ids)s::uuid[])"
         " AND (%(memory_type)s::text IS NULL OR memory_type = %(memory_type)s)",
-        {**caller.params, "ids": [_uuid(i) for i in ids], "memory_type": memory_type},
+        {**caller.params, "ids": [item_uuid(i) for i in ids], "memory_type": memory_type},
     )
     return await fetch_dicts(cur)
 
@@ -245,7 +245,8 @@ async def neighbourhood(
     return entities, await fetch_dicts(cur)
 
 
-def _uuid(value: str) -> str:
+def item_uuid(value: str) -> str:
+    """`value` as a canonical uuid string, or ValueError (not a driver error) for anything else."""
     try:
         return str(uuid.UUID(value))
     except (ValueError, TypeError, AttributeError):

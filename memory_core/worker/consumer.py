@@ -73,11 +73,11 @@ class Worker:
             if not raw:  # deleted from the stream (trimmed) while pending
                 await redis.xack(s.reflection_stream, s.reflection_group, message_id)
                 continue
-            fields = {k.decode(): v.decode() for k, v in raw.items()}
             try:
+                fields = {k.decode(): v.decode() for k, v in raw.items()}
                 await jobs.process_reflection(self.clients, fields)
             except Exception:
-                log.exception("reflection job %s failed; it will be retried", fields.get("job_id"))
+                log.exception("reflection job %s failed; it will be retried", message_id)
                 continue
             await redis.xack(s.reflection_stream, s.reflection_group, message_id)
             handled += 1
@@ -125,7 +125,7 @@ class Worker:
             try:
                 await self.process_reflections()
                 if not self.stopping.is_set():
-                    await jobs.replay_outbox(self.clients)
+                    await jobs.replay_outbox(self.clients, stop=self.stopping)
                 if not self.stopping.is_set():
                     await self.run_periodic()
             except GRAPH_UNAVAILABLE as exc:
@@ -134,7 +134,18 @@ class Worker:
             except Exception:
                 log.exception("worker iteration failed")
                 await self._sleep(1.0)
+        try:
+            await self.leave_group()
+        except Exception:
+            log.exception("worker %s could not leave the consumer group", self.consumer)
         log.info("worker %s stopped", self.consumer)
+
+    async def leave_group(self) -> None:
+        """Drop this consumer from the group, unless it still holds pending jobs (they would go
+        with it). Consumer names are per process, so each restart would otherwise add one."""
+        s, redis = self.settings, self.clients.redis
+        if not await redis.xpending_range(s.reflection_stream, s.reflection_group, "-", "+", 1, consumername=self.consumer):
+            await redis.xgroup_delconsumer(s.reflection_stream, s.reflection_group, self.consumer)
 
     async def _sleep(self, seconds: float) -> None:
         try:

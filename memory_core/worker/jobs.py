@@ -6,34 +6,34 @@ leaves the same state as running it once.
 - outbox replay: rows locked with SKIP LOCKED, applied with MERGE and absolute values.
 - salience decay: only rows not decayed in the last day (`attributes.decayed_at`).
 - archival: conversations idle past retention; archived rows stay archived.
-- cleanup: expired rows and orphan low-salience entities, deleted in Postgres with a `forget`
-  outbox row in the same transaction, so the graph follows even if Neo4j is down right now.
+- cleanup: expired rows (turns included) and orphan low-salience entities, deleted in Postgres
+  with a `forget` outbox row in the same transaction, so the graph follows even if Neo4j is down
+  right now.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
 from typing import Any
-
-from neo4j.exceptions import Neo4jError
 
 from ..clients import MemoryClients
 from ..stores import procedural
 from ..stores.graph import GRAPH_UNAVAILABLE, OutboxRow, apply_rows, project_now, record
 from ..stores.semantic import Caller, insert_item
 from ..stores.sql import vector as sql_vector
-from ..validation import check_id
+from ..validation import check_id, check_json
 
 log = logging.getLogger(__name__)
 _REFLECTION_NAMESPACE = uuid.UUID("6f1c7c1e-8a59-4c55-9a64-0d6b1f0b2b61")
 
 
 async def enqueue_reflection(clients: MemoryClients, memory, outcome: dict[str, Any]) -> str:
-    try:
-        encoded = json.dumps(outcome, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"outcome is not JSON-serialisable: {exc}") from None
+    # Rejected here, not in the worker, where a bad job would only fail and be dead-lettered.
+    if not isinstance(outcome, dict):
+        raise ValueError(f"outcome must be a dict, got {type(outcome).__name__}")
+    encoded = check_json(outcome, "outcome")
     if len(encoded) > memory.settings.max_text_chars:
         raise ValueError("outcome is too large")
     job_id = str(uuid.uuid4())
@@ -94,9 +94,12 @@ async def process_reflection(clients: MemoryClients, fields: dict[str, str]) -> 
     return True
 
 
-async def replay_outbox(clients: MemoryClients, max_rows: int | None = None) -> int:
+async def replay_outbox(
+    clients: MemoryClients, max_rows: int | None = None, *, stop: asyncio.Event | None = None
+) -> int:
     """Project pending outbox rows to Neo4j; returns how many were applied. Safe to run on
-    several replicas (SKIP LOCKED) and again after a crash (MERGE, versions)."""
+    several replicas (SKIP LOCKED) and again after a crash (MERGE, versions). Once `stop` is
+    set, the batch under way finishes and no other starts (a backlog may take minutes)."""
     s = clients.settings
     applied = 0
     while max_rows is None or applied < max_rows:
@@ -115,13 +118,15 @@ async def replay_outbox(clients: MemoryClients, max_rows: int | None = None) -> 
                 await apply_rows(clients.neo4j, rows)
             except GRAPH_UNAVAILABLE:
                 raise
-            except Neo4jError:
+            except Exception:  # noqa: BLE001 - a bad row, whatever the error, must not wedge the outbox
                 # One bad row must not block the rest: apply singly and count the failures.
                 for row in rows:
                     try:
                         await apply_rows(clients.neo4j, [row])
-                    except Neo4jError as exc:
-                        failed[row.id] = str(exc)[:1000]
+                    except GRAPH_UNAVAILABLE:
+                        raise
+                    except Exception as exc:  # noqa: BLE001
+                        failed[row.id] = f"{type(exc).__name__}: {exc}"[:1000]
             done = [r.id for r in rows if r.id not in failed]
             await conn.execute("DELETE FROM graph_outbox WHERE id = ANY(%s)", (done,))
             for row_id, error in failed.items():
@@ -130,7 +135,7 @@ async def replay_outbox(clients: MemoryClients, max_rows: int | None = None) -> 
                 )
                 log.error("outbox row %s failed to project: %s", row_id, error)
             applied += len(done)
-            if len(rows) < batch:
+            if len(rows) < batch or (stop is not None and stop.is_set()):
                 break
     return applied
 
@@ -184,8 +189,11 @@ async def cleanup(clients: MemoryClients, tenant_id: str | None = None) -> dict[
     s = clients.settings
     async with clients.maintenance_transaction() as conn:
         only = {"only_tenant": tenant_id}
-        cur = await conn.execute(f"DELETE FROM conversation_logs WHERE {_ONLY_TENANT} AND expires_at < now() RETURNING 1", only)
-        expired_turns = len(await cur.fetchall())
+        cur = await conn.execute(
+            f"DELETE FROM conversation_logs WHERE {_ONLY_TENANT} AND expires_at < now() RETURNING tenant_id, turn_id::text",
+            only,
+        )
+        expired_turns = await cur.fetchall()  # their Turn nodes hold a content preview: forget them too
         cur = await conn.execute(
             f"DELETE FROM memory_timeline WHERE {_ONLY_TENANT} AND expires_at < now() RETURNING tenant_id, item_id::text",
             only,
@@ -212,11 +220,11 @@ async def cleanup(clients: MemoryClients, tenant_id: str | None = None) -> dict[
                     gone,
                 )
         by_tenant: dict[str, list[str]] = {}
-        for tenant_id, item_id in expired + orphans:
+        for tenant_id, item_id in expired_turns + expired + orphans:
             by_tenant.setdefault(tenant_id, []).append(item_id)
         rows = [await record(conn, t, "forget", {"ids": ids}) for t, ids in by_tenant.items()]
     await _project_maintenance(clients, rows)
-    return {"expired_turns": expired_turns, "expired_items": len(expired), "orphan_entities": len(orphans)}
+    return {"expired_turns": len(expired_turns), "expired_items": len(expired), "orphan_entities": len(orphans)}
 
 
 async def _project_maintenance(clients: MemoryClients, rows: list[OutboxRow]) -> None:

@@ -1,5 +1,6 @@
 import importlib.util
 import math
+import threading
 
 import pytest
 
@@ -36,3 +37,32 @@ async def test_sentence_transformers_provider():
     e = make_embedder(Settings(embedding_provider="sentence-transformers"))
     a, near, far = await e.embed(["a cat on a mat", "a kitten on a rug", "tax law"])
     assert _cos(a, near) > _cos(a, far)
+
+
+async def test_long_texts_are_embedded_off_the_event_loop():
+    # A 1 MB text takes about a second to hash; on the loop it would stall every other request.
+    threads = []
+
+    class Recording(HashingEmbedder):
+        def embed_one(self, text):
+            threads.append(threading.get_ident())
+            return super().embed_one(text)
+
+    embedder = Recording(64)
+    short, long = await embedder.embed(["short text", "long text " * 20_000])
+    assert threads[0] != threading.get_ident() and threads[1] != threading.get_ident()
+    assert short == HashingEmbedder(64).embed_one("short text")
+    threads.clear()
+    await embedder.embed(["short text"])  # short batches stay on the loop: no thread hop
+    assert threads == [threading.get_ident()]
+
+
+async def test_closing_the_clients_closes_the_http_embedder(settings):
+    pytest.importorskip("httpx")
+    from memory_core import MemoryClients
+    from memory_core.embeddings import OpenAIEmbedder
+
+    embedder = OpenAIEmbedder("http://127.0.0.1:9/v1", "m", settings.embedding_dim)
+    clients = await MemoryClients.connect(settings, embedder=embedder)
+    await clients.close()
+    assert embedder._client.is_closed

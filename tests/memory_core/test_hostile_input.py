@@ -105,3 +105,44 @@ async def test_nan_confidence_and_metadata_are_rejected(memory):
         await memory.store_turn("user", "x", metadata={"v": math.nan})
     with pytest.raises(ValueError):
         await memory.store_turn("user", "x", metadata={"v": "nul\x00"})
+
+
+async def test_malformed_ids_and_numbers_are_value_errors_not_driver_errors(memory):
+    goal = await memory.add_goal("a goal")
+    for bad in ("not-a-uuid", "'; DROP TABLE memory_timeline; --"):
+        with pytest.raises(ValueError):
+            await memory.update_goal(bad, status="completed")
+        with pytest.raises(ValueError):
+            await memory.reinforce_strategy(bad, True)
+    for priority in (2**40, "high", 1.5):
+        with pytest.raises(ValueError):
+            await memory.upsert_entity("x", priority=priority)
+        with pytest.raises(ValueError):
+            await memory.learn_fact("x", priority=priority)
+    with pytest.raises(ValueError):
+        await memory.record_tool_usage("t", {}, None, True, 1, turn_index=2**40)
+    for limit in (0, -1, "5"):
+        with pytest.raises(ValueError):
+            await memory.what_worked_for("x", top_k=limit)
+        with pytest.raises(ValueError):
+            await memory.get_active_goals(limit=limit)
+    assert [g.id for g in await memory.get_active_goals()] == [goal.id]
+
+
+@pytest.mark.parametrize("value", ["nul \x00 byte", math.nan, object()])
+async def test_unstorable_preferences_are_a_value_error(memory, value):
+    with pytest.raises(ValueError):
+        await memory.set_preferences(note=value)
+    assert (await memory.get_user_context())["preferences"] == {}
+
+
+@pytest.mark.parametrize("outcome", [{"summary": "nul \x00"}, {"summary": math.nan}, ["not", "a", "dict"]])
+async def test_unprocessable_reflections_are_refused_when_queued(memory, outcome):
+    with pytest.raises(ValueError):
+        await memory.reflect(outcome)
+
+
+async def test_out_of_range_token_count_is_a_value_error(memory):
+    with pytest.raises(ValueError):
+        await memory.store_turn("user", "x", token_count=2**40)
+    assert await memory.get_conversation() == []

@@ -52,7 +52,12 @@ async def test_postgres_dimension_mismatch_is_a_clear_error(settings, scratch_sc
 
 
 async def test_concurrent_neo4j_migrations_record_each_version_once(clients, graph_count):
-    await asyncio.gather(migrate_neo4j(clients.neo4j, clients.settings), migrate_neo4j(clients.neo4j, clients.settings))
+    # Forget the recorded versions (every statement is IF NOT EXISTS), so that both runners find
+    # work to do: without the lock both would apply, and record, every version.
+    await clients.neo4j.execute_query("MATCH (v:SchemaVersion) DELETE v")
+    first, second = await asyncio.gather(migrate_neo4j(clients.neo4j, clients.settings),
+                                         migrate_neo4j(clients.neo4j, clients.settings))
+    assert sorted(first + second) == [m.version for m in load("neo4j")]
     for migration in load("neo4j"):
         assert await graph_count("MATCH (v:SchemaVersion {version: $v}) RETURN count(v)", v=migration.version) == 1
     assert await graph_count("MATCH (l:SchemaLock) RETURN count(l)") == 1

@@ -5,6 +5,7 @@ import pytest
 
 from memory_core import AgentMemory
 from memory_core.clients import make_neo4j_driver
+from memory_core.stores.graph import record
 from memory_core.worker.jobs import replay_outbox
 
 
@@ -68,3 +69,83 @@ async def test_replay_of_an_already_projected_row_changes_nothing(memory, client
     await replay_outbox(clients)
     assert await graph_count("MATCH (e:Entity {tenant_id: $t}) RETURN count(e)", t=tenant_id) == 1
     assert await graph_count("MATCH (:Entity {tenant_id: $t})-[r:KNOWS]->() RETURN count(r)", t=tenant_id) == 1
+
+
+async def test_an_older_relation_row_replayed_late_does_not_overwrite_a_newer_weight(memory, clients, tenant_id,
+                                                                                      graph_count):
+    a = await memory.upsert_entity("Older")
+    b = await memory.upsert_entity("Newer")
+    # relate(weight=1) whose projection failed (left in the outbox), then relate(weight=2) projected inline.
+    async with clients.tenant_transaction(tenant_id) as conn:
+        await conn.execute(
+            "INSERT INTO graph_outbox (tenant_id, event, payload) SELECT %s, 'relation', jsonb_build_object("
+            "'source_id', %s::text, 'target_id', %s::text, 'rel_type', 'KNOWS', 'weight', 1.0)",
+            (tenant_id, a.id, b.id),
+        )
+        await conn.execute("INSERT INTO entity_relations (tenant_id, source_id, target_id, rel_type, weight)"
+                           " VALUES (%s, %s, %s, 'KNOWS', 1.0)", (tenant_id, a.id, b.id))
+    await memory.relate(a.id, b.id, "KNOWS", weight=2.0)
+    await replay_outbox(clients)
+    assert await graph_count("MATCH (:Entity {id: $a})-[r:KNOWS]->(:Entity {id: $b}) WHERE r.weight = 2.0"
+                             " RETURN count(r)", a=a.id, b=b.id) == 1
+
+
+async def test_an_older_turn_row_replayed_late_does_not_overwrite_a_rewritten_turn(memory, clients, tenant_id,
+                                                                                   graph_count):
+    first = await memory.store_turn("user", "first draft", turn_index=0)
+    # The row of an earlier write of this turn, left in the outbox, replayed after the rewrite below.
+    async with clients.tenant_transaction(tenant_id) as conn:
+        await conn.execute(
+            "INSERT INTO graph_outbox (tenant_id, event, payload) SELECT %s, 'turn', jsonb_build_object("
+            "'user_id', %s::text, 'conversation_id', %s::text, 'turn_id', %s::text, 'index', 0, 'role', 'user',"
+            " 'timestamp', now(), 'content', 'first draft')",
+            (tenant_id, memory.user_id, memory.conversation_id, first.id),
+        )
+    rewritten = await memory.store_turn("user", "final text", turn_index=0)
+    assert rewritten.id == first.id
+    await replay_outbox(clients)
+    assert await graph_count("MATCH (t:Turn {id: $id}) RETURN t.content_preview = 'final text'", id=first.id)
+
+
+async def test_a_saturated_graph_pool_defers_projection_instead_of_failing_a_committed_write(
+        memory, clients, tenant_id, graph_count):
+    from neo4j import AsyncGraphDatabase
+
+    s = clients.settings
+    saturated = AsyncGraphDatabase.driver(s.neo4j_uri, auth=(s.neo4j_user, s.neo4j_password.get_secret_value()),
+                                          max_connection_pool_size=1, connection_acquisition_timeout=0.5)
+    original, clients.neo4j = clients.neo4j, saturated
+    try:
+        async with saturated.session() as holder:
+            tx = await holder.begin_transaction()  # takes the pool's only connection
+            fact = await memory.learn_fact("written while the graph pool was exhausted")
+            await tx.rollback()
+        async with clients.tenant_transaction(tenant_id) as conn:
+            cur = await conn.execute("SELECT count(*) FROM graph_outbox WHERE payload->>'id' = %s", (fact.id,))
+            assert (await cur.fetchone())[0] == 1
+    finally:
+        clients.neo4j = original
+        clients.graph_circuit.reset()
+        await saturated.close()
+    await replay_outbox(clients)
+    assert await graph_count("MATCH (f:Fact {id: $id}) RETURN count(f)", id=fact.id) == 1
+
+
+async def test_a_row_that_cannot_be_applied_does_not_wedge_the_outbox(memory, clients, tenant_id, graph_count):
+    # A row this version cannot apply at all (an unknown relationship type: from another version,
+    # or a bug) fails with a non-driver error; it must be counted, not stop every later row.
+    async with clients.tenant_transaction(tenant_id) as conn:
+        bad = await record(conn, tenant_id, "relation", {"source_id": "a", "target_id": "b", "rel_type": "BOGUS",
+                                                         "weight": 1.0})
+        good = await record(conn, tenant_id, "reflection", {"id": f"r-{tenant_id}", "created_at": "2024-01-01T00:00:00Z",
+                                                            "content": "x", "type": "t", "conversation_id": None})
+    await replay_outbox(clients)
+    assert await graph_count("MATCH (r:Reflection {id: $id, tenant_id: $t}) RETURN count(r)",
+                             id=f"r-{tenant_id}", t=tenant_id) == 1
+    async with clients.tenant_transaction(tenant_id) as conn:
+        cur = await conn.execute("SELECT id, attempts, last_error FROM graph_outbox WHERE id = ANY(%s)",
+                                 ([bad.id, good.id],))
+        rows = await cur.fetchall()
+    assert [(r[0], r[1]) for r in rows] == [(bad.id, 1)] and "BOGUS" in rows[0][2]
+    async with clients.tenant_transaction(tenant_id) as conn:
+        await conn.execute("DELETE FROM graph_outbox WHERE id = %s", (bad.id,))

@@ -108,6 +108,12 @@ async def test_archival_hides_old_conversations(memory, clients, tenant_id):
     assert await jobs.archive_old_conversations(clients, tenant_id) == 1
     assert await jobs.archive_old_conversations(clients, tenant_id) == 0
     assert await memory.get_conversation() == []
+    # A new turn reopens the conversation; once idle past retention again, it is archived again.
+    await memory.store_turn("user", "back after a long break")
+    assert [t.content for t in await memory.get_conversation()] == ["back after a long break"]
+    await _age(clients, tenant_id, "UPDATE conversations SET last_turn_at = now() - interval '400 days'")
+    assert await jobs.archive_old_conversations(clients, tenant_id) == 1
+    assert await memory.get_conversation() == []
 
 
 @pytest.mark.slow
@@ -124,3 +130,76 @@ def test_sigterm_stops_the_worker_cleanly(stack):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+async def test_an_undecodable_job_does_not_block_the_batch(memory, clients, private_queue):
+    worker = Worker(clients, "w1")
+    await worker.ensure_group()
+    await clients.redis.xadd(private_queue.reflection_stream, {"job_id": b"\xff\xfe", "tenant_id": b"\xff"})
+    await memory.reflect({"success": True, "summary": "a good job after a bad one"})
+    assert await worker.process_reflections(block_ms=10) == 1
+    pending = await clients.redis.xpending(private_queue.reflection_stream, private_queue.reflection_group)
+    assert pending["pending"] == 1  # only the bad one, left for retry and then the dead-letter stream
+    await clients.redis.delete(private_queue.reflection_stream)
+
+
+async def test_cleanup_removes_expired_turns_from_the_graph(memory, clients, tenant_id, graph_count):
+    kept = await memory.store_turn("user", "a turn that stays")
+    expired = await memory.store_turn("user", "a secret that must not outlive its ttl", ttl_seconds=3600)
+    await _age(clients, tenant_id, "UPDATE conversation_logs SET expires_at = now() - interval '1 second'"
+               " WHERE turn_id = %s", expired.id)
+    assert (await jobs.cleanup(clients, tenant_id))["expired_turns"] == 1
+    assert await graph_count("MATCH (t:Turn {id: $id}) RETURN count(t)", id=expired.id) == 0
+    assert await graph_count("MATCH (t:Turn {id: $id}) RETURN count(t)", id=kept.id) == 1
+
+
+async def test_forget_finds_nodes_through_indexes_not_a_scan_of_the_whole_graph(clients):
+    from memory_core.stores.graph import _QUERIES
+
+    _, summary, _ = await clients.neo4j.execute_query("EXPLAIN " + _QUERIES["forget"], ids=["x"], tenant_id="t")
+    operators, todo = [], [summary.plan]
+    while todo:
+        node = todo.pop()
+        operators.append(node["operatorType"])
+        todo += node.get("children", [])
+    assert not [op for op in operators if "AllNodesScan" in op or "NodeByLabelScan" in op], operators
+
+
+async def test_replay_stops_between_batches_once_the_worker_is_stopping(clients, tenant_id):
+    from memory_core.stores.graph import record
+
+    async with clients.tenant_transaction(tenant_id) as conn:
+        for i in range(3):
+            await record(conn, tenant_id, "archive", {"conversation_ids": [f"c{i}"]})
+    original = clients.settings
+    clients.settings = original.model_copy(update={"outbox_batch": 1})
+    try:
+        worker = Worker(clients, "w1")
+        worker.stopping.set()  # SIGTERM arrived: finish the batch under way, start no other
+        assert await jobs.replay_outbox(clients, stop=worker.stopping) == 1
+    finally:
+        clients.settings = original
+    async with clients.tenant_transaction(tenant_id) as conn:
+        cur = await conn.execute("SELECT count(*) FROM graph_outbox WHERE tenant_id = %s", (tenant_id,))
+        assert (await cur.fetchone())[0] >= 2
+    await jobs.replay_outbox(clients)
+
+
+async def test_a_stopped_worker_leaves_the_group_unless_it_holds_pending_jobs(memory, clients, private_queue):
+    async def consumers() -> set[bytes]:
+        infos = await clients.redis.xinfo_consumers(private_queue.reflection_stream, private_queue.reflection_group)
+        return {i["name"] for i in infos}
+
+    done, stuck = Worker(clients, "done"), Worker(clients, "stuck")
+    await done.ensure_group()
+    await memory.reflect({"success": True})
+    assert await done.process_reflections(block_ms=10) == 1
+    await clients.redis.xadd(private_queue.reflection_stream, {"job_id": "broken", "tenant_id": "\x01bad"})
+    assert await stuck.process_reflections(block_ms=10) == 0  # fails: stays pending on "stuck"
+    assert {b"done", b"stuck"} <= await consumers()
+    for worker in (done, stuck):
+        worker.stopping.set()
+        await worker.run()
+    assert b"done" not in await consumers()
+    assert b"stuck" in await consumers()  # its pending job must survive for a retry
+    await clients.redis.delete(private_queue.reflection_stream)

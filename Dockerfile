@@ -1,0 +1,39 @@
+# syntax=docker/dockerfile:1
+# The memstack image: the memory service (`memstack serve`, the default command), the
+# consolidation worker (`memstack worker`) and the schema migration (`memstack migrate`).
+# Runs as UID 10001 with a read-only root filesystem; only /tmp (an emptyDir) is writable.
+# The Deployment sets MEMSTACK_TOKENS_FILE to the mounted Secret.
+#
+# Base image pinned by exact tag. Pin the digest too when you publish a release:
+#   docker buildx imagetools inspect python:3.11.11-slim-bookworm --format '{{json .Manifest.Digest}}'
+# and write FROM python:3.11.11-slim-bookworm@sha256:<digest> in both stages.
+
+FROM python:3.11.11-slim-bookworm AS build
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+WORKDIR /src
+RUN python -m venv /opt/memstack
+COPY pyproject.toml README.md ./
+COPY memory_core ./memory_core
+COPY memstack ./memstack
+# A regular (non-editable) install; byte-compiled here because the runtime cannot write .pyc files.
+RUN /opt/memstack/bin/pip install . \
+    && /opt/memstack/bin/python -m compileall -q /opt/memstack/lib
+
+FROM python:3.11.11-slim-bookworm AS runtime
+ENV PATH=/opt/memstack/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOME=/tmp \
+    TMPDIR=/tmp
+RUN groupadd --system --gid 10001 memstack \
+    && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin memstack
+COPY --from=build /opt/memstack /opt/memstack
+USER 10001:10001
+WORKDIR /tmp
+EXPOSE 8080
+# Liveness of the service; the worker's probes answer on 8081 (override with --health-cmd there).
+HEALTHCHECK --interval=10s --timeout=2s --start-period=10s --retries=3 \
+    CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8080/health', timeout=2).status != 200)"]
+CMD ["memstack", "serve", "--host", "0.0.0.0", "--port", "8080"]

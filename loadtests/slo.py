@@ -1,0 +1,85 @@
+"""The SLO gate over Locust's statistics, as plain functions (no Locust import, so tests can
+use it without gevent monkey-patching their process).
+
+An entry is a mapping with `name`, `num_requests`, `num_failures`, `max_response_time` and
+`response_times` (Locust's histogram: rounded milliseconds -> count)."""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Iterable, Mapping
+
+WORKING = "working"
+
+
+def group_of(name: str) -> str:
+    """Request names start with their route group: `working:read GET context/{key}`."""
+    return name.split(" ", 1)[0]
+
+
+def percentile(response_times: Mapping[int, int], q: float) -> float | None:
+    """Locust's own definition (locust.stats.calculate_response_time_percentile), so the numbers
+    match its CSV: walking down from the slowest, the first time at which at most `q` of the
+    requests remain."""
+    total = sum(response_times.values())
+    if not total:
+        return None
+    allowed = int(total * q)
+    processed = 0
+    for value in sorted(response_times, reverse=True):
+        processed += response_times[value]
+        if total - processed <= allowed:
+            return float(value)
+    return float(min(response_times))
+
+
+def _merge(entries: list[Mapping]) -> dict:
+    times: Counter = Counter()
+    for entry in entries:
+        times.update(entry["response_times"])
+    return {
+        "num_requests": sum(e["num_requests"] for e in entries),
+        "num_failures": sum(e["num_failures"] for e in entries),
+        "response_times": times,
+        "max_response_time": max((e["max_response_time"] or 0 for e in entries), default=0),
+    }
+
+
+def _row(entry: Mapping, duration_s: float) -> dict:
+    n = entry["num_requests"]
+    return {
+        "requests": n,
+        "failures": entry["num_failures"],
+        "rps": n / duration_s if duration_s > 0 else 0.0,
+        "p50_ms": percentile(entry["response_times"], 0.50),
+        "p95_ms": percentile(entry["response_times"], 0.95),
+        "p99_ms": percentile(entry["response_times"], 0.99),
+        "max_ms": entry["max_response_time"] if n else None,
+    }
+
+
+def summarize(entries: Iterable[Mapping], duration_s: float, wm_p99_ms: float, max_failure_ratio: float) -> dict:
+    """Per route group, all working-memory requests merged, the total, and the gate verdict."""
+    entries = list(entries)
+    groups: dict[str, list] = {}
+    for entry in entries:
+        groups.setdefault(group_of(entry["name"]), []).append(entry)
+    working = _merge([e for e in entries if group_of(e["name"]).startswith(WORKING)])
+    total = _merge(entries)
+    failure_ratio = total["num_failures"] / total["num_requests"] if total["num_requests"] else 1.0
+    working_row = _row(working, duration_s)
+    violations = []
+    if not working["num_requests"]:
+        violations.append("no working-memory requests were made")
+    elif working_row["p99_ms"] >= wm_p99_ms:
+        violations.append(f"working-memory p99 {working_row['p99_ms']:.1f} ms >= {wm_p99_ms:g} ms")
+    if failure_ratio > max_failure_ratio:
+        violations.append(f"failure ratio {failure_ratio:.4%} > {max_failure_ratio:.4%}")
+    return {
+        "duration_s": duration_s,
+        "slo": {"working_p99_ms": wm_p99_ms, "max_failure_ratio": max_failure_ratio},
+        "total": {**_row(total, duration_s), "failure_ratio": failure_ratio},
+        "working": working_row,
+        "groups": {name: _row(_merge(members), duration_s) for name, members in sorted(groups.items())},
+        "violations": violations,
+        "passed": not violations,
+    }

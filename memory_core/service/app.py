@@ -1,0 +1,123 @@
+"""`create_app()`: the FastAPI app wrapped in the instrumentation layer.
+
+The lifespan opens one MemoryClients for the process (unless one is handed in, as tests do)
+and closes it at shutdown; uvicorn runs shutdown only after in-flight requests drained.
+"""
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+from opentelemetry import trace
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from .. import metrics
+from ..clients import MemoryClients
+from ..settings import Settings
+from . import errors
+from .asgi import Instrumented
+from .auth import TokenTable, watch_tokens_file
+from .config import ServiceSettings
+from .health import check_stores, readiness
+from .routes import BEARER_SCHEME, router
+from .runtime import Runtime, pool_usage
+
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: Settings | None = None,
+    service_settings: ServiceSettings | None = None,
+    *,
+    clients: MemoryClients | None = None,
+    tokens: TokenTable | None = None,
+    tracer_provider: trace.TracerProvider | None = None,
+) -> Instrumented:
+    """The ASGI app. `clients` given: the caller owns them; otherwise the lifespan connects and closes its own."""
+    service_settings = service_settings or ServiceSettings()
+    tokens = tokens if tokens is not None else TokenTable.load(service_settings)
+    if not len(tokens):
+        log.warning("no bearer tokens configured: every /v1 request will get 401")
+    tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer("memory_core.service")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        own = clients is None
+        live = clients or await MemoryClients.connect(settings or Settings())
+        app.state.runtime = Runtime(live, tokens, tracer, service_settings)
+
+        def source():
+            return pool_usage(live)
+
+        metrics.pool_collector.sources.append(source)
+        # Everything allocated at startup lives as long as the process: keep it out of the
+        # collector's generations, so full collections stay short on the request path.
+        gc.collect()
+        gc.freeze()
+        watcher = asyncio.create_task(watch_tokens_file(tokens, service_settings))
+        try:
+            yield
+        finally:
+            watcher.cancel()
+            metrics.pool_collector.sources.remove(source)
+            if own:
+                await live.close()
+                log.info("pools closed")
+
+    app = FastAPI(
+        title="memstack memory service",
+        version=metrics.build_version(),
+        description="Agent memory over Redis (working), Postgres + pgvector (episodic, semantic, procedural) "
+                    "and Neo4j (graph). Authenticate with `Authorization: Bearer <token>`.",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    app.include_router(router)
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            schema.setdefault("components", {})["securitySchemes"] = BEARER_SCHEME
+            for path, operations in schema["paths"].items():
+                if path.startswith(router.prefix + "/"):
+                    for operation in operations.values():
+                        operation["security"] = [{name: []} for name in BEARER_SCHEME]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
+
+    @app.get("/health", tags=["operations"])
+    async def health() -> dict[str, str]:
+        """Liveness: the process answers. Touches no store."""
+        return {"status": "ok"}
+
+    @app.get("/ready", tags=["operations"], responses={503: {"description": "a required store is down"}})
+    async def ready(request: Request) -> JSONResponse:
+        """Readiness: Redis, Postgres and Neo4j each answer within a short timeout."""
+        rt: Runtime = request.app.state.runtime
+        checks = await check_stores(rt.clients, service_settings.ready_timeout_s)
+        required = ("redis", "postgres", "neo4j") if service_settings.ready_requires_neo4j else ("redis", "postgres")
+        status, body = readiness(checks, required)
+        return JSONResponse(body, status_code=status)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    return Instrumented(app, tracer, service_settings.max_body_bytes)
+
+
+def from_environment() -> Instrumented:
+    """The uvicorn factory `memstack serve` runs, once per worker process: JSON logs, tracing
+    from OTEL_* variables, settings from the environment."""
+    from ..telemetry import setup_json_logging, setup_tracing
+
+    setup_json_logging()
+    setup_tracing("memstack-api")
+    return create_app()

@@ -1,0 +1,29 @@
+"""Settings of the service process itself (the stores are configured by memory_core.Settings).
+
+Environment names carry the MEMSTACK_ prefix: MEMSTACK_TOKENS_FILE (the name the Kubernetes
+Deployment sets, checked against infra's contract by a test), MEMSTACK_TOKENS, MEMSTACK_MAX_BODY_BYTES...
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MEMSTACK_", extra="ignore", case_sensitive=False)
+
+    # Token hash lines as `memstack token create` writes them, from a file or the variable itself.
+    tokens_file: Path | None = None
+    tokens: SecretStr | None = None
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+    max_top_k: int = Field(100, ge=1, le=1000)
+    max_list_limit: int = Field(1000, ge=1)
+    # A backend call that takes longer than this answers 503 naming the store.
+    request_timeout_s: float = Field(10.0, gt=0)
+    ready_timeout_s: float = Field(1.0, gt=0)
+    # /ready fails when Neo4j is down (the issue's contract). False keeps pods in rotation while
+    # only the graph is down, since working memory and episodic writes keep working then.
+    ready_requires_neo4j: bool = True
+    graceful_shutdown_s: float = Field(25.0, ge=0)

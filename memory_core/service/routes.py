@@ -1,0 +1,491 @@
+"""The /v1 routes: one per AgentMemory operation. The tenant comes only from the bearer token,
+so no path, body or header can name another tenant's data.
+
+Working-memory routes answer with pre-encoded JSON (no response-model pass) because they
+are the hot path; the others return memory_core's models.
+"""
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime, timezone
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..models import Entity, Fact, FactSource, Goal, GoalStatus, MemoryBundle, Role, Strategy, Turn
+from ..validation import MAX_ID_CHARS
+from .runtime import Runtime
+
+# Identifiers and keys: memory_core checks their content; these bound their size up front.
+MAX_KEY_CHARS = 256
+# TTLs beyond this are a mistake, not a retention policy (ten years).
+MAX_TTL_S = 10 * 365 * 86400
+
+# Declared in the OpenAPI document by app.py; read here directly, because one flat dependency
+# per request costs a fraction of FastAPI's nested security-dependency machinery.
+BEARER_SCHEME = {"bearer": {"type": "http", "scheme": "bearer", "description": "A token made by `memstack token create`"}}
+
+
+class Caller:
+    """The runtime and the tenant the bearer token maps to."""
+
+    __slots__ = ("rt", "tenant")
+
+    def __init__(self, rt: Runtime, tenant: str):
+        self.rt = rt
+        self.tenant = tenant
+
+
+async def caller(request: Request) -> Caller:
+    rt: Runtime = request.app.state.runtime
+    scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
+    if not token or scheme.lower() != "bearer":
+        raise HTTPException(401, detail="missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+    found = rt.tokens.tenant_for(token.strip())
+    if found is None:
+        raise HTTPException(401, detail="invalid bearer token", headers={"WWW-Authenticate": "Bearer"})
+    return Caller(rt, found)
+
+
+Auth = Annotated[Caller, Depends(caller)]
+UserId = Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS)]
+ConversationId = Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS)]
+Key = Annotated[str, Path(min_length=1, max_length=MAX_KEY_CHARS)]
+AgentId = Annotated[str | None, Header(alias="X-Agent-Id", min_length=1, max_length=MAX_ID_CHARS,
+                                       description="The calling agent; needed for shared spaces")]
+Ttl = Annotated[float | None, Field(gt=0, le=MAX_TTL_S)]
+Priority = Annotated[int, Field(ge=-1000, le=1000)]
+OptionalId = Annotated[str | None, Field(min_length=1, max_length=MAX_ID_CHARS)]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _json(payload: Any, status: int = 200) -> Response:
+    return Response(json.dumps(payload, separators=(",", ":"), default=str), status_code=status,
+                    media_type="application/json")
+
+
+def _at_most(value: float | None, limit: float, field: str, setting: str) -> None:
+    if value is not None and value > limit:
+        raise HTTPException(422, detail=f"{field}: must be at most {limit:g} ({setting})")
+
+
+NO_CONTENT = Response(status_code=204)
+
+router = APIRouter(prefix="/v1")
+
+# --- working memory (Redis) -----------------------------------------------------------------
+
+WORKING = "/working/{user_id}/{conversation_id}"
+
+
+class ContextValue(Body):
+    value: Any = Field(description="Any JSON value except null")
+    ttl_seconds: Ttl = None
+    priority: Priority = 0
+
+
+class WorkingTurn(Body):
+    role: Role
+    content: str = Field(min_length=1)
+
+
+class Thought(Body):
+    thought: str = Field(min_length=1)
+
+
+@router.put(WORKING + "/context/{key}", status_code=204, tags=["working"])
+async def put_context(c: Auth, user_id: UserId, conversation_id: ConversationId, key: Key,
+                      body: ContextValue) -> Response:
+    if body.value is None:
+        raise HTTPException(422, detail="value: must not be null (DELETE the key instead)")
+    _at_most(body.ttl_seconds, c.rt.clients.settings.working_max_ttl_s, "ttl_seconds", "MEMORY_WORKING_MAX_TTL_S")
+    m = c.rt.memory(c.tenant, user_id, conversation_id)
+    await c.rt.run("redis", "set_working_context", m.set_working_context(key, body.value, body.ttl_seconds, body.priority))
+    return NO_CONTENT
+
+
+@router.get(WORKING + "/context/{key}", tags=["working"], responses={404: {"description": "no such key"}})
+async def get_context(c: Auth, user_id: UserId, conversation_id: ConversationId, key: Key) -> Response:
+    m = c.rt.memory(c.tenant, user_id, conversation_id)
+    value = await c.rt.run("redis", "get_working_context", m.get_working_context(key))
+    if value is None:
+        raise HTTPException(404, detail=f"no working-memory key {key!r}")
+    return _json({"value": value})
+
+
+@router.delete(WORKING + "/context/{key}", status_code=204, tags=["working"])
+async def delete_context_key(c: Auth, user_id: UserId, conversation_id: ConversationId, key: Key) -> Response:
+    m = c.rt.memory(c.tenant, user_id, conversation_id)
+    if not await c.rt.run("redis", "delete_working_context", m.delete_working_context(key)):
+        raise HTTPException(404, detail=f"no working-memory key {key!r}")
+    return NO_CONTENT
+
+
+@router.get(WORKING + "/context", tags=["working"])
+async def get_all_context(c: Auth, user_id: UserId, conversation_id: ConversationId) -> Response:
+    """Every live value, plus the recent turns and thoughts."""
+    m = c.rt.memory(c.tenant, user_id, conversation_id)
+    return _json(await c.rt.run("redis", "get_working_context", m.get_working_context()))
+
+
+@router.delete(WORKING + "/context", status_code=204, tags=["working"])
+async def clear_context(c: Auth, user_id: UserId, conversation_id: ConversationId) -> Response:
+    """Drop the conversation's working memory: every key, its recent turns and thoughts."""
+    m = c.rt.memory(c.tenant, user_id, conversation_id)
+    await c.rt.run("redis", "clear_working", (await m.working()).clear())
+    return NO_CONTENT
+
+
+@router.post(WORKING + "/turns", status_code=201, tags=["working"])
+async def add_working_turn(c: Auth, user_id: UserId, conversation_id: ConversationId,
+                           body: WorkingTurn) -> Response:
+    """Append a turn to working memory only (Redis); POST /v1/episodic/... stores it durably."""
+    _at_most(len(body.content), c.rt.clients.settings.working_max_value_bytes // 4, "content", "MEMORY_WORKING_MAX_VALUE_BYTES / 4")
+    m = c.rt.memory(c.tenant, user_id, conversation_id)
+    turn = {"id": str(uuid.uuid4()), "role": body.role.value, "content": body.content,
+            "timestamp": datetime.now(timezone.utc).isoformat()}
+    await c.rt.run("redis", "add_working_turn", (await m.working()).add_turn(turn))
+    return _json({"turn": turn}, 201)
+
+
+@router.get(WORKING + "/turns", tags=["working"])
+async def get_working_turns(c: Auth, user_id: UserId, conversation_id: ConversationId,
+                            limit: Annotated[int, Query(ge=1)] = 10) -> Response:
+    _at_most(limit, c.rt.clients.settings.working_max_turns, "limit", "MEMORY_WORKING_MAX_TURNS")
+    m = c.rt.memory(c.tenant, user_id, conversation_id)
+    return _json({"turns": await c.rt.run("redis", "recent_turns", (await m.working()).recent_turns(limit))})
+
+
+@router.post(WORKING + "/thoughts", status_code=204, tags=["working"])
+async def push_thought(c: Auth, user_id: UserId, conversation_id: ConversationId, body: Thought) -> Response:
+    m = c.rt.memory(c.tenant, user_id, conversation_id)
+    await c.rt.run("redis", "push_thought", m.push_thought(body.thought))
+    return NO_CONTENT
+
+
+@router.get(WORKING + "/thoughts", tags=["working"])
+async def get_thoughts(c: Auth, user_id: UserId, conversation_id: ConversationId,
+                       limit: Annotated[int, Query(ge=1)] = 10) -> Response:
+    _at_most(limit, c.rt.clients.settings.working_max_thoughts, "limit", "MEMORY_WORKING_MAX_THOUGHTS")
+    m = c.rt.memory(c.tenant, user_id, conversation_id)
+    return _json({"thoughts": await c.rt.run("redis", "get_thoughts", m.get_thoughts(limit))})
+
+
+# --- episodic (Postgres, projected to Neo4j) --------------------------------------------------
+
+class EpisodicTurn(Body):
+    role: Role
+    content: str = Field(min_length=1)
+    turn_index: Annotated[int | None, Field(ge=0, lt=2**31)] = None
+    token_count: Annotated[int | None, Field(ge=0, lt=2**31)] = None
+    metadata: dict[str, Any] | None = None
+    ttl_seconds: Ttl = None
+
+
+class TurnList(BaseModel):
+    turns: list[Turn]
+
+
+@router.post("/episodic/{user_id}/{conversation_id}/turns", status_code=201, response_model=Turn, tags=["episodic"])
+async def store_turn(c: Auth, user_id: UserId, conversation_id: ConversationId, body: EpisodicTurn) -> Turn:
+    """Store a turn durably (Postgres, then the graph), and in working memory."""
+    m = c.rt.memory(c.tenant, user_id, conversation_id)
+    return await c.rt.run("postgres", "store_turn", m.store_turn(
+        body.role, body.content, turn_index=body.turn_index, token_count=body.token_count,
+        metadata=body.metadata, ttl_seconds=body.ttl_seconds))
+
+
+@router.get("/episodic/{user_id}/{conversation_id}/turns", response_model=TurnList, tags=["episodic"])
+async def get_conversation(c: Auth, user_id: UserId, conversation_id: ConversationId) -> TurnList:
+    m = c.rt.memory(c.tenant, user_id, conversation_id)
+    return TurnList(turns=await c.rt.run("postgres", "get_conversation", m.get_conversation()))
+
+
+# --- retrieval ----------------------------------------------------------------------------------
+
+class RememberQuery(Body):
+    query: str = Field(min_length=1)
+    top_k: Annotated[int, Field(ge=1, le=1000)] = 10
+    conversation_id: OptionalId = None
+    include_episodic: bool = True
+    include_semantic: bool = True
+    include_procedural: bool = True
+    time_window_hours: Annotated[float | None, Field(gt=0, le=MAX_TTL_S / 3600)] = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+@router.post("/remember/{user_id}", response_model=MemoryBundle, tags=["retrieval"])
+async def remember(c: Auth, user_id: UserId, body: RememberQuery, agent_id: AgentId = None) -> MemoryBundle:
+    """Relevant memories for a query, ranked across the episodic, semantic and procedural stores."""
+    _at_most(body.top_k, c.rt.settings.max_top_k, "top_k", "MEMSTACK_MAX_TOP_K")
+    m = c.rt.memory(c.tenant, user_id, body.conversation_id, agent_id)
+    return await c.rt.run("postgres", "remember", m.remember(
+        body.query, top_k=body.top_k, include_episodic=body.include_episodic, include_semantic=body.include_semantic,
+        include_procedural=body.include_procedural, time_window_hours=body.time_window_hours,
+        since=body.since, until=body.until))
+
+
+# --- semantic -----------------------------------------------------------------------------------
+
+class EntityIn(Body):
+    name: str = Field(min_length=1, max_length=1000)
+    type: str = "Concept"
+    aliases: list[Annotated[str, Field(min_length=1, max_length=1000)]] = Field(default_factory=list, max_length=100)
+    description: str | None = None
+    salience: Annotated[float, Field(ge=0, le=1)] = 0.5
+    properties: dict[str, Any] | None = None
+    ttl_seconds: Ttl = None
+    priority: Priority = 0
+    space: OptionalId = None
+
+
+class FactIn(Body):
+    claim: str = Field(min_length=1)
+    source: FactSource = FactSource.EXTRACTION
+    confidence: Annotated[float, Field(ge=0, le=1)] = 0.8
+    entity_ids: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=100)
+    source_turn_id: Annotated[str | None, Field(max_length=64)] = None
+    ttl_seconds: Ttl = None
+    priority: Priority = 0
+    space: OptionalId = None
+
+
+class RelationIn(Body):
+    source_id: str = Field(min_length=1, max_length=64)
+    target_id: str = Field(min_length=1, max_length=64)
+    rel_type: str = Field("RELATED_TO", max_length=64)
+    weight: float = 1.0
+
+
+@router.post("/semantic/{user_id}/entities", status_code=201, response_model=Entity, tags=["semantic"])
+async def upsert_entity(c: Auth, user_id: UserId, body: EntityIn, agent_id: AgentId = None) -> Entity:
+    m = c.rt.memory(c.tenant, user_id, agent_id=agent_id)
+    return await c.rt.run("postgres", "upsert_entity", m.upsert_entity(
+        body.name, body.type, aliases=body.aliases, description=body.description, salience=body.salience,
+        properties=body.properties, ttl_seconds=body.ttl_seconds, priority=body.priority, space=body.space))
+
+
+@router.post("/semantic/{user_id}/facts", status_code=201, response_model=Fact, tags=["semantic"])
+async def learn_fact(c: Auth, user_id: UserId, body: FactIn, agent_id: AgentId = None) -> Fact:
+    m = c.rt.memory(c.tenant, user_id, agent_id=agent_id)
+    return await c.rt.run("postgres", "learn_fact", m.learn_fact(
+        body.claim, source=body.source, confidence=body.confidence, entity_ids=body.entity_ids,
+        source_turn_id=body.source_turn_id, ttl_seconds=body.ttl_seconds, priority=body.priority, space=body.space))
+
+
+@router.post("/semantic/{user_id}/relations", status_code=204, tags=["semantic"])
+async def relate(c: Auth, user_id: UserId, body: RelationIn) -> Response:
+    m = c.rt.memory(c.tenant, user_id)
+    await c.rt.run("postgres", "relate", m.relate(body.source_id, body.target_id, body.rel_type, weight=body.weight))
+    return NO_CONTENT
+
+
+# --- goals --------------------------------------------------------------------------------------
+
+class GoalIn(Body):
+    description: str = Field(min_length=1)
+    priority: Priority = 3
+    parent_goal_id: Annotated[str | None, Field(max_length=64)] = None
+    blocked_by: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=100)
+    deadline: datetime | None = None
+    conversation_id: OptionalId = None
+    ttl_seconds: Ttl = None
+    space: OptionalId = None
+
+
+class GoalUpdate(Body):
+    status: GoalStatus | None = None
+    priority: Priority | None = None
+    parent_goal_id: Annotated[str | None, Field(max_length=64)] = None
+    blocked_by: list[Annotated[str, Field(max_length=64)]] | None = Field(None, max_length=100)
+
+
+class GoalList(BaseModel):
+    goals: list[Goal]
+
+
+@router.post("/goals/{user_id}", status_code=201, response_model=Goal, tags=["goals"])
+async def add_goal(c: Auth, user_id: UserId, body: GoalIn, agent_id: AgentId = None) -> Goal:
+    m = c.rt.memory(c.tenant, user_id, body.conversation_id, agent_id)
+    return await c.rt.run("postgres", "add_goal", m.add_goal(
+        body.description, priority=body.priority, parent_goal_id=body.parent_goal_id, blocked_by=body.blocked_by,
+        deadline=body.deadline, ttl_seconds=body.ttl_seconds, space=body.space))
+
+
+@router.get("/goals/{user_id}", response_model=GoalList, tags=["goals"])
+async def get_active_goals(c: Auth, user_id: UserId, limit: Annotated[int, Query(ge=1)] = 50,
+                           agent_id: AgentId = None) -> GoalList:
+    _at_most(limit, c.rt.settings.max_list_limit, "limit", "MEMSTACK_MAX_LIST_LIMIT")
+    m = c.rt.memory(c.tenant, user_id, agent_id=agent_id)
+    return GoalList(goals=await c.rt.run("postgres", "get_active_goals", m.get_active_goals(limit)))
+
+
+@router.patch("/goals/{user_id}/{goal_id}", response_model=Goal, tags=["goals"])
+async def update_goal(c: Auth, user_id: UserId, goal_id: Annotated[str, Path(max_length=64)],
+                      body: GoalUpdate, agent_id: AgentId = None) -> Goal:
+    m = c.rt.memory(c.tenant, user_id, agent_id=agent_id)
+    return await c.rt.run("postgres", "update_goal", m.update_goal(
+        goal_id, status=body.status, priority=body.priority, parent_goal_id=body.parent_goal_id,
+        blocked_by=body.blocked_by))
+
+
+# --- procedural ---------------------------------------------------------------------------------
+
+class ToolInvocation(Body):
+    tool_name: str = Field(min_length=1, max_length=200)
+    tool_input: Any = None
+    tool_output: Any = None
+    success: bool
+    latency_ms: Annotated[int, Field(ge=0, lt=2**31)]
+    conversation_id: OptionalId = None
+    turn_index: Annotated[int | None, Field(ge=0, lt=2**31)] = None
+    error_message: str | None = None
+
+
+class StrategyIn(Body):
+    description: str = Field(min_length=1)
+    context_pattern: str = Field("", max_length=10_000)
+    tool_sequence: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(default_factory=list, max_length=100)
+    success: bool = True
+    space: OptionalId = None
+
+
+class Outcome(Body):
+    success: bool
+
+
+class ToolStatsList(BaseModel):
+    tools: list[dict[str, Any]]
+
+
+class StrategyList(BaseModel):
+    strategies: list[Strategy]
+
+
+@router.post("/procedural/{user_id}/tool-invocations", status_code=204, tags=["procedural"])
+async def record_tool_usage(c: Auth, user_id: UserId, body: ToolInvocation, agent_id: AgentId = None) -> Response:
+    m = c.rt.memory(c.tenant, user_id, body.conversation_id, agent_id)
+    await c.rt.run("postgres", "record_tool_usage", m.record_tool_usage(
+        body.tool_name, body.tool_input, body.tool_output, body.success, body.latency_ms,
+        turn_index=body.turn_index, error_message=body.error_message))
+    return NO_CONTENT
+
+
+@router.get("/procedural/{user_id}/tool-stats", response_model=ToolStatsList, tags=["procedural"])
+async def get_tool_stats(c: Auth, user_id: UserId, agent_id: AgentId = None) -> ToolStatsList:
+    m = c.rt.memory(c.tenant, user_id, agent_id=agent_id)
+    stats = await c.rt.run("postgres", "get_tool_stats", m.get_tool_stats())
+    return ToolStatsList(tools=[s.model_dump() for s in stats])
+
+
+@router.post("/procedural/{user_id}/strategies", status_code=201, response_model=Strategy, tags=["procedural"])
+async def learn_strategy(c: Auth, user_id: UserId, body: StrategyIn, agent_id: AgentId = None) -> Strategy:
+    m = c.rt.memory(c.tenant, user_id, agent_id=agent_id)
+    return await c.rt.run("postgres", "learn_strategy", m.learn_strategy(
+        body.description, context_pattern=body.context_pattern, tool_sequence=body.tool_sequence,
+        success=body.success, space=body.space))
+
+
+@router.post("/procedural/{user_id}/strategies/{strategy_id}/outcomes", response_model=Strategy, tags=["procedural"])
+async def reinforce_strategy(c: Auth, user_id: UserId, strategy_id: Annotated[str, Path(max_length=64)],
+                             body: Outcome, agent_id: AgentId = None) -> Strategy:
+    m = c.rt.memory(c.tenant, user_id, agent_id=agent_id)
+    return await c.rt.run("postgres", "reinforce_strategy", m.reinforce_strategy(strategy_id, body.success))
+
+
+@router.get("/procedural/{user_id}/strategies", response_model=StrategyList, tags=["procedural"])
+async def what_worked_for(c: Auth, user_id: UserId, task: Annotated[str, Query(min_length=1, max_length=10_000)],
+                          top_k: Annotated[int, Query(ge=1)] = 5, agent_id: AgentId = None) -> StrategyList:
+    _at_most(top_k, c.rt.settings.max_top_k, "top_k", "MEMSTACK_MAX_TOP_K")
+    m = c.rt.memory(c.tenant, user_id, agent_id=agent_id)
+    return StrategyList(strategies=await c.rt.run("postgres", "what_worked_for", m.what_worked_for(task, top_k)))
+
+
+# --- user model ---------------------------------------------------------------------------------
+
+class Preferences(Body):
+    preferences: dict[str, Any] = Field(max_length=200)
+
+
+class Expertise(Body):
+    areas: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(max_length=200)
+
+
+@router.patch("/users/{user_id}/preferences", status_code=204, tags=["users"])
+async def set_preferences(c: Auth, user_id: UserId, body: Preferences, agent_id: AgentId = None) -> Response:
+    m = c.rt.memory(c.tenant, user_id, agent_id=agent_id)
+    await c.rt.run("postgres", "set_preferences", m.set_preferences(**body.preferences))
+    return NO_CONTENT
+
+
+@router.put("/users/{user_id}/expertise", status_code=204, tags=["users"])
+async def set_expertise(c: Auth, user_id: UserId, body: Expertise, agent_id: AgentId = None) -> Response:
+    m = c.rt.memory(c.tenant, user_id, agent_id=agent_id)
+    await c.rt.run("postgres", "set_expertise", m.set_expertise(body.areas))
+    return NO_CONTENT
+
+
+@router.get("/users/{user_id}/context", tags=["users"])
+async def get_user_context(c: Auth, user_id: UserId, agent_id: AgentId = None) -> dict[str, Any]:
+    m = c.rt.memory(c.tenant, user_id, agent_id=agent_id)
+    return await c.rt.run("postgres", "get_user_context", m.get_user_context())
+
+
+# --- reflections (queued for the consolidation worker) -----------------------------------------
+
+class ReflectionIn(Body):
+    conversation_id: OptionalId = None
+    success: bool = True
+    summary: str | None = None
+    task_type: Annotated[str | None, Field(max_length=200)] = None
+    tools: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(default_factory=list, max_length=100)
+    strategy_id: Annotated[str | None, Field(max_length=64)] = None
+
+
+@router.post("/reflections/{user_id}", status_code=202, tags=["reflections"])
+async def reflect(c: Auth, user_id: UserId, body: ReflectionIn, agent_id: AgentId = None) -> dict[str, str]:
+    """Queue a reflection for the worker; answers with the job id."""
+    m = c.rt.memory(c.tenant, user_id, body.conversation_id, agent_id)
+    outcome = body.model_dump(exclude={"conversation_id"}, exclude_none=True)
+    return {"job_id": await c.rt.run("redis", "reflect", m.reflect(outcome))}
+
+
+# --- shared spaces ------------------------------------------------------------------------------
+
+SpaceName = Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS)]
+
+
+class Grant(Body):
+    read: bool = True
+    write: bool = False
+
+
+@router.put("/spaces/{user_id}/{space}", status_code=204, tags=["spaces"])
+async def create_space(c: Auth, user_id: UserId, space: SpaceName, agent_id: AgentId = None) -> Response:
+    """Create a shared space owned by the calling agent (X-Agent-Id)."""
+    m = c.rt.memory(c.tenant, user_id, agent_id=agent_id)
+    await c.rt.run("postgres", "create_space", m.create_space(space))
+    return NO_CONTENT
+
+
+@router.put("/spaces/{user_id}/{space}/grants/{grantee}", status_code=204, tags=["spaces"])
+async def grant(c: Auth, user_id: UserId, space: SpaceName,
+                grantee: Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS)], body: Grant,
+                agent_id: AgentId = None) -> Response:
+    m = c.rt.memory(c.tenant, user_id, agent_id=agent_id)
+    await c.rt.run("postgres", "grant", m.grant(space, grantee, read=body.read, write=body.write))
+    return NO_CONTENT
+
+
+@router.delete("/spaces/{user_id}/{space}/grants/{grantee}", status_code=204, tags=["spaces"])
+async def revoke(c: Auth, user_id: UserId, space: SpaceName,
+                 grantee: Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS)], agent_id: AgentId = None) -> Response:
+    m = c.rt.memory(c.tenant, user_id, agent_id=agent_id)
+    await c.rt.run("postgres", "revoke", m.revoke(space, grantee))
+    return NO_CONTENT

@@ -1,0 +1,74 @@
+"""What the routes share per process: the clients, the token table, the tracer, the limits."""
+from __future__ import annotations
+
+import asyncio
+from time import perf_counter
+from typing import Awaitable, TypeVar
+
+from fastapi import HTTPException
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from .. import metrics
+from ..clients import MemoryClients
+from ..memory import AgentMemory
+from .auth import TokenTable
+from .config import ServiceSettings
+from .errors import as_http_error
+
+T = TypeVar("T")
+
+
+class Runtime:
+    def __init__(self, clients: MemoryClients, tokens: TokenTable, tracer: trace.Tracer, settings: ServiceSettings):
+        self.clients = clients
+        self.tokens = tokens
+        self.tracer = tracer
+        self.settings = settings
+
+    def memory(self, tenant_id: str, user_id: str, conversation_id: str | None = None,
+               agent_id: str | None = None) -> AgentMemory:
+        return AgentMemory(tenant_id, user_id, conversation_id, agent_id=agent_id, clients=self.clients)
+
+    async def run(self, store: str, operation: str, call: Awaitable[T]) -> T:
+        """Await one memory operation: its span, its duration by store, and store failures as 4xx/503."""
+        start = perf_counter()
+        outcome = "error"
+        with self.tracer.start_as_current_span(f"{store} {operation}", kind=SpanKind.CLIENT,
+                                               record_exception=False, set_status_on_exception=False) as span:
+            try:
+                async with asyncio.timeout(self.settings.request_timeout_s):
+                    result = await call
+                outcome = "ok"
+                return result
+            except (ValueError, PermissionError, HTTPException):
+                outcome = "rejected"
+                raise
+            except Exception as exc:
+                mapped = as_http_error(exc, store, operation)
+                if mapped is None:
+                    raise
+                span.set_status(Status(StatusCode.ERROR, str(mapped.detail)))
+                raise mapped from exc
+            finally:
+                metrics.backend_operation_duration.labels(store, operation, outcome).observe(perf_counter() - start)
+                if span.is_recording():
+                    span.set_attribute("db.system", store)
+                    span.set_attribute("memory.operation", operation)
+                    span.set_attribute("memory.outcome", outcome)
+
+
+def pool_usage(clients: MemoryClients):
+    """(store, state, value) for the pool collector in memory_core.metrics; read at scrape time."""
+    stats = clients.pg_pool.get_stats()
+    size, idle = stats.get("pool_size", 0), stats.get("pool_available", 0)
+    yield "postgres", "in_use", size - idle
+    yield "postgres", "idle", idle
+    yield "postgres", "max", stats.get("pool_max", clients.pg_pool.max_size)
+    yield "postgres", "waiting", stats.get("requests_waiting", 0)
+    pool = clients.redis.connection_pool
+    # redis-py keeps no public counters; these attributes have been stable since 4.x.
+    in_use = len(getattr(pool, "_in_use_connections", ()))
+    yield "redis", "in_use", in_use
+    yield "redis", "idle", len(getattr(pool, "_available_connections", ()))
+    yield "redis", "max", getattr(pool, "max_connections", 0) or 0

@@ -1,0 +1,186 @@
+"""`memstack load` and `memstack demo`: Locust, headless, against a URL or against a service
+started here on the local stack, with the SLO gate of loadtests/locustfile.py.
+
+Locust runs in its own process: it monkey-patches the standard library with gevent, which
+must not happen inside the CLI. Results: Locust's CSV files, its JSON stats, and summary.json
+(per route group, plus the gate verdict) under the results directory.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from memstack.errors import MemstackError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_LOCUSTFILE = REPO_ROOT / "loadtests" / "locustfile.py"
+_RUN_CLI = "from memstack.cli import main; main()"
+# --profile -> the locustfile's user class.
+PROFILES = {"mixed": "MemoryClient", "working": "WorkingMemoryClient"}
+
+
+@dataclass
+class LoadOptions:
+    url: str | None = None
+    tokens_file: Path | None = None
+    duration: str = "20s"
+    users: int = 10
+    spawn_rate: float = 10.0
+    rate: float = 500.0
+    tenants: int = 20
+    results: Path = Path(".memstack/load")
+    wm_p99_ms: float = 10.0
+    max_failure_ratio: float = 0.001
+    locustfile: Path = DEFAULT_LOCUSTFILE
+    backend: str | None = None
+    profile: str = "mixed"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(url: str, process: subprocess.Popen | None, log: Path | None, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            tail = log.read_text().strip().splitlines()[-1:] if log and log.exists() else []
+            raise MemstackError(f"the service exited with {process.returncode}: {' '.join(tail) or 'no output'}")
+        try:
+            with urllib.request.urlopen(f"{url}/ready", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except urllib.error.HTTPError as exc:
+            last = exc.read().decode(errors="replace")[:200]
+        except OSError as exc:
+            last = str(exc)
+        time.sleep(0.2)
+    raise MemstackError(f"the service at {url} was not ready within {timeout_s:g}s: {last}")
+
+
+def write_tokens(directory: Path, tenants: int) -> tuple[Path, Path]:
+    """Tokens for `tenants` fresh tenants: the hash file for the service, the plain file for Locust (0600)."""
+    from memory_core.service.auth import hash_line, new_token
+
+    run = uuid.uuid4().hex[:8]
+    pairs = [(f"load-{run}-{i}", new_token()) for i in range(tenants)]
+    hashes, plain = directory / "tokens.hashes", directory / "tokens.plain"
+    for path, lines in ((hashes, [hash_line(t, k) for t, k in pairs]), (plain, [f"{t} {k}" for t, k in pairs])):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write("\n".join(lines) + "\n")
+    return hashes, plain
+
+
+@contextmanager
+def local_service(options: LoadOptions, workdir: Path) -> Iterator[tuple[str, Path]]:
+    """Bring up the local stack (reusing what runs), migrate, and run `memstack serve` on a free port."""
+    from memory_core import migrate
+    from memstack.local.backend import CORE_SERVICES, get_backend
+
+    backend = get_backend(options.backend)
+    backend.up(CORE_SERVICES)
+    endpoints = backend.endpoints()
+    try:
+        asyncio.run(migrate(endpoints.settings()))
+    except OSError as exc:
+        raise MemstackError(f"migrate: cannot reach a store: {exc}") from None
+    hashes, plain = write_tokens(workdir, options.tenants)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, **endpoints.env(), "MEMSTACK_TOKENS_FILE": str(hashes)}
+    log = options.results / "service.log"
+    with open(log, "w") as handle:
+        process = subprocess.Popen([sys.executable, "-c", _RUN_CLI, "serve", "--port", str(port), "--log-level", "warning"],
+                                   env=env, stdout=handle, stderr=subprocess.STDOUT)
+    try:
+        wait_ready(url, process, log)
+        yield url, plain
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def server_side_percentiles(metrics_text: str, route_prefix: str = "/v1/working/") -> dict:
+    """p50/p95/p99 upper bounds (ms) of the service's own request histogram for routes under
+    `route_prefix`: latency without the load generator's share of the CPU."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from memory_core.metrics import HTTP_REQUEST_DURATION
+
+    buckets: dict[float, float] = {}
+    for family in text_string_to_metric_families(metrics_text):
+        if family.name != HTTP_REQUEST_DURATION:
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_bucket") and sample.labels.get("route", "").startswith(route_prefix):
+                bound = float(sample.labels["le"])
+                buckets[bound] = buckets.get(bound, 0.0) + sample.value
+    bounds = sorted(buckets)
+    total = buckets.get(float("inf"), 0.0)
+    result: dict = {"requests": int(total)}
+    for name, q in (("p50_ms", 0.50), ("p95_ms", 0.95), ("p99_ms", 0.99)):
+        bound = next((b for b in bounds if total and buckets[b] >= q * total), None)
+        result[name] = None if bound is None or bound == float("inf") else bound * 1000
+    return result
+
+
+def run_locust(options: LoadOptions, url: str, tokens: Path) -> tuple[int, dict]:
+    results = options.results
+    summary_path = results / "summary.json"
+    command = [
+        sys.executable, "-m", "locust", "-f", str(options.locustfile), "--headless", "--only-summary",
+        "-u", str(options.users), "-r", str(options.spawn_rate), "-t", options.duration, "--host", url,
+        "--csv", str(results / "locust"), "--json-file", str(results / "locust"), "--loglevel", "WARNING",
+        "--stop-timeout", "5", "--tokens-file", str(tokens), "--rate", str(options.rate),
+        "--wm-p99-ms", str(options.wm_p99_ms), "--max-failure-ratio", str(options.max_failure_ratio),
+        "--summary-file", str(summary_path), PROFILES[options.profile],
+    ]
+    with open(results / "locust.log", "w") as log:
+        code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=results).returncode
+    if not summary_path.exists():
+        tail = (results / "locust.log").read_text().strip().splitlines()[-1:]
+        raise MemstackError(f"locust exited with {code} and wrote no summary: {' '.join(tail) or 'no output'}")
+    return code, json.loads(summary_path.read_text())
+
+
+def run(options: LoadOptions) -> tuple[int, dict]:
+    if options.profile not in PROFILES:
+        raise MemstackError(f"--profile must be one of {', '.join(PROFILES)}, not {options.profile!r}")
+    if not options.locustfile.exists():
+        raise MemstackError(f"no locustfile at {options.locustfile}")
+    options.results = options.results.resolve()  # Locust runs with the results directory as cwd
+    options.results.mkdir(parents=True, exist_ok=True)
+    if options.url:
+        if options.tokens_file is None:
+            raise MemstackError("--url needs --tokens-file with lines '<tenant> <token>'")
+        wait_ready(options.url.rstrip("/"), None, None, timeout_s=10)
+        return run_locust(options, options.url.rstrip("/"), options.tokens_file)
+    with tempfile.TemporaryDirectory(prefix="memstack-load-") as workdir:
+        with local_service(options, Path(workdir)) as (url, tokens):
+            code, summary = run_locust(options, url, tokens)
+            with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
+                summary["server_working"] = server_side_percentiles(response.read().decode())
+            (options.results / "summary.json").write_text(json.dumps(summary, indent=2))
+            return code, summary

@@ -1,0 +1,74 @@
+"""The CI load gate: `memstack load` for about 20 s against a service on the local stack, with
+the default SLO (working-memory p99 < 10 ms, failures <= 0.1 %). The only test with a timing
+assertion, by design. The summary's own arithmetic is checked on Locust's real stats classes."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "loadtests"))
+
+
+def _cli(args, env, timeout):
+    return subprocess.run([sys.executable, "-c", "from memstack.cli import main; main()", *args],
+                          env={**os.environ, **env}, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_short_gate_passes_on_the_local_stack(stack, tmp_path):
+    results = tmp_path / "results"
+    run = _cli(["load", "--backend", "external", "--duration", "20s", "--users", "10", "--rate", "300",
+                "--results", str(results)], stack.env(), timeout=180)
+    summary = json.loads((results / "summary.json").read_text())
+    assert (results / "locust_stats.csv").exists() and (results / "locust.json").exists()
+    assert summary["working"]["requests"] > 1000 and set(summary["groups"]) >= {
+        "working:read", "working:write", "remember", "facts", "episodic"}
+    assert run.returncode == 0, f"{summary['violations']}\n{run.stdout[-3000:]}{run.stderr[-2000:]}"
+
+
+def test_gate_fails_when_a_threshold_is_violated(stack, tmp_path):
+    results = tmp_path / "results"
+    run = _cli(["load", "--backend", "external", "--duration", "3s", "--users", "5", "--rate", "50",
+                "--wm-p99-ms", "0", "--results", str(results)], stack.env(), timeout=120)
+    assert run.returncode == 1
+    assert "SLO violated: working-memory p99" in run.stderr
+    assert json.loads((results / "summary.json").read_text())["passed"] is False
+
+
+def test_url_without_tokens_is_one_line_and_exit_2(tmp_path):
+    run = _cli(["load", "--url", "http://127.0.0.1:9", "--results", str(tmp_path)], {}, timeout=30)
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines() == ["memstack: --url needs --tokens-file with lines '<tenant> <token>'"]
+
+
+def _entry(name, times, failures=0):
+    histogram = {}
+    for ms in times:
+        histogram[ms] = histogram.get(ms, 0) + 1
+    return {"name": name, "num_requests": len(times) + failures, "num_failures": failures,
+            "max_response_time": max(times, default=0), "response_times": histogram}
+
+
+def test_summary_merges_working_groups_and_applies_both_gates():
+    import slo
+
+    entries = [
+        _entry("working:read GET context/{key}", [1] * 98 + [20, 30]),
+        _entry("working:write PUT context/{key}", [2] * 100),
+        _entry("remember POST", [500]),
+        _entry("facts POST", [], failures=1),
+    ]
+    summary = slo.summarize(entries, 10.0, wm_p99_ms=10.0, max_failure_ratio=0.001)
+    assert summary["working"]["requests"] == 200 and summary["working"]["rps"] == 20.0
+    assert summary["working"]["p99_ms"] == 20  # 2 of 200 above 2 ms: the 99th percentile is the 20 ms one
+    assert summary["working"]["p50_ms"] == 2 and summary["groups"]["working:read"]["p50_ms"] == 1
+    assert set(summary["groups"]) == {"working:read", "working:write", "remember", "facts"}
+    assert summary["violations"] == ["working-memory p99 20.0 ms >= 10 ms",
+                                     f"failure ratio {1 / 202:.4%} > {0.001:.4%}"]
+    assert slo.summarize(entries, 10.0, wm_p99_ms=25.0, max_failure_ratio=0.01)["passed"]

@@ -1,0 +1,100 @@
+"""Bearer tokens: no token or a wrong one is 401 on every /v1 route; the tenant comes only
+from the token, so another tenant's data is unreachable."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from memory_core.service.auth import TokenFileError, TokenTable, hash_line, new_token, token_hash
+from memory_core.service.routes import router
+
+V1_ROUTES = [(method, route.path) for route in router.routes for method in sorted(route.methods)]
+
+
+def _url(template: str) -> str:
+    return re.sub(r"\{[^}]+\}", "x", template)
+
+
+def test_every_agent_memory_route_is_listed():
+    assert len(V1_ROUTES) >= 27
+
+
+@pytest.mark.parametrize("method,template", V1_ROUTES)
+async def test_no_token_is_401(api, method, template):
+    r = await api.call(method, _url(template), auth={}, json={})
+    assert r.status_code == 401
+    assert r.headers["www-authenticate"] == "Bearer"
+
+
+@pytest.mark.parametrize("header", ["Bearer mst_wrong", "Bearer ", "Basic dXNlcjpwYXNz", "mst_no_scheme"])
+async def test_wrong_token_is_401(api, header):
+    r = await api.call("GET", "/v1/working/u/c/context/k", auth={"Authorization": header})
+    assert r.status_code == 401
+
+
+async def test_a_hash_is_not_a_token(api):
+    r = await api.call("GET", "/v1/working/u/c/context/k", auth={"Authorization": f"Bearer {token_hash(api.token)}"})
+    assert r.status_code == 401
+
+
+async def test_other_tenant_sees_nothing_on_the_same_paths(api):
+    W = "/v1/working/user-1/conv-1"
+    await api.call("PUT", f"{W}/context/secret", json={"value": "alpha"})
+    await api.call("POST", f"{W}/turns", json={"role": "user", "content": "alpha turn"})
+    await api.call("POST", "/v1/episodic/user-1/conv-1/turns", json={"role": "user", "content": "alpha secret zebra"})
+    goal = (await api.call("POST", "/v1/goals/user-1", json={"description": "alpha goal"})).json()
+
+    other = api.other_auth
+    assert (await api.call("GET", f"{W}/context/secret", auth=other)).status_code == 404
+    assert (await api.call("GET", f"{W}/context", auth=other)).json() == {"context": {}, "recent_turns": [], "thoughts": []}
+    assert (await api.call("GET", f"{W}/turns", auth=other)).json() == {"turns": []}
+    assert (await api.call("GET", "/v1/episodic/user-1/conv-1/turns", auth=other)).json() == {"turns": []}
+    bundle = (await api.call("POST", "/v1/remember/user-1", json={"query": "alpha secret zebra"}, auth=other)).json()
+    assert bundle["relevant_turns"] == [] and bundle["active_goals"] == []
+    r = await api.call("PATCH", f"/v1/goals/user-1/{goal['id']}", json={"status": "abandoned"}, auth=other)
+    assert r.status_code in (403, 404, 422)
+    assert (await api.call("DELETE", f"{W}/context/secret", auth=other)).status_code == 404
+    # and the owner's data is untouched
+    assert (await api.call("GET", f"{W}/context/secret")).json() == {"value": "alpha"}
+    assert (await api.call("GET", "/v1/goals/user-1")).json()["goals"][0]["status"] == "active"
+
+
+def test_token_file_stores_hashes_only(tmp_path):
+    token = new_token()
+    line = hash_line("acme", token)
+    assert token not in line
+    table = TokenTable.parse(f"# comment\n\n{line}\n", "tokens")
+    assert table.tenant_for(token) == "acme" and table.tenant_for(token + "x") is None
+
+
+@pytest.mark.parametrize("text", ["acme mst_plain_token", "sha256:abc acme", f"sha256:{'0' * 64} ", f"sha256:{'0' * 64}  padded "])
+def test_malformed_token_lines_name_the_line(text):
+    with pytest.raises(TokenFileError, match=r"^tokens:2: "):
+        TokenTable.parse(f"# header\n{text}\n", "tokens")
+
+
+async def test_tokens_file_changes_are_picked_up_and_bad_files_ignored(tmp_path):
+    import asyncio
+
+    from memory_core.service.auth import watch_tokens_file
+    from memory_core.service.config import ServiceSettings
+
+    first, second = new_token(), new_token()
+    path = tmp_path / "tokens"
+    path.write_text(hash_line("acme", first) + "\n")
+    settings = ServiceSettings(tokens_file=path)
+    table = TokenTable.load(settings)
+    watcher = asyncio.create_task(watch_tokens_file(table, settings, interval_s=0.02))
+    try:
+        path.write_text(path.read_text() + hash_line("globex", second) + "\n")
+        for _ in range(100):
+            if table.tenant_for(second):
+                break
+            await asyncio.sleep(0.02)
+        assert table.tenant_for(second) == "globex" and table.tenant_for(first) == "acme"
+        path.write_text("garbage that does not parse\n")
+        await asyncio.sleep(0.2)
+        assert table.tenant_for(second) == "globex"
+    finally:
+        watcher.cancel()

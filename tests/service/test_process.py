@@ -1,0 +1,129 @@
+"""The service and the worker as real processes: graceful shutdown on SIGTERM, worker probes,
+and the CLI's token and startup errors."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from memory_core import AgentMemory, MemoryClients
+from memory_core.service.auth import TokenTable
+from memstack.load import free_port, wait_ready
+
+
+CLI = [sys.executable, "-c", "from memstack.cli import main; main()"]
+
+
+def start(args: list[str], env: dict, log) -> subprocess.Popen:
+    return subprocess.Popen(CLI + args, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+@pytest.fixture
+def token_env(tmp_path, tenant_id):
+    tokens = tmp_path / "tokens"
+    result = subprocess.run(CLI + ["token", "create", "--tenant", tenant_id, "--file", str(tokens)],
+                            capture_output=True, text=True, check=True)
+    return result.stdout.strip(), {"MEMSTACK_TOKENS_FILE": str(tokens)}
+
+
+def test_token_create_prints_the_token_once_and_stores_its_hash(token_env, tenant_id, tmp_path):
+    token, env = token_env
+    stored = (tmp_path / "tokens").read_text()
+    assert token.startswith("mst_") and token not in stored
+    assert oct((tmp_path / "tokens").stat().st_mode & 0o777) == "0o600"
+    assert TokenTable.parse(stored, "tokens").tenant_for(token) == tenant_id
+
+
+def test_serve_with_a_bad_tokens_file_is_one_line_and_exit_2(tmp_path, stack):
+    bad = tmp_path / "tokens"
+    bad.write_text("not a hash line\n")
+    result = subprocess.run(CLI + ["serve", "--port", str(free_port())], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, **stack.env(), "MEMSTACK_TOKENS_FILE": str(bad)})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"memstack: {bad}:1: expected 'sha256:<64 hex> <tenant>'"]
+
+
+def test_sigterm_drains_in_flight_requests_then_closes_pools(stack, migrated, token_env, tenant_id, tmp_path):
+    token, env = token_env
+    port = free_port()
+    log_path = tmp_path / "serve.log"
+    with open(log_path, "w") as log:
+        process = start(["serve", "--port", str(port)], {**stack.env(), **env}, log)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", process, log_path)
+        body = json.dumps({"value": "written during shutdown"}).encode()
+        head = (f"PUT /v1/working/u/c/context/drain HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+        with socket.create_connection(("127.0.0.1", port)) as slow:
+            slow.sendall(head + body[:10])  # the request is in flight: its body is not complete
+            time.sleep(0.3)
+            process.send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+            assert process.poll() is None, "the server exited with a request in flight"
+            with pytest.raises(OSError):  # no new connections once draining
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            slow.sendall(body[10:])
+            slow.settimeout(10)
+            answer = slow.recv(4096).decode()
+        assert answer.startswith("HTTP/1.1 204"), answer
+        # uvicorn re-raises the SIGTERM it captured once shutdown completed: exit status 143, as expected.
+        assert process.wait(timeout=30) in (0, -signal.SIGTERM)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    messages = [json.loads(line)["message"] for line in log_path.read_text().splitlines() if line.startswith("{")]
+    assert "pools closed" in messages
+    assert messages.index("pools closed") > messages.index("Shutting down")
+
+    async def stored():
+        async with await MemoryClients.connect(migrated) as clients:
+            return await AgentMemory(tenant_id, "u", "c", clients=clients).get_working_context("drain")
+
+    assert asyncio.run(stored()) == "written during shutdown"
+
+
+def test_worker_serves_probes_and_stops_on_sigterm(stack, migrated, tmp_path):
+    port = free_port()
+    log_path = tmp_path / "worker.log"
+    with open(log_path, "w") as log:
+        process = start(["worker", "--host", "127.0.0.1", "--port", str(port)], stack.env(), log)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_ready(base, process, log_path)
+        assert get(f"{base}/health") == (200, '{"status":"ok"}')
+        status, body = get(f"{base}/ready")
+        assert status == 200 and json.loads(body)["checks"]["postgres"] == "ok"
+        status, text = get(f"{base}/metrics")
+        assert status == 200 and "memstack_build_info" in text and "memstack_pool_connections" in text
+        assert get(f"{base}/nope")[0] == 404
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_migrate_prints_what_it_applied(stack, migrated):
+    result = subprocess.run(CLI + ["migrate"], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, **stack.env()})
+    assert result.returncode == 0, result.stderr
+    assert set(json.loads(result.stdout)) == {"postgres", "neo4j"}
