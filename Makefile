@@ -46,9 +46,9 @@ $(NEO4J_STAMP): $(NEO4J_LAUNCHER)/pom.xml $(shell find $(NEO4J_LAUNCHER)/src -na
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The main job: local stack + memory service, a 30 s load, latency per route group against the SLO.
 demo: setup
-	$(BIN)/memstack up
-	$(BIN)/memstack status
+	$(BIN)/memstack demo
 
 down:
 	@test -x $(BIN)/memstack && $(BIN)/memstack down || true
