@@ -22,7 +22,7 @@ from rich.table import Table
 from memstack import load as load_runner
 from memstack import service
 from memstack.errors import MemstackError
-from memstack.local.backend import BACKEND_ENV, CORE_SERVICES, OPTIONAL_SERVICES, SERVICES, check_service, get_backend
+from memstack.local.backend import BACKEND_ENV, CORE_SERVICES, OPTIONAL_SERVICES, check_service, get_backend
 from memstack.local.redis_server import APPENDFSYNC_CHOICES
 
 app = typer.Typer(
