@@ -57,8 +57,16 @@ def _row(entry: Mapping, duration_s: float) -> dict:
     }
 
 
-def summarize(entries: Iterable[Mapping], duration_s: float, wm_p99_ms: float, max_failure_ratio: float) -> dict:
-    """Per route group, all working-memory requests merged, the total, and the gate verdict."""
+def summarize(entries: Iterable[Mapping], duration_s: float, wm_p99_ms: float, max_failure_ratio: float,
+              send_lag: Mapping[int, int] | None = None, offered_rps: float = 0.0) -> dict:
+    """Per route group, all working-memory requests merged, the total, and the gate verdict.
+
+    `send_lag` is a histogram (rounded ms -> count) of how late each request left against the
+    generator's schedule. A Locust user has one request in flight: while the service is slow,
+    the user's next requests wait in the generator, where no response time sees them
+    (coordinated omission), and a saturated service would pass the latency gate. So the gate
+    also fails when the p99 send lag reaches the latency threshold: an agent whose request
+    waited that long has already missed the SLO."""
     entries = list(entries)
     groups: dict[str, list] = {}
     for entry in entries:
@@ -74,11 +82,17 @@ def summarize(entries: Iterable[Mapping], duration_s: float, wm_p99_ms: float, m
         violations.append(f"working-memory p99 {working_row['p99_ms']:.1f} ms >= {wm_p99_ms:g} ms")
     if failure_ratio > max_failure_ratio:
         violations.append(f"failure ratio {failure_ratio:.4%} > {max_failure_ratio:.4%}")
+    lag_p99 = percentile(send_lag, 0.99) if send_lag else None
+    if lag_p99 is not None and lag_p99 >= wm_p99_ms:
+        violations.append(f"requests left {lag_p99:.0f} ms behind schedule at p99 (>= {wm_p99_ms:g} ms): the "
+                          f"service, or the load generator, did not keep up with {offered_rps:g} req/s")
     return {
         "duration_s": duration_s,
         "slo": {"working_p99_ms": wm_p99_ms, "max_failure_ratio": max_failure_ratio},
         "total": {**_row(total, duration_s), "failure_ratio": failure_ratio},
         "working": working_row,
+        "generator": {"offered_rps": offered_rps, "send_lag_p50_ms": percentile(send_lag, 0.50) if send_lag else None,
+                      "send_lag_p99_ms": lag_p99},
         "groups": {name: _row(_merge(members), duration_s) for name, members in sorted(groups.items())},
         "violations": violations,
         "passed": not violations,

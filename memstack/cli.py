@@ -198,7 +198,9 @@ def _ms(value: Optional[float]) -> str:
 
 def _print_load_summary(summary: dict) -> None:
     slo = summary["slo"]
-    table = Table(title=f"memory service load: {summary['duration_s']:.0f} s, working-memory p99 SLO < {slo['working_p99_ms']:g} ms")
+    warmup = f" after {summary['warmup_s']:g} s warm-up" if summary.get("warmup_s") else ""
+    table = Table(title=f"memory service load: {summary['duration_s']:.0f} s{warmup}, "
+                        f"working-memory p99 SLO < {slo['working_p99_ms']:g} ms")
     for column in ("route group", "requests", "req/s", "p50 ms", "p95 ms", "p99 ms", "failures", "SLO"):
         table.add_column(column, justify="left" if column == "route group" else "right")
 
@@ -220,6 +222,11 @@ def _print_load_summary(summary: dict) -> None:
         out.print(f"service-side working memory (its own histogram, bucket upper bounds): p50 {server['p50_ms']} ms, "
                   f"p95 {server['p95_ms']} ms, p99 {server['p99_ms']} ms over {server['requests']} requests",
                   highlight=False)
+    generator = summary.get("generator") or {}
+    if generator.get("send_lag_p99_ms") is not None:
+        out.print(f"load generator: offered {generator['offered_rps']:g} req/s; requests left behind schedule by "
+                  f"p50 {generator['send_lag_p50_ms']:.0f} ms, p99 {generator['send_lag_p99_ms']:.0f} ms",
+                  highlight=False)
     out.print("Locust percentiles are whole milliseconds; load generator and service share this machine.",
               highlight=False)
 
@@ -234,6 +241,9 @@ def _load(options: "load_runner.LoadOptions") -> None:
         raise typer.Exit(1)
 
 
+_LOAD = load_runner.LoadOptions()  # the defaults, defined once
+
+
 def _results_dir(results: Optional[Path]) -> Path:
     return results or Path(".memstack/load") / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
 
@@ -242,33 +252,35 @@ def _results_dir(results: Optional[Path]) -> Path:
 def load(
     url: Annotated[Optional[str], typer.Option(help="Service to load; default: start one on the local stack")] = None,
     tokens_file: Annotated[Optional[Path], typer.Option(help="With --url: lines '<tenant> <token>'")] = None,
-    duration: Annotated[str, typer.Option(help="Locust run time, e.g. 20s, 2m")] = "20s",
-    users: Annotated[int, typer.Option(min=1, help="Locust users; each acts for random tenants and conversations")] = 10,
-    rate: Annotated[float, typer.Option(min=0, help="Target total requests/s; 0 = as fast as possible")] = 500.0,
-    tenants: Annotated[int, typer.Option(min=1, help="Tenants to create tokens for (local service)")] = 20,
+    duration: Annotated[str, typer.Option(help="Measured run time, e.g. 20s, 2m")] = _LOAD.duration,
+    warmup: Annotated[float, typer.Option(min=0, help="Seconds of load before the measured run; not in the statistics")] = _LOAD.warmup_s,
+    users: Annotated[int, typer.Option(min=1, help="Locust users; each acts for random tenants and conversations")] = _LOAD.users,
+    rate: Annotated[float, typer.Option(min=0, help="Target total requests/s; 0 = as fast as possible")] = _LOAD.rate,
+    tenants: Annotated[int, typer.Option(min=1, help="Tenants to create tokens for (local service)")] = _LOAD.tenants,
     results: Annotated[Optional[Path], typer.Option(help="Results directory (default .memstack/load/<time>)")] = None,
-    wm_p99_ms: Annotated[float, typer.Option(help="Gate: working-memory p99 must be below this")] = 10.0,
-    max_failure_ratio: Annotated[float, typer.Option(help="Gate: failures/requests must not exceed this")] = 0.001,
-    profile: Annotated[str, typer.Option(help="mixed | working (working memory only)")] = "mixed",
+    wm_p99_ms: Annotated[float, typer.Option(help="Gate: working-memory p99, and the p99 of how late requests "
+                                                  "leave against schedule, must be below this")] = _LOAD.wm_p99_ms,
+    max_failure_ratio: Annotated[float, typer.Option(help="Gate: failures/requests must not exceed this")] = _LOAD.max_failure_ratio,
+    profile: Annotated[str, typer.Option(help="mixed | working (working memory only)")] = _LOAD.profile,
     backend: BackendOption = None,
 ) -> None:
     """Run the Locust profile headless; exit 1 when the SLO gate fails."""
     _load(load_runner.LoadOptions(
-        url=url, tokens_file=tokens_file, duration=duration, users=users, spawn_rate=float(users), rate=rate,
+        url=url, tokens_file=tokens_file, duration=duration, warmup_s=warmup, users=users, rate=rate,
         tenants=tenants, results=_results_dir(results), wm_p99_ms=wm_p99_ms, max_failure_ratio=max_failure_ratio,
         backend=backend, profile=profile))
 
 
 @app.command()
 def demo(
-    duration: Annotated[str, typer.Option(help="Locust run time")] = "30s",
-    rate: Annotated[float, typer.Option(min=1, help="Target total requests/s")] = 500.0,
-    users: Annotated[int, typer.Option(min=1, help="Locust users; each acts for random tenants and conversations")] = 10,
+    duration: Annotated[str, typer.Option(help=f"Measured run time, after a {_LOAD.warmup_s:g} s warm-up")] = "30s",
+    rate: Annotated[float, typer.Option(min=1, help="Target total requests/s")] = _LOAD.rate,
+    users: Annotated[int, typer.Option(min=1, help="Locust users; each acts for random tenants and conversations")] = _LOAD.users,
     backend: BackendOption = None,
 ) -> None:
     """Bring up the local stack and the service, load it, and print latency per route group against the SLO."""
     try:
-        _load(load_runner.LoadOptions(duration=duration, rate=rate, users=users, spawn_rate=float(users),
+        _load(load_runner.LoadOptions(duration=duration, rate=rate, users=users,
                                       results=_results_dir(None), backend=backend))
     finally:
         _print_status(backend)

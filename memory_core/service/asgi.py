@@ -1,34 +1,19 @@
-"""The outermost ASGI layer: body-size limit, request metrics and the request span.
+"""The outermost ASGI layer: body-size limit and request metrics.
 
 A plain ASGI wrapper rather than Starlette middleware: it costs a few microseconds per request
 and does no I/O. The route template is read after the app ran, from `scope["route"]`, which
 the router sets on the same scope dict; unmatched paths share one label so that scanners
-cannot blow up the metric's cardinality.
+cannot blow up the metric's cardinality. The request span is FastAPI's own (see app.py).
 """
 from __future__ import annotations
 
 import json
 from time import perf_counter
 
-from opentelemetry import propagate, trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
-
 from .. import metrics
 from .errors import BodyTooLarge
 
 UNMATCHED = "unmatched"
-
-
-class _HeaderGetter:
-    def get(self, carrier, key):
-        value = carrier.get(key)
-        return None if value is None else [value]
-
-    def keys(self, carrier):
-        return list(carrier)
-
-
-_GETTER = _HeaderGetter()
 
 
 async def _reject(send, status: int, detail: str) -> None:
@@ -40,9 +25,8 @@ async def _reject(send, status: int, detail: str) -> None:
 
 
 class Instrumented:
-    def __init__(self, app, tracer: trace.Tracer, max_body_bytes: int):
+    def __init__(self, app, max_body_bytes: int):
         self.app = app
-        self.tracer = tracer
         self.max_body_bytes = max_body_bytes
 
     def __getattr__(self, name):
@@ -58,13 +42,10 @@ class Instrumented:
         status = 500
         limit = self.max_body_bytes
         declared = None
-        parent = None
         for name, value in scope["headers"]:
             if name == b"content-length":
                 declared = value
-            elif name == b"traceparent":
-                parent = propagate.extract({k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]},
-                                           getter=_GETTER)
+                break
         received = 0
 
         async def limited_receive():
@@ -83,24 +64,15 @@ class Instrumented:
             await send(message)
 
         metrics.http_requests_in_flight.inc()
-        with self.tracer.start_as_current_span(method, context=parent, kind=SpanKind.SERVER,
-                                               record_exception=False, set_status_on_exception=False) as span:
-            try:
-                if declared is not None and (not declared.isdigit() or int(declared) > limit):
-                    status = 413 if declared.isdigit() else 400
-                    await _reject(send, status, f"request body exceeds {limit} bytes" if status == 413
-                                  else "invalid Content-Length")
-                else:
-                    await self.app(scope, limited_receive, observed_send)
-            finally:
-                route = scope.get("route")
-                template = getattr(route, "path", None) or UNMATCHED
-                metrics.http_request_duration.labels(method, template, str(status)).observe(perf_counter() - start)
-                metrics.http_requests_in_flight.dec()
-                if span.is_recording():
-                    span.update_name(f"{method} {template}")
-                    span.set_attribute("http.request.method", method)
-                    span.set_attribute("http.route", template)
-                    span.set_attribute("http.response.status_code", status)
-                    if status >= 500:
-                        span.set_status(Status(StatusCode.ERROR))
+        try:
+            if declared is not None and (not declared.isdigit() or int(declared) > limit):
+                status = 413 if declared.isdigit() else 400
+                await _reject(send, status, f"request body exceeds {limit} bytes" if status == 413
+                              else "invalid Content-Length")
+            else:
+                await self.app(scope, limited_receive, observed_send)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or UNMATCHED
+            metrics.http_request_duration.labels(method, template, str(status)).observe(perf_counter() - start)
+            metrics.http_requests_in_flight.dec()

@@ -146,13 +146,36 @@ def stop_pid(
 
 
 def kill_pid(pid: int | None, started: int | None) -> bool:
-    """SIGKILL, as a crash would. Returns True if the process was running."""
+    """SIGKILL, as a crash of its container would: the process and everything in its process
+    group (Redis's save child, Postgres's backends), which would otherwise keep the port, or the
+    data directory's lock, for a restart to trip on. Returns True if the process was running."""
     if not is_running(pid, started):
         return False
     assert pid is not None
-    os.kill(pid, signal.SIGKILL)
-    for _ in range(100):
-        if not is_running(pid, started):
+    try:
+        group = os.getpgid(pid) == pid  # services are spawned as session leaders
+        os.killpg(pid, signal.SIGKILL) if group else os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return True
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        is_running(pid, started)  # reaps our own child
+        if not _still_held(pid, group):
             break
         time.sleep(0.02)
     return True
+
+
+def _still_held(pid: int, group: bool) -> bool:
+    """True while the killed process's pid is taken, even by a zombie (Postgres's lock-file check
+    counts it as a live postmaster), or another member of its group still runs (and may still
+    hold a port: a zombie has closed its sockets)."""
+    if _proc_stat(pid) is not None:
+        return True
+    if not group:
+        return False
+    for entry in os.listdir("/proc"):
+        fields = _proc_stat(int(entry)) if entry.isdigit() else None
+        if fields and fields[4] == str(pid) and fields[2] not in ("Z", "X"):
+            return True
+    return False
