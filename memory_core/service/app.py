@@ -76,10 +76,11 @@ def create_app(
                     "and Neo4j (graph). Authenticate with `Authorization: Bearer <token>`.",
         lifespan=lifespan,
         # FastAPI's own request spans (semantic conventions, W3C context from the caller); a
-        # no-op while no tracer provider is configured (None: the global one). Its OTel metrics stay off because the
-        # Prometheus metrics of memory_core.metrics are the ones dashboards and alerts use; its
-        # per-operation spans (dependency solving, serialization) stay off for their cost on
-        # the hot path, the backend spans of Runtime.run show where a request's time goes.
+        # no-op while no tracer provider is configured (None: the global one). Its OTel metrics
+        # stay off because the Prometheus metrics of memory_core.metrics are the ones dashboards
+        # and alerts use; its per-operation spans (dependency solving, serialization) stay off
+        # for their cost on the hot path: the backend spans of Runtime.run show where a
+        # request's time goes.
         telemetry={"tracer_provider": tracer_provider, "metrics": False, "logs": False, "operation_spans": False},
     )
     errors.install(app)
