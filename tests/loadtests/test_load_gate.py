@@ -22,11 +22,13 @@ def _cli(args, env, timeout):
 
 @pytest.mark.slow
 # 200 req/s of the mixed profile: on 2 cores with Locust beside the service, measured working-memory
-# p99 5-6 ms with a p99 send lag of 1-3 ms (8 ms with a busy loop taking one core); the gate holds
-# up to about 600 req/s (README).
+# p99 5-8 ms with a p99 send lag of 1-3 ms (8 ms with a busy loop taking one core); the gate holds
+# up to about 600 req/s (README). The 15 s warm-up: when this is the suite's first test, the
+# stack has just started, and Neo4j's JIT takes both cores for its first ~10 s (measured 187% CPU),
+# which once pushed p99 to 10 ms. Steady state is what the SLO is about.
 def test_short_gate_passes_on_the_local_stack(stack, tmp_path):
     results = tmp_path / "results"
-    run = _cli(["load", "--backend", "external", "--duration", "20s", "--rate", "200",
+    run = _cli(["load", "--backend", "external", "--duration", "20s", "--warmup", "15", "--rate", "200",
                 "--results", str(results)], stack.env(), timeout=180)
     summary = json.loads((results / "summary.json").read_text())
     assert (results / "locust_stats.csv").exists() and (results / "locust.json").exists()
