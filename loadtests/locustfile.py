@@ -2,10 +2,12 @@
 
 The task mix is working-memory heavy (reads far more than writes, plus turns), with a smaller
 share of durable writes, `remember` and fact writes. Every request acts for a random tenant,
-user and conversation, so a few Locust users (cheap for the generator, which shares the
-machine) spread the load over many tenants and conversations. Each user sends on its own
-Poisson schedule (see `wait_time`), so the arrivals do not depend on the answers. Requests are named by route group
-(`working:read ...`) so that the gate can merge the working-memory groups into one p99.
+user and conversation, so the Locust users (cheap greenlets for the generator, which shares
+the machine) spread the load over many tenants and conversations. Each user sends on its own
+Poisson schedule (see `wait_time`), so the arrivals do not depend on the answers; how late each
+request leaves against that schedule is recorded, and gated (see slo.summarize). Requests are
+named by route group (`working:read ...`) so that the gate can merge the working-memory groups
+into one p99.
 
 Extra options (also as environment variables, for `memstack load` and CI):
   --tokens-file FILE       lines `<tenant> <token>` (MEMSTACK_LOAD_TOKENS)
