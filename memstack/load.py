@@ -59,7 +59,8 @@ _TIMESPAN = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s?)?$")
 
 
 def seconds(timespan: str, option: str) -> int:
-    """Locust's run-time syntax: 90, 90s, 2m, 1h30m."""
+    """Locust's run-time syntax: 90, 90s, 2m, 1h30m. Not locust.util.timespan.parse_timespan:
+    importing anything from locust monkey-patches this process's sockets with gevent."""
     match = _TIMESPAN.match(timespan.strip())
     if not timespan.strip() or match is None:
         raise MemstackError(f"{option} must look like 30s, 2m or 1h30m, not {timespan!r}")
@@ -170,11 +171,12 @@ def run_locust(options: LoadOptions, url: str, tokens: Path) -> tuple[int, dict]
     results = options.results
     summary_path = results / "summary.json"
     # Locust runs warm-up + duration; statistics restart when the warm-up ends.
-    run_time = seconds(options.duration, "--duration") + math.ceil(options.warmup_s)
+    warmup = math.ceil(options.warmup_s)
+    run_time = seconds(options.duration, "--duration") + warmup
     command = [
         sys.executable, "-m", "locust", "-f", str(options.locustfile), "--headless", "--only-summary",
         "-u", str(options.users), "-r", str(options.users), "-t", f"{run_time}s", "--host", url,
-        "--warmup-s", str(math.ceil(options.warmup_s)),
+        "--warmup-s", str(warmup),
         "--csv", str(results / "locust"), "--json-file", str(results / "locust"), "--loglevel", "WARNING",
         "--stop-timeout", "5", "--tokens-file", str(tokens), "--rate", str(options.rate),
         "--wm-p99-ms", str(options.wm_p99_ms), "--max-failure-ratio", str(options.max_failure_ratio),
