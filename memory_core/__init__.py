@@ -9,6 +9,15 @@ truth, vector search) and Neo4j (the relationship graph).
 """
 from .clients import MemoryClients
 from .embeddings import Embedder, HashingEmbedder
+from .errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    MemoryCoreError,
+    NotFound,
+    SchemaNotMigrated,
+    StoreUnavailable,
+)
 from .memory import AgentMemory
 from .migrations import EmbeddingDimensionMismatch, migrate
 from .models import (
@@ -29,21 +38,28 @@ from .settings import Settings
 from .stores.working import WorkingMemoryFull
 
 __all__ = [
-    "AgentMemory",
-    "Embedder",
-    "EmbeddingDimensionMismatch",
     "ENTITY_LABELS",
     "ENTITY_RELATIONS",
+    "AgentMemory",
+    "Conflict",
+    "Embedder",
+    "EmbeddingDimensionMismatch",
     "Entity",
     "Fact",
     "FactSource",
+    "Forbidden",
     "Goal",
     "GoalStatus",
     "HashingEmbedder",
+    "InvalidInput",
     "MemoryBundle",
     "MemoryClients",
+    "MemoryCoreError",
+    "NotFound",
     "Role",
+    "SchemaNotMigrated",
     "Settings",
+    "StoreUnavailable",
     "Strategy",
     "ToolStats",
     "Turn",

@@ -18,6 +18,7 @@ from pgvector.psycopg import register_vector_async
 from psycopg_pool import AsyncConnectionPool
 
 from .embeddings import Embedder, make_embedder
+from .errors import store_errors
 from .settings import Settings
 from .stores.working import WorkingScripts
 
@@ -125,9 +126,12 @@ class MemoryClients:
         Plans are always custom: psycopg prepares a statement after a few executions, and the
         generic plan Postgres then settles on cannot see which memory types, tenant or user a
         vector search filters on; it picked HNSW scans that discard almost every row (measured
-        8 ms instead of 0.1 ms for a strategy search)."""
-        async with self.pg_pool.connection() as conn:
-            async with conn.transaction():
+        8 ms instead of 0.1 ms for a strategy search).
+
+        A Postgres failure leaves as the memory_core error it stands for: `StoreUnavailable`,
+        or `SchemaNotMigrated` when the tables this code needs are not there."""
+        with store_errors("postgres"):
+            async with self.pg_pool.connection() as conn, conn.transaction():
                 await conn.execute(
                     "SELECT set_config('app.tenant_id', %s, true), set_config('hnsw.ef_search', %s, true),"
                     " set_config('plan_cache_mode', 'force_custom_plan', true)",

@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import uuid
-from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable, TypeVar
-
-from redis.exceptions import RedisError
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any, TypeVar
 
 from . import retrieval
 from .clients import MemoryClients
+from .errors import Forbidden, InvalidInput, NotFound, StoreUnavailable, store_errors
 from .models import (
     ENTITY_RELATIONS,
     Entity,
@@ -30,15 +32,25 @@ from .models import (
     Turn,
 )
 from .settings import Settings
-from .stores import episodic, goals, procedural, semantic
+from .stores import episodic, goals, procedural, reflections, semantic
 from .stores.graph import OutboxRow, project_now, record
 from .stores.semantic import Caller
 from .stores.working import WorkingMemory
-from .worker.jobs import enqueue_reflection
-from .validation import check_embedding, check_id, check_json, check_text, check_ttl, check_unit_interval
+from .validation import (
+    check_embedding,
+    check_id,
+    check_index,
+    check_json,
+    check_limit,
+    check_priority,
+    check_text,
+    check_ttl,
+    check_unit_interval,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+E = TypeVar("E", bound=Enum)
 _TYPE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}\Z")
 
 
@@ -57,7 +69,10 @@ class AgentMemory:
         self.user_id = check_id(user_id, "user_id")
         self.conversation_id = None if conversation_id is None else check_id(conversation_id, "conversation_id")
         self.agent_id = None if agent_id is None else check_id(agent_id, "agent_id")
-        self.settings = settings or (clients.settings if clients else Settings())
+        if clients is not None and settings is not None and settings is not clients.settings:
+            raise TypeError("pass settings or clients, not both: the clients carry their own settings")
+        # Only for connecting private clients; `settings` then reads the clients' own.
+        self._settings = settings
         self._clients = clients
         self._owns_clients = clients is None
         self._working: WorkingMemory | None = None
@@ -65,9 +80,19 @@ class AgentMemory:
 
     # --- plumbing -----------------------------------------------------------------------------
 
+    @property
+    def settings(self) -> Settings:
+        """The settings of this instance's clients: limits checked here are the stores' own."""
+        if self._clients is not None:
+            return self._clients.settings
+        if self._settings is None:
+            self._settings = Settings()
+        return self._settings
+
     async def clients(self) -> MemoryClients:
         if self._clients is None:
-            self._clients = await MemoryClients.connect(self.settings)
+            with store_errors("postgres"):
+                self._clients = await MemoryClients.connect(self.settings)
         return self._clients
 
     async def working(self) -> WorkingMemory:
@@ -77,7 +102,12 @@ class AgentMemory:
                                           self.conversation_id)
         return self._working
 
-    async def __aenter__(self) -> "AgentMemory":
+    async def _redis(self, operation: Callable[[WorkingMemory], Awaitable[T]]) -> T:
+        """Run one working-memory operation; a Redis failure becomes `StoreUnavailable`."""
+        with store_errors("redis"):
+            return await operation(await self.working())
+
+    async def __aenter__(self) -> AgentMemory:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -86,7 +116,7 @@ class AgentMemory:
     async def close(self, *, clear_working: bool = False) -> None:
         """Release clients this instance created; optionally drop the conversation's working memory."""
         if clear_working:
-            await (await self.working()).clear()
+            await self.clear_working()
         if self._owns_clients and self._clients is not None:
             await self._clients.close()
             self._clients = None
@@ -105,7 +135,7 @@ class AgentMemory:
         if space is None:
             return None
         if self.agent_id is None:
-            raise PermissionError("shared spaces need an agent_id")
+            raise Forbidden("shared spaces need an agent_id (the X-Agent-Id header)")
         return check_id(space, "space")
 
     async def _write_and_project(self, work: Callable[[Any], Awaitable[tuple[T, list[OutboxRow]]]]) -> T:
@@ -122,7 +152,7 @@ class AgentMemory:
 
     def _require_conversation(self) -> str:
         if self.conversation_id is None:
-            raise ValueError("this operation needs an AgentMemory with a conversation_id")
+            raise InvalidInput("this operation needs an AgentMemory with a conversation_id")
         return self.conversation_id
 
     # --- episodic -----------------------------------------------------------------------------
@@ -141,12 +171,12 @@ class AgentMemory:
     ) -> Turn:
         """Store a turn: Postgres first (with its outbox row), then the graph, then working memory."""
         conversation_id = self._require_conversation()
-        role = Role(role).value
+        role = _member(Role, role, "role").value
         content = self._text(content, "content")
         if turn_index is not None:
-            _check_index(turn_index, "turn_index")
+            check_index(turn_index, "turn_index")
         if token_count is not None:
-            _check_index(token_count, "token_count")
+            check_index(token_count, "token_count")
         meta = json.loads(check_json(metadata or {}, "metadata"))
         vector = await self._embed(content, embedding)
         ttl = check_ttl(ttl_seconds)
@@ -160,12 +190,11 @@ class AgentMemory:
             return turn, [row]
 
         turn = Turn(**await self._write_and_project(work))
-        try:
-            await (await self.working()).add_turn(
-                {"id": turn.id, "index": turn.index, "role": turn.role.value, "content": turn.content,
+        entry = {"id": turn.id, "index": turn.index, "role": turn.role.value, "content": turn.content,
                  "timestamp": turn.timestamp.isoformat()}
-            )
-        except RedisError as exc:  # the turn is durable in Postgres; working memory is a cache
+        try:
+            await self._redis(lambda w: w.add_turn(entry))
+        except StoreUnavailable as exc:  # the turn is durable in Postgres; working memory is a cache
             log.warning("working memory not updated for turn %s: %s", turn.id, exc)
         return turn
 
@@ -193,11 +222,11 @@ class AgentMemory:
         """Create or update the entity named `name` of `type` (case-insensitive); aliases merge."""
         name = check_text(name, "name", 1000)
         if not isinstance(type, str) or not _TYPE_NAME.match(type):
-            raise ValueError(f"entity type must match {_TYPE_NAME.pattern}")
+            raise InvalidInput(f"entity type must match {_TYPE_NAME.pattern}")
         alias_list = [check_text(a, "alias", 1000) for a in (aliases or [])]
         description = None if description is None else self._text(description, "description")
         salience = check_unit_interval(salience, "salience")
-        _check_priority(priority)
+        check_priority(priority)
         props = json.loads(check_json(properties or {}, "properties"))
         vector = await self._embed(f"{name}: {description or type}")
         space = self._space(space)
@@ -230,9 +259,9 @@ class AgentMemory:
         space: str | None = None,
     ) -> Fact:
         claim = self._text(claim, "claim")
-        source = FactSource(source).value
+        source = _member(FactSource, source, "source").value
         confidence = check_unit_interval(confidence, "confidence")
-        _check_priority(priority)
+        check_priority(priority)
         entity_ids = list(dict.fromkeys(entity_ids or []))
         vector = await self._embed(claim)
         space = self._space(space)
@@ -259,10 +288,10 @@ class AgentMemory:
     async def relate(self, source_id: str, target_id: str, rel_type: str = "RELATED_TO", *, weight: float = 1.0) -> None:
         """Connect two entities with a relationship type from `ENTITY_RELATIONS`."""
         if rel_type not in ENTITY_RELATIONS:
-            raise ValueError(f"relationship type must be one of {sorted(ENTITY_RELATIONS)}")
+            raise InvalidInput(f"relationship type must be one of {sorted(ENTITY_RELATIONS)}")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
+            raise InvalidInput("weight must be a finite number")
         weight = float(weight)
-        if weight != weight or weight in (float("inf"), float("-inf")):
-            raise ValueError("weight must be finite")
 
         async def work(conn):
             await semantic.require_items(conn, self.caller, list({source_id, target_id}), "entity")
@@ -286,7 +315,7 @@ class AgentMemory:
         space: str | None = None,
     ) -> Goal:
         description = self._text(description, "description")
-        _check_priority(priority)
+        check_priority(priority)
         vector = await self._embed(description)
         space = self._space(space)
 
@@ -310,8 +339,8 @@ class AgentMemory:
         blocked_by: list[str] | None = None,
     ) -> Goal:
         if priority is not None:
-            _check_priority(priority)
-        status = None if status is None else GoalStatus(status)
+            check_priority(priority)
+        status = None if status is None else _member(GoalStatus, status, "status")
 
         async def work(conn):
             row = await goals.update_goal(conn, self.caller, goal_id, status=status, priority=priority,
@@ -321,7 +350,7 @@ class AgentMemory:
         return Goal(**await self._write_and_project(work))
 
     async def get_active_goals(self, limit: int = 50) -> list[Goal]:
-        _check_limit(limit, "limit", 2**31 - 1)
+        check_limit(limit, "limit", 2**31 - 1)
         return [Goal(**g) for g in await self._in_transaction(lambda conn: goals.active_goals(conn, self.caller, limit))]
 
     # --- procedural ---------------------------------------------------------------------------
@@ -339,8 +368,8 @@ class AgentMemory:
     ) -> None:
         tool_name = check_text(tool_name, "tool_name", 200)
         if turn_index is not None:
-            _check_index(turn_index, "turn_index")
-        _check_index(latency_ms, "latency_ms")
+            check_index(turn_index, "turn_index")
+        check_index(latency_ms, "latency_ms")
         error_message = None if error_message is None else self._text(error_message, "error_message")
 
         async def work(conn):
@@ -390,7 +419,7 @@ class AgentMemory:
         return Strategy(**await self._write_and_project(work))
 
     async def what_worked_for(self, task_description: str, top_k: int = 5) -> list[Strategy]:
-        _check_limit(top_k, "top_k")
+        check_limit(top_k, "top_k")
         vector = await self._embed(self._text(task_description, "task_description"))
         rows = await self._in_transaction(lambda conn: procedural.find_strategies(conn, self.caller, vector, top_k))
         return [Strategy(**r) for r in rows]
@@ -425,36 +454,51 @@ class AgentMemory:
         until: datetime | None = None,
     ) -> MemoryBundle:
         """Relevant memories for `query`; see `memory_core.retrieval` for the ranking."""
-        _check_limit(top_k, "top_k")
+        check_limit(top_k, "top_k")
         if time_window_hours is not None:
             hours = check_ttl(time_window_hours, "time_window_hours")
-            window_start = datetime.now(timezone.utc).timestamp() - hours * 3600
-            since = max(since, datetime.fromtimestamp(window_start, timezone.utc)) if since else \
-                datetime.fromtimestamp(window_start, timezone.utc)
+            window_start = datetime.fromtimestamp(datetime.now(UTC).timestamp() - hours * 3600, UTC)
+            since = max(since, window_start) if since else window_start
         vector = await self._embed(self._text(query, "query"))
         return await retrieval.remember(
-            self, vector, top_k=top_k, include_episodic=include_episodic, include_semantic=include_semantic,
+            await self.clients(), self.caller, vector, top_k=top_k, include_episodic=include_episodic, include_semantic=include_semantic,
             include_procedural=include_procedural, since=since, until=until,
         )
 
     # --- working memory -----------------------------------------------------------------------
 
-    async def set_working_context(self, key: str, value: Any, ttl_seconds: float | None = None, priority: int = 0) -> None:
-        await (await self.working()).set(key, value, ttl_seconds, priority)
+    async def set_working_context(
+        self, key: str, value: Any, ttl_seconds: float | None = None, priority: int = 0
+    ) -> None:
+        check_priority(priority)
+        await self._redis(lambda w: w.set(key, value, ttl_seconds, priority))
 
     async def get_working_context(self, key: str | None = None) -> Any:
         """One value by key, or (no key) every live value plus recent turns and thoughts."""
-        w = await self.working()
-        return await w.get(key) if key is not None else await w.snapshot()
+        return await self._redis(lambda w: w.get(key) if key is not None else w.snapshot())
 
     async def delete_working_context(self, key: str) -> bool:
-        return await (await self.working()).delete(key)
+        return await self._redis(lambda w: w.delete(key))
+
+    async def add_working_turn(self, role: Role | str, content: str) -> dict[str, Any]:
+        """Append a turn to working memory only (no durable copy); returns the stored entry."""
+        turn = {"id": str(uuid.uuid4()), "role": _member(Role, role, "role").value,
+                "content": self._text(content, "content"), "timestamp": datetime.now(UTC).isoformat()}
+        await self._redis(lambda w: w.add_turn(turn))
+        return turn
+
+    async def recent_working_turns(self, limit: int = 10) -> list[dict[str, Any]]:
+        return await self._redis(lambda w: w.recent_turns(limit))
+
+    async def clear_working(self) -> None:
+        """Drop the conversation's working memory: every key, its recent turns and thoughts."""
+        await self._redis(lambda w: w.clear())
 
     async def push_thought(self, thought: str) -> None:
-        await (await self.working()).push_thought(thought, datetime.now(timezone.utc).isoformat())
+        await self._redis(lambda w: w.push_thought(thought, datetime.now(UTC).isoformat()))
 
     async def get_thoughts(self, limit: int = 10) -> list[dict[str, Any]]:
-        return await (await self.working()).thoughts(limit)
+        return await self._redis(lambda w: w.thoughts(limit))
 
     async def set_active_goal(self, goal: Goal) -> None:
         await self.set_working_context("active_goal", {"id": goal.id, "description": goal.description}, priority=100)
@@ -466,9 +510,12 @@ class AgentMemory:
 
         `outcome` may hold: success (bool), summary (str), task_type (str), tools (list[str]),
         strategy_id (str, reinforced by the outcome)."""
-        return await enqueue_reflection(await self.clients(), self, outcome)
+        clients = await self.clients()
+        with store_errors("redis"):
+            return await reflections.enqueue_reflection(
+                clients.redis, self.settings, self.caller, self.conversation_id, outcome)
 
-    # --- shared spaces (seed 002) ----------------------------------------------------------------
+    # --- shared spaces: memories several agents of one user read, by grant -----------------------
 
     async def create_space(self, space: str) -> None:
         space = self._space(space)
@@ -482,29 +529,21 @@ class AgentMemory:
         await self.grant(space, agent_id, read=False, write=False)
 
 
-def _check_priority(priority: int) -> None:
-    if not isinstance(priority, int) or not -1000 <= priority <= 1000:
-        raise ValueError("priority must be an integer in [-1000, 1000]")
-
-
-def _check_index(value: int, name: str) -> None:
-    if not isinstance(value, int) or not 0 <= value < 2**31:
-        raise ValueError(f"{name} must be a non-negative 32-bit integer")
-
-
-def _check_limit(value: int, name: str, maximum: int = 1000) -> None:
-    if not isinstance(value, int) or not 1 <= value <= maximum:
-        raise ValueError(f"{name} must be an integer in [1, {maximum}]")
+def _member(enum: type[E], value: object, name: str) -> E:
+    try:
+        return enum(value)
+    except ValueError:
+        raise InvalidInput(f"{name} must be one of {[m.value for m in enum]}, not {value!r}") from None
 
 
 async def _require_turn(conn, tenant_id: str, user_id: str, turn_id: str) -> None:
     try:
         uuid.UUID(turn_id)
     except (ValueError, TypeError, AttributeError):
-        raise ValueError(f"not a turn id: {turn_id!r}") from None
+        raise InvalidInput(f"source_turn_id is not a turn id: {turn_id!r}") from None
     cur = await conn.execute(
         "SELECT 1 FROM conversation_logs WHERE tenant_id = %s AND user_id = %s AND turn_id = %s::uuid",
         (tenant_id, user_id, turn_id),
     )
     if await cur.fetchone() is None:
-        raise ValueError(f"unknown turn id {turn_id!r}")
+        raise NotFound(f"unknown turn id {turn_id!r}")

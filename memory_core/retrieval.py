@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from datetime import UTC, datetime
+from typing import Any
 
+from .clients import MemoryClients
 from .models import MemoryBundle
+from .settings import Settings
 from .stores import episodic, goals, procedural, semantic
-
-if TYPE_CHECKING:
-    from .memory import AgentMemory
+from .stores.semantic import Caller
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ def _priority_boost(priority: int) -> float:
     return 1 + 0.05 * max(-10, min(10, priority))
 
 
-def rank_turns(turns: list[dict[str, Any]], settings, top_k: int, now: datetime) -> list[dict[str, Any]]:
+def rank_turns(turns: list[dict[str, Any]], settings: Settings, top_k: int, now: datetime) -> list[dict[str, Any]]:
     best: dict[str, dict[str, Any]] = {}
     for t in turns:
         age_h = max(0.0, (now - t["timestamp"]).total_seconds() / 3600)
@@ -44,7 +44,9 @@ def rank_turns(turns: list[dict[str, Any]], settings, top_k: int, now: datetime)
         )
         if t["id"] not in best or best[t["id"]]["score"] < t["score"]:
             best[t["id"]] = t
-    ranked, seen_content, per_conversation = [], set(), {}
+    ranked: list[dict[str, Any]] = []
+    seen_content: set[str] = set()
+    per_conversation: dict[str, int] = {}
     for t in sorted(best.values(), key=lambda t: t["score"], reverse=True):
         content_key = " ".join(t["content"].split()).lower()
         if content_key in seen_content:
@@ -60,7 +62,8 @@ def rank_turns(turns: list[dict[str, Any]], settings, top_k: int, now: datetime)
 
 
 async def remember(
-    memory: "AgentMemory",
+    clients: MemoryClients,
+    caller: Caller,
     vector: list[float],
     *,
     top_k: int,
@@ -73,9 +76,7 @@ async def remember(
     """Three independent paths run concurrently, each on its own pooled connection:
     episodic (vector + recency), semantic (vector, then graph expansion, then the visible
     neighbours), and procedural/goals/user context."""
-    s = memory.settings
-    caller = memory.caller
-    clients = await memory.clients()
+    s = clients.settings
     bundle = MemoryBundle()
 
     async def episodic_path() -> None:
@@ -88,7 +89,7 @@ async def remember(
                                                  limit=top_k, since=since, until=until, embedding=vector)
         bundle.relevant_turns = [
             {**t, "timestamp": t["timestamp"].isoformat(), "similarity": float(t["similarity"])}
-            for t in rank_turns(hits + recent, s, top_k, datetime.now(timezone.utc))
+            for t in rank_turns(hits + recent, s, top_k, datetime.now(UTC))
         ]
 
     async def semantic_path() -> None:

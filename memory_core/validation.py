@@ -1,6 +1,6 @@
 """Checks applied to everything a caller hands us before it reaches a store.
 
-Text is stored verbatim or rejected with a ValueError; it is never interpolated into a query.
+Text is stored verbatim or rejected with `InvalidInput`; it is never interpolated into a query.
 Postgres cannot store NUL in text and Neo4j/Redis/JSON cannot round-trip lone surrogates,
 so both are rejected rather than silently altered.
 """
@@ -12,8 +12,13 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from .errors import InvalidInput
+
 _ID_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f]")
 MAX_ID_CHARS = 200
+# The priority of context values, entities, facts and goals: beyond these bounds a value is a
+# mistake (a timestamp, a hash), and they keep `priority_boost` and the Redis encoding simple.
+PRIORITY_MIN, PRIORITY_MAX = -1000, 1000
 
 
 def check_text(value: object, name: str, max_chars: int, *, allow_empty: bool = False) -> str:
@@ -21,19 +26,19 @@ def check_text(value: object, name: str, max_chars: int, *, allow_empty: bool = 
         try:
             value = bytes(value).decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise ValueError(f"{name} is not valid UTF-8: {exc}") from None
+            raise InvalidInput(f"{name} is not valid UTF-8: {exc}") from None
     if not isinstance(value, str):
-        raise ValueError(f"{name} must be str, got {type(value).__name__}")
+        raise InvalidInput(f"{name} must be str, got {type(value).__name__}")
     if not value and not allow_empty:
-        raise ValueError(f"{name} must not be empty")
+        raise InvalidInput(f"{name} must not be empty")
     if len(value) > max_chars:
-        raise ValueError(f"{name} is {len(value)} characters; the limit is {max_chars}")
+        raise InvalidInput(f"{name} is {len(value)} characters; the limit is {max_chars}")
     if "\x00" in value:
-        raise ValueError(f"{name} contains a NUL character, which Postgres cannot store")
+        raise InvalidInput(f"{name} contains a NUL character, which Postgres cannot store")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise ValueError(f"{name} contains a lone surrogate and is not valid Unicode") from None
+        raise InvalidInput(f"{name} contains a lone surrogate and is not valid Unicode") from None
     return value
 
 
@@ -41,9 +46,9 @@ def check_id(value: object, name: str) -> str:
     """Identifiers (tenant, user, conversation, agent, space) are short printable strings."""
     text = check_text(value, name, MAX_ID_CHARS)
     if _ID_FORBIDDEN.search(text):
-        raise ValueError(f"{name} must not contain control characters")
+        raise InvalidInput(f"{name} must not contain control characters")
     if text != text.strip():
-        raise ValueError(f"{name} must not start or end with whitespace")
+        raise InvalidInput(f"{name} must not start or end with whitespace")
     return text
 
 
@@ -51,29 +56,53 @@ def check_embedding(vector: Sequence[float], dim: int, name: str = "embedding") 
     try:
         values = [float(x) for x in vector]
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a sequence of numbers") from None
+        raise InvalidInput(f"{name} must be a sequence of numbers") from None
     if len(values) != dim:
-        raise ValueError(f"{name} has {len(values)} dimensions; the store is configured for {dim}")
+        raise InvalidInput(f"{name} has {len(values)} dimensions; the store is configured for {dim}")
     if not all(math.isfinite(x) for x in values):
-        raise ValueError(f"{name} contains NaN or infinity")
+        raise InvalidInput(f"{name} contains NaN or infinity")
     if not any(values):
-        raise ValueError(f"{name} is the zero vector, which has no cosine similarity")
+        raise InvalidInput(f"{name} is the zero vector, which has no cosine similarity")
     return values
 
 
+def check_priority(priority: object) -> int:
+    if isinstance(priority, bool) or not isinstance(priority, int) or not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+        raise InvalidInput(f"priority must be an integer in [{PRIORITY_MIN}, {PRIORITY_MAX}]")
+    return priority
+
+
+def check_index(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**31:
+        raise InvalidInput(f"{name} must be a non-negative 32-bit integer")
+    return value
+
+
+def check_limit(value: object, name: str, maximum: int = 1000) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
+        raise InvalidInput(f"{name} must be an integer in [1, {maximum}]")
+    return value
+
+
 def check_unit_interval(value: float, name: str) -> float:
-    value = float(value)
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"{name} must be a number") from None
     if not (0.0 <= value <= 1.0):  # also rejects NaN
-        raise ValueError(f"{name} must be within [0, 1], got {value!r}")
+        raise InvalidInput(f"{name} must be within [0, 1], got {value!r}")
     return value
 
 
 def check_ttl(ttl_seconds: float | None, name: str = "ttl_seconds") -> float | None:
     if ttl_seconds is None:
         return None
-    ttl = float(ttl_seconds)
+    try:
+        ttl = float(ttl_seconds)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"{name} must be a number of seconds") from None
     if not math.isfinite(ttl) or ttl <= 0:
-        raise ValueError(f"{name} must be a positive finite number of seconds, got {ttl_seconds!r}")
+        raise InvalidInput(f"{name} must be a positive finite number of seconds, got {ttl_seconds!r}")
     return ttl
 
 
@@ -82,7 +111,7 @@ def check_json(value: Any, name: str) -> str:
     try:
         text = json.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} is not JSON-serialisable: {exc}") from None
+        raise InvalidInput(f"{name} is not JSON-serialisable: {exc}") from None
     if "\\u0000" in text:
-        raise ValueError(f"{name} contains a NUL character, which Postgres jsonb cannot store")
+        raise InvalidInput(f"{name} contains a NUL character, which Postgres jsonb cannot store")
     return text

@@ -23,7 +23,7 @@ from . import errors
 from .asgi import Instrumented
 from .auth import TokenTable, watch_tokens_file
 from .config import ServiceSettings
-from .health import check_stores, readiness
+from .health import Readiness, check_stores, readiness
 from .routes import BEARER_SCHEME, router
 from .runtime import Runtime, pool_usage
 
@@ -99,12 +99,13 @@ def create_app(
 
     app.openapi = openapi
 
-    @app.get("/health", tags=["operations"])
+    @app.get("/health", tags=["operations"], responses=errors.documented(400, 413, 500))
     async def health() -> dict[str, str]:
         """Liveness: the process answers. Touches no store."""
         return {"status": "ok"}
 
-    @app.get("/ready", tags=["operations"], responses={503: {"description": "a required store is down"}})
+    @app.get("/ready", tags=["operations"], response_model=Readiness, responses={
+        503: {"model": Readiness, "description": "A required store is down"}, **errors.documented(400, 413, 500)})
     async def ready(request: Request) -> JSONResponse:
         """Readiness: Redis, Postgres and Neo4j each answer within a short timeout."""
         rt: Runtime = request.app.state.runtime

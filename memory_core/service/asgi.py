@@ -47,6 +47,7 @@ class Instrumented:
                 declared = value
                 break
         received = 0
+        started = False
 
         async def limited_receive():
             nonlocal received
@@ -58,9 +59,10 @@ class Instrumented:
             return message
 
         async def observed_send(message):
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
                 status = message["status"]
+                started = True
             await send(message)
 
         metrics.http_requests_in_flight.inc()
@@ -71,6 +73,11 @@ class Instrumented:
                               else "invalid Content-Length")
             else:
                 await self.app(scope, limited_receive, observed_send)
+        except Exception:
+            # Starlette re-raises an unhandled exception after its handler (errors.py) logged it
+            # and answered 500; stop it here so the server does not log it a second time.
+            if not started:
+                raise
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or UNMATCHED

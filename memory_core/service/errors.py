@@ -1,28 +1,59 @@
-"""How failures become HTTP answers. Caller mistakes are 4xx with a message naming the field;
-a store that is down or slow is 503 naming the store; no input produces a 5xx."""
+"""How failures become HTTP answers, all with one body shape, `ErrorBody`.
+
+memory_core's refusals map by class: invalid input 422, not found 404, forbidden 403, conflict
+409, a store unavailable or an unmigrated schema 503. A request FastAPI cannot parse is 422 with
+one entry per field (400 when the body is not JSON at all). Anything else is a bug: a 500 whose
+body carries a request id that the log line with the traceback carries too.
+"""
+
 from __future__ import annotations
 
-import asyncio
 import logging
+import re
+import uuid
+from typing import Any
 
-import psycopg
-import psycopg_pool
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from neo4j.exceptions import ClientError as Neo4jClientError
-from neo4j.exceptions import Neo4jError, ServiceUnavailable, SessionExpired
-from redis.exceptions import RedisError
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..stores.working import WorkingMemoryFull
+from ..errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    MemoryCoreError,
+    NotFound,
+    SchemaNotMigrated,
+    StoreUnavailable,
+)
 
 log = logging.getLogger(__name__)
 
+REQUEST_ID_HEADER = "X-Request-Id"
+# A caller's request id is echoed only when it is short and plain, so it cannot forge log lines.
+_CALLER_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}\Z")
+# A store that failed is usually back within a second (a restart, a failover, a full pool).
+RETRY_AFTER = {"Retry-After": "1"}
 
-class BackendUnavailable(HTTPException):
-    def __init__(self, store: str, reason: str):
-        super().__init__(503, detail=f"{store} is unavailable: {reason}", headers={"Retry-After": "1"})
-        self.store = store
+
+class FieldError(BaseModel):
+    field: str = Field(description="The field, dotted (`query.limit`, `aliases.0`)")
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """Every error answer of the service has this shape."""
+
+    detail: str = Field(description="What was refused or failed, naming the field or the store")
+    errors: list[FieldError] | None = Field(None, description="One entry per invalid field (422 only)")
+    request_id: str | None = Field(None, description="Quoted in the server log line of this failure (500 only)")
+
+
+def _error(status: int, detail: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+    body = ErrorBody(detail=detail, **extra).model_dump(exclude_none=True)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 class BodyTooLarge(HTTPException):
@@ -32,69 +63,89 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, detail=f"request body exceeds {limit} bytes")
 
 
-def _reason(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{type(exc).__name__}: {text}"[:300] if text else type(exc).__name__
+# memory_core's refusals, most specific first.
+STATUS: tuple[tuple[type[MemoryCoreError], int], ...] = (
+    (InvalidInput, 422),
+    (NotFound, 404),
+    (Forbidden, 403),
+    (Conflict, 409),
+    (StoreUnavailable, 503),
+    (SchemaNotMigrated, 503),
+)
 
 
-def as_http_error(exc: BaseException, store: str, operation: str = "operation") -> HTTPException | None:
-    """The HTTP error for a store exception, or None when it is not one we know.
-    `store` names the store of the operation, for failures that do not say which they are."""
-    if isinstance(exc, RedisError):
-        return BackendUnavailable("redis", _reason(exc))
-    if isinstance(exc, (psycopg_pool.PoolTimeout, psycopg_pool.PoolClosed)):
-        return BackendUnavailable("postgres", _reason(exc))
-    if isinstance(exc, psycopg.Error):
-        sqlstate = getattr(exc, "sqlstate", None) or ""
-        # Class 22 (data exception) and 54 (program limit exceeded): what the caller sent.
-        if isinstance(exc, psycopg.DataError) or sqlstate.startswith("54"):
-            return HTTPException(422, detail=f"invalid value: {_reason(exc)}")
-        if isinstance(exc, psycopg.IntegrityError):
-            return HTTPException(409, detail=f"conflict: {_reason(exc)}")
-        return BackendUnavailable("postgres", _reason(exc))
-    if isinstance(exc, (ServiceUnavailable, SessionExpired)):
-        return BackendUnavailable("neo4j", _reason(exc))
-    if isinstance(exc, Neo4jClientError):
-        return HTTPException(422, detail=f"invalid value: {_reason(exc)}")
-    if isinstance(exc, Neo4jError):
-        return BackendUnavailable("neo4j", _reason(exc))
-    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
-        return BackendUnavailable(store, f"{operation} timed out")
-    if isinstance(exc, OSError):
-        return BackendUnavailable(store, _reason(exc))
-    return None
+def status_of(exc: MemoryCoreError) -> int:
+    for cls, status in STATUS:
+        if isinstance(exc, cls):
+            return status
+    return 500
 
 
-def _field(loc: tuple) -> str:
-    parts = [str(p) for p in loc if p not in ("body",)] or [str(p) for p in loc]
+# Documented on every operation: (status, when).
+_DOCUMENTED = (
+    (400, "The body is not JSON, or Content-Length is not a number"),
+    (401, "No bearer token, or one the service does not know"),
+    (403, "The caller may not do this (another user's conversation, a shared space without a grant)"),
+    (404, "An id or key the request names does not exist for this tenant"),
+    (409, "The request contradicts the current state (a full working context, a space owned by another agent)"),
+    (413, "The body is larger than MEMSTACK_MAX_BODY_BYTES"),
+    (422, "A field is invalid; `errors` lists each one when the request could not be parsed"),
+    (500, "A bug; `request_id` finds the traceback in the service log"),
+    (503, "A store is down, too slow or not migrated; retry after `Retry-After` seconds or run `memstack migrate`"),
+)
+
+
+def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these statuses (all when none are named), each with `ErrorBody`."""
+    return {
+        status: {"model": ErrorBody, "description": when}
+        for status, when in _DOCUMENTED
+        if not statuses or status in statuses
+    }
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p != "body"] or [str(p) for p in loc]
     return ".".join(parts)
 
 
-async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
-    if any(e.get("type") == "json_invalid" for e in errors):
-        reason = next(e for e in errors if e.get("type") == "json_invalid").get("ctx", {}).get("error", "")
-        return JSONResponse({"detail": f"malformed JSON body: {reason}".rstrip(": ")}, status_code=400)
+    malformed = next((e for e in errors if e.get("type") == "json_invalid"), None)
+    if malformed is not None:
+        reason = malformed.get("ctx", {}).get("error", "")
+        return _error(400, f"malformed JSON body: {reason}".rstrip(": "))
     described = [{"field": _field(tuple(e["loc"])), "message": e["msg"]} for e in errors]
     detail = "; ".join(f"{d['field']}: {d['message']}" for d in described)
-    return JSONResponse({"detail": detail, "errors": described}, status_code=422)
+    return _error(422, detail, errors=described)
 
 
-async def _value_error(request: Request, exc: ValueError) -> JSONResponse:
-    # memory_core raises ValueError for input it refuses; its messages name the field.
-    return JSONResponse({"detail": str(exc)}, status_code=422)
+async def _memory_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, MemoryCoreError)
+    status = status_of(exc)
+    return _error(status, str(exc), RETRY_AFTER if status == 503 else None)
 
 
-async def _permission_error(request: Request, exc: PermissionError) -> JSONResponse:
-    return JSONResponse({"detail": str(exc)}, status_code=403)
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    # Starlette's own (unknown path 404, 405) as well as the routes' FastAPI HTTPExceptions.
+    assert isinstance(exc, StarletteHTTPException)
+    return _error(exc.status_code, str(exc.detail), dict(exc.headers) if exc.headers else None)
 
 
-async def _working_full(request: Request, exc: WorkingMemoryFull) -> JSONResponse:
-    return JSONResponse({"detail": str(exc)}, status_code=409)
+def request_id(request: Request) -> str:
+    given = request.headers.get(REQUEST_ID_HEADER, "")
+    return given if _CALLER_REQUEST_ID.match(given) else uuid.uuid4().hex
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    rid = request_id(request)
+    log.error("unexpected error in %s %s (request id %s)", request.method, request.url.path, rid, exc_info=exc)
+    return _error(500, f"internal error; request id {rid}", {REQUEST_ID_HEADER: rid}, request_id=rid)
 
 
 def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(WorkingMemoryFull, _working_full)
-    app.add_exception_handler(ValueError, _value_error)
-    app.add_exception_handler(PermissionError, _permission_error)
+    app.add_exception_handler(MemoryCoreError, _memory_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Iterable
 
+from pydantic import BaseModel, Field
+
 from ..clients import MemoryClients
 
 # What keeps working when exactly this store is down (the degraded-mode contract).
@@ -14,6 +16,15 @@ STILL_WORKS = {
     "redis": "episodic, semantic, procedural and goal operations keep working; working memory does not",
     "postgres": "working memory keeps working; every durable write and recall fails",
 }
+
+
+class Readiness(BaseModel):
+    """The body of /ready."""
+
+    status: str = Field(description="ready | degraded (an optional store is down) | unavailable")
+    checks: dict[str, str] = Field(description='Per store: "ok" or "down: <reason>"')
+    detail: str | None = Field(None, description="The required stores that are down")
+    still_working: str | None = Field(None, description="What keeps working while exactly one store is down")
 
 
 async def _redis(clients: MemoryClients) -> None:

@@ -7,15 +7,16 @@ are the hot path; the others return memory_core's models.
 from __future__ import annotations
 
 import json
-import uuid
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..errors import InvalidInput, NotFound
 from ..models import Entity, Fact, FactSource, Goal, GoalStatus, MemoryBundle, Role, Strategy, Turn
-from ..validation import MAX_ID_CHARS
+from ..validation import MAX_ID_CHARS, PRIORITY_MAX, PRIORITY_MIN
+from .errors import documented
 from .runtime import Runtime
 
 # Identifiers and keys: memory_core checks their content; these bound their size up front.
@@ -56,8 +57,10 @@ Key = Annotated[str, Path(min_length=1, max_length=MAX_KEY_CHARS)]
 AgentId = Annotated[str | None, Header(alias="X-Agent-Id", min_length=1, max_length=MAX_ID_CHARS,
                                        description="The calling agent; needed for shared spaces")]
 Ttl = Annotated[float | None, Field(gt=0, le=MAX_TTL_S)]
-Priority = Annotated[int, Field(ge=-1000, le=1000)]
+Priority = Annotated[int, Field(ge=PRIORITY_MIN, le=PRIORITY_MAX)]
 OptionalId = Annotated[str | None, Field(min_length=1, max_length=MAX_ID_CHARS)]
+# A reference to a stored item (entity, fact, turn, goal, strategy): memory_core's ids are UUIDs.
+ItemId = Annotated[str, Field(pattern=r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
 
 
 class Body(BaseModel):
@@ -71,12 +74,13 @@ def _json(payload: Any, status: int = 200) -> Response:
 
 def _at_most(value: float | None, limit: float, field: str, setting: str) -> None:
     if value is not None and value > limit:
-        raise HTTPException(422, detail=f"{field}: must be at most {limit:g} ({setting})")
+        raise InvalidInput(f"{field}: must be at most {limit:g} ({setting})")
 
 
 NO_CONTENT = Response(status_code=204)
 
-router = APIRouter(prefix="/v1")
+# Every error status any /v1 operation can answer, each with the one error body shape.
+router = APIRouter(prefix="/v1", responses=documented())
 
 # --- working memory (Redis) -----------------------------------------------------------------
 
@@ -102,19 +106,19 @@ class Thought(Body):
 async def put_context(c: Auth, user_id: UserId, conversation_id: ConversationId, key: Key,
                       body: ContextValue) -> Response:
     if body.value is None:
-        raise HTTPException(422, detail="value: must not be null (DELETE the key instead)")
+        raise InvalidInput("value: must not be null (DELETE the key instead)")
     _at_most(body.ttl_seconds, c.rt.clients.settings.working_max_ttl_s, "ttl_seconds", "MEMORY_WORKING_MAX_TTL_S")
     m = c.rt.memory(c.tenant, user_id, conversation_id)
     await c.rt.run("redis", "set_working_context", m.set_working_context(key, body.value, body.ttl_seconds, body.priority))
     return NO_CONTENT
 
 
-@router.get(WORKING + "/context/{key}", tags=["working"], responses={404: {"description": "no such key"}})
+@router.get(WORKING + "/context/{key}", tags=["working"])
 async def get_context(c: Auth, user_id: UserId, conversation_id: ConversationId, key: Key) -> Response:
     m = c.rt.memory(c.tenant, user_id, conversation_id)
     value = await c.rt.run("redis", "get_working_context", m.get_working_context(key))
     if value is None:
-        raise HTTPException(404, detail=f"no working-memory key {key!r}")
+        raise NotFound(f"no working-memory key {key!r}")
     return _json({"value": value})
 
 
@@ -122,7 +126,7 @@ async def get_context(c: Auth, user_id: UserId, conversation_id: ConversationId,
 async def delete_context_key(c: Auth, user_id: UserId, conversation_id: ConversationId, key: Key) -> Response:
     m = c.rt.memory(c.tenant, user_id, conversation_id)
     if not await c.rt.run("redis", "delete_working_context", m.delete_working_context(key)):
-        raise HTTPException(404, detail=f"no working-memory key {key!r}")
+        raise NotFound(f"no working-memory key {key!r}")
     return NO_CONTENT
 
 
@@ -137,7 +141,7 @@ async def get_all_context(c: Auth, user_id: UserId, conversation_id: Conversatio
 async def clear_context(c: Auth, user_id: UserId, conversation_id: ConversationId) -> Response:
     """Drop the conversation's working memory: every key, its recent turns and thoughts."""
     m = c.rt.memory(c.tenant, user_id, conversation_id)
-    await c.rt.run("redis", "clear_working", (await m.working()).clear())
+    await c.rt.run("redis", "clear_working", m.clear_working())
     return NO_CONTENT
 
 
@@ -147,9 +151,7 @@ async def add_working_turn(c: Auth, user_id: UserId, conversation_id: Conversati
     """Append a turn to working memory only (Redis); POST /v1/episodic/... stores it durably."""
     _at_most(len(body.content), c.rt.clients.settings.working_max_value_bytes // 4, "content", "MEMORY_WORKING_MAX_VALUE_BYTES / 4")
     m = c.rt.memory(c.tenant, user_id, conversation_id)
-    turn = {"id": str(uuid.uuid4()), "role": body.role.value, "content": body.content,
-            "timestamp": datetime.now(timezone.utc).isoformat()}
-    await c.rt.run("redis", "add_working_turn", (await m.working()).add_turn(turn))
+    turn = await c.rt.run("redis", "add_working_turn", m.add_working_turn(body.role, body.content))
     return _json({"turn": turn}, 201)
 
 
@@ -158,7 +160,7 @@ async def get_working_turns(c: Auth, user_id: UserId, conversation_id: Conversat
                             limit: Annotated[int, Query(ge=1)] = 10) -> Response:
     _at_most(limit, c.rt.clients.settings.working_max_turns, "limit", "MEMORY_WORKING_MAX_TURNS")
     m = c.rt.memory(c.tenant, user_id, conversation_id)
-    return _json({"turns": await c.rt.run("redis", "recent_turns", (await m.working()).recent_turns(limit))})
+    return _json({"turns": await c.rt.run("redis", "recent_turns", m.recent_working_turns(limit))})
 
 
 @router.post(WORKING + "/thoughts", status_code=204, tags=["working"])
@@ -249,16 +251,16 @@ class FactIn(Body):
     claim: str = Field(min_length=1)
     source: FactSource = FactSource.EXTRACTION
     confidence: Annotated[float, Field(ge=0, le=1)] = 0.8
-    entity_ids: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=100)
-    source_turn_id: Annotated[str | None, Field(max_length=64)] = None
+    entity_ids: list[ItemId] = Field(default_factory=list, max_length=100)
+    source_turn_id: ItemId | None = None
     ttl_seconds: Ttl = None
     priority: Priority = 0
     space: OptionalId = None
 
 
 class RelationIn(Body):
-    source_id: str = Field(min_length=1, max_length=64)
-    target_id: str = Field(min_length=1, max_length=64)
+    source_id: ItemId
+    target_id: ItemId
     rel_type: str = Field("RELATED_TO", max_length=64)
     weight: float = 1.0
 
@@ -291,8 +293,8 @@ async def relate(c: Auth, user_id: UserId, body: RelationIn) -> Response:
 class GoalIn(Body):
     description: str = Field(min_length=1)
     priority: Priority = 3
-    parent_goal_id: Annotated[str | None, Field(max_length=64)] = None
-    blocked_by: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=100)
+    parent_goal_id: ItemId | None = None
+    blocked_by: list[ItemId] = Field(default_factory=list, max_length=100)
     deadline: datetime | None = None
     conversation_id: OptionalId = None
     ttl_seconds: Ttl = None
@@ -302,8 +304,8 @@ class GoalIn(Body):
 class GoalUpdate(Body):
     status: GoalStatus | None = None
     priority: Priority | None = None
-    parent_goal_id: Annotated[str | None, Field(max_length=64)] = None
-    blocked_by: list[Annotated[str, Field(max_length=64)]] | None = Field(None, max_length=100)
+    parent_goal_id: ItemId | None = None
+    blocked_by: list[ItemId] | None = Field(None, max_length=100)
 
 
 class GoalList(BaseModel):
@@ -445,7 +447,7 @@ class ReflectionIn(Body):
     summary: str | None = None
     task_type: Annotated[str | None, Field(max_length=200)] = None
     tools: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(default_factory=list, max_length=100)
-    strategy_id: Annotated[str | None, Field(max_length=64)] = None
+    strategy_id: ItemId | None = None
 
 
 @router.post("/reflections/{user_id}", status_code=202, tags=["reflections"])

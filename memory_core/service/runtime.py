@@ -11,10 +11,10 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .. import metrics
 from ..clients import MemoryClients
+from ..errors import MemoryCoreError, SchemaNotMigrated, StoreUnavailable, from_store_exception
 from ..memory import AgentMemory
 from .auth import TokenTable
 from .config import ServiceSettings
-from .errors import as_http_error
 
 T = TypeVar("T")
 
@@ -31,7 +31,8 @@ class Runtime:
         return AgentMemory(tenant_id, user_id, conversation_id, agent_id=agent_id, clients=self.clients)
 
     async def run(self, store: str, operation: str, call: Awaitable[T]) -> T:
-        """Await one memory operation: its span, its duration by store, and store failures as 4xx/503."""
+        """Await one memory operation: its span, its duration by store, and a store failure or a
+        timeout as `StoreUnavailable` (memory_core's refusals pass through to their handlers)."""
         start = perf_counter()
         outcome = "error"
         with self.tracer.start_as_current_span(f"{store} {operation}", kind=SpanKind.CLIENT,
@@ -41,14 +42,20 @@ class Runtime:
                     result = await call
                 outcome = "ok"
                 return result
-            except (ValueError, PermissionError, HTTPException):
+            except (StoreUnavailable, SchemaNotMigrated) as exc:
+                span.set_status(Status(StatusCode.ERROR, str(exc)))
+                raise
+            except (MemoryCoreError, HTTPException):
                 outcome = "rejected"
                 raise
             except Exception as exc:
-                mapped = as_http_error(exc, store, operation)
+                mapped = from_store_exception(exc, store, operation)
                 if mapped is None:
                     raise
-                span.set_status(Status(StatusCode.ERROR, str(mapped.detail)))
+                if isinstance(mapped, (StoreUnavailable, SchemaNotMigrated)):
+                    span.set_status(Status(StatusCode.ERROR, str(mapped)))
+                else:
+                    outcome = "rejected"
                 raise mapped from exc
             finally:
                 metrics.backend_operation_duration.labels(store, operation, outcome).observe(perf_counter() - start)

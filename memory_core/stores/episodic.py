@@ -9,6 +9,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+from ..errors import Forbidden
 from .graph import OutboxRow
 from .sql import LIVE, fetch_dicts, vector
 
@@ -87,7 +88,7 @@ async def store_turn(
     )
     row = await cur.fetchone()
     if row is None:
-        raise PermissionError(f"conversation {conversation_id!r} belongs to another user of this tenant")
+        raise Forbidden(f"conversation {conversation_id!r} belongs to another user of this tenant")
     turn_id, index, ts, outbox_id, payload = row
     turn = {"id": str(turn_id), "conversation_id": conversation_id, "index": index, "role": role,
             "content": content, "timestamp": ts, "token_count": token_count, "metadata": metadata}

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from ..models import GoalStatus
+from ..errors import InvalidInput, NotFound
 from .semantic import ITEM_COLUMNS, VISIBLE, WRITABLE, Caller, insert_item, item_uuid, require_items
 from .sql import fetch_dicts
 
@@ -63,7 +64,7 @@ async def update_goal(
     goal_id = item_uuid(goal_id)
     related = ([parent_goal_id] if parent_goal_id else []) + (blocked_by or [])
     if goal_id in related:
-        raise ValueError("a goal cannot be its own parent or blocker")
+        raise InvalidInput("a goal cannot be its own parent or blocker")
     await require_items(conn, caller, related, "goal")
     changes: dict[str, Any] = {}
     if status is not None:
@@ -80,7 +81,7 @@ async def update_goal(
     )
     rows = await fetch_dicts(cur)
     if not rows:
-        raise ValueError(f"unknown goal id {goal_id!r}")
+        raise NotFound(f"unknown goal id {goal_id!r}")
     return rows[0]
 
 

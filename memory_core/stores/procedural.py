@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..validation import check_json
+from ..errors import NotFound
 from .graph import OutboxRow
 from .semantic import ITEM_COLUMNS, WRITABLE, Caller, insert_item, item_uuid, search_items
 from .sql import fetch_dicts
@@ -106,7 +107,7 @@ async def reinforce_strategy(conn, caller: Caller, strategy_id: str, success: bo
     )
     rows = await fetch_dicts(cur)
     if not rows:
-        raise ValueError(f"unknown strategy id {strategy_id!r}")
+        raise NotFound(f"unknown strategy id {strategy_id!r}")
     row = rows[0]
     return row, row.pop("embedding").to_list()
 

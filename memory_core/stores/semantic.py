@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from ..errors import Conflict, Forbidden, NotFound
 from .sql import LIVE, fetch_dicts, vector
 
 
@@ -131,7 +132,7 @@ async def _write_item(conn, caller: Caller, space: str | None, query: str, param
     cur = await conn.execute(query, {**caller.params, "item_id": uuid.uuid4(), "space": space, **params})
     row = await cur.fetchone()
     if row is None:
-        raise PermissionError(f"agent {caller.agent_id!r} has no write grant on space {space!r}")
+        raise Forbidden(f"agent {caller.agent_id!r} has no write grant on space {space!r}")
     return dict(zip([d.name for d in cur.description], row))
 
 
@@ -168,11 +169,11 @@ async def get_items(conn, caller: Caller, ids: list[str], memory_type: str | Non
 
 
 async def require_items(conn, caller: Caller, ids: list[str], memory_type: str) -> list[dict[str, Any]]:
-    """The visible items with these ids, or ValueError naming the ones that are not."""
+    """The visible items with these ids, or `NotFound` naming the ones that are not."""
     found = await get_items(conn, caller, ids, memory_type)
     missing = set(ids) - {r["id"] for r in found}
     if missing:
-        raise ValueError(f"unknown {memory_type} id(s): {sorted(missing)}")
+        raise NotFound(f"unknown {memory_type} id(s): {sorted(missing)}")
     return found
 
 
@@ -246,11 +247,11 @@ async def neighbourhood(
 
 
 def item_uuid(value: str) -> str:
-    """`value` as a canonical uuid string, or ValueError (not a driver error) for anything else."""
+    """`value` as a canonical uuid string; anything else names no item, so it is `NotFound`."""
     try:
         return str(uuid.UUID(value))
     except (ValueError, TypeError, AttributeError):
-        raise ValueError(f"not a memory id: {value!r}") from None
+        raise NotFound(f"no memory item has the id {value!r}") from None
 
 
 def as_fact(row: dict[str, Any]) -> dict[str, Any]:
@@ -280,7 +281,7 @@ async def create_space(conn, caller: Caller, space: str) -> None:
         )
         (owner,) = await cur.fetchone()
         if owner != caller.agent_id:
-            raise PermissionError(f"space {space!r} already exists and is owned by another agent")
+            raise Conflict(f"space {space!r} already exists and is owned by another agent")
     await conn.execute(
         "INSERT INTO space_grants (tenant_id, space, agent_id, can_read, can_write) VALUES (%s, %s, %s, true, true)"
         " ON CONFLICT (tenant_id, space, agent_id) DO UPDATE SET can_read = true, can_write = true",
@@ -307,4 +308,4 @@ async def set_grant(conn, caller: Caller, space: str, agent_id: str, read: bool,
             return
         cur = await conn.execute(f"SELECT 1 WHERE {owner_check}", params)
     if cur.rowcount == 0:
-        raise PermissionError(f"only the owner of space {space!r} can change its grants")
+        raise Forbidden(f"only the owner of space {space!r} can change its grants")

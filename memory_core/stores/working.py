@@ -18,7 +18,8 @@ from urllib.parse import quote
 import redis.asyncio as aioredis
 
 from ..settings import Settings
-from ..validation import check_text, check_ttl
+from ..errors import Conflict, InvalidInput
+from ..validation import check_priority, check_text, check_ttl
 
 # Shared Lua fragment: `now` in ms from the server clock and a parser for stored fields.
 _PRELUDE = """
@@ -85,7 +86,7 @@ return {out, redis.call('LRANGE', KEYS[2], 0, tonumber(ARGV[1]) - 1),
 """
 
 
-class WorkingMemoryFull(RuntimeError):
+class WorkingMemoryFull(Conflict):
     """The context hash is at its cap and every live value outranks the new one."""
 
 
@@ -98,7 +99,7 @@ def _dumps(value: Any) -> str:
     try:
         return json.dumps(value, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"working-memory value is not JSON-serialisable: {exc}") from None
+        raise InvalidInput(f"working-memory value is not JSON-serialisable: {exc}") from None
 
 
 class WorkingScripts:
@@ -136,13 +137,12 @@ class WorkingMemory:
     def _encode(self, value: Any) -> str:
         text = _dumps(value)
         if len(text.encode()) > self._settings.working_max_value_bytes:
-            raise ValueError(f"working-memory value exceeds {self._settings.working_max_value_bytes} bytes")
+            raise InvalidInput(f"working-memory value exceeds {self._settings.working_max_value_bytes} bytes")
         return text
 
     async def set(self, key: str, value: Any, ttl_seconds: float | None = None, priority: int = 0) -> None:
         field = check_text(key, "key", 256)
-        if not isinstance(priority, int) or not -(2**31) <= priority < 2**31:
-            raise ValueError("priority must be a 32-bit integer")
+        check_priority(priority)
         stored = await self._scripts.set(
             keys=[self.ctx_key],
             args=[field, self._encode(value), self._ttl_ms(ttl_seconds), priority, self._settings.working_max_context_keys],

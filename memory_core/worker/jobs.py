@@ -23,29 +23,10 @@ from ..stores import procedural
 from ..stores.graph import GRAPH_UNAVAILABLE, OutboxRow, apply_rows, project_now, record
 from ..stores.semantic import Caller, insert_item
 from ..stores.sql import vector as sql_vector
-from ..validation import check_id, check_json
+from ..validation import check_id
 
 log = logging.getLogger(__name__)
 _REFLECTION_NAMESPACE = uuid.UUID("6f1c7c1e-8a59-4c55-9a64-0d6b1f0b2b61")
-
-
-async def enqueue_reflection(clients: MemoryClients, memory, outcome: dict[str, Any]) -> str:
-    # Rejected here, not in the worker, where a bad job would only fail and be dead-lettered.
-    if not isinstance(outcome, dict):
-        raise ValueError(f"outcome must be a dict, got {type(outcome).__name__}")
-    encoded = check_json(outcome, "outcome")
-    if len(encoded) > memory.settings.max_text_chars:
-        raise ValueError("outcome is too large")
-    job_id = str(uuid.uuid4())
-    s = clients.settings
-    await clients.redis.xadd(
-        s.reflection_stream,
-        {"job_id": job_id, "tenant_id": memory.tenant_id, "user_id": memory.user_id,
-         "conversation_id": memory.conversation_id or "", "agent_id": memory.agent_id or "", "outcome": encoded},
-        maxlen=s.reflection_stream_maxlen,
-        approximate=True,
-    )
-    return job_id
 
 
 async def process_reflection(clients: MemoryClients, fields: dict[str, str]) -> bool:

@@ -1,9 +1,9 @@
-"""Hostile strings are stored verbatim or rejected with ValueError; never executed."""
+"""Hostile strings are stored verbatim or rejected with InvalidInput; never executed."""
 import math
 
 import pytest
 
-from memory_core import AgentMemory
+from memory_core import AgentMemory, InvalidInput, NotFound
 
 HOSTILE = [
     "Robert'); DROP TABLE conversation_logs; --",
@@ -45,19 +45,19 @@ async def test_one_megabyte_text_round_trips(memory):
 
 
 async def test_text_over_the_limit_is_rejected(memory, clients):
-    with pytest.raises(ValueError, match="limit"):
+    with pytest.raises(InvalidInput, match="limit"):
         await memory.store_turn("user", "x" * (clients.settings.max_text_chars + 1))
 
 
 @pytest.mark.parametrize("bad", ["nul \x00 byte", "lone surrogate \udc80", b"\xff\xfe invalid utf-8"])
-async def test_unstorable_text_is_a_value_error(memory, bad):
-    with pytest.raises(ValueError):
+async def test_unstorable_text_is_invalid_input(memory, bad):
+    with pytest.raises(InvalidInput):
         await memory.store_turn("user", bad)
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidInput):
         await memory.learn_fact(bad)
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidInput):
         await memory.upsert_entity(bad)
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidInput):
         await memory.remember(bad)
     assert await memory.get_conversation() == []
 
@@ -71,17 +71,17 @@ async def test_valid_utf8_bytes_are_accepted(memory):
     "vector", [[math.nan] * 384, [math.inf] + [0.1] * 383, [0.1] * 383, [0.1] * 385, [0.0] * 384, ["a"] * 384]
 )
 async def test_bad_embeddings_are_rejected(memory, vector):
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidInput):
         await memory.store_turn("user", "hello", embedding=vector)
 
 
 @pytest.mark.parametrize("bad_id", ["", " padded ", "new\nline", "x" * 201, "tab\there", "nul\x00"])
 def test_bad_identifiers_are_rejected(clients, bad_id):
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidInput):
         AgentMemory(bad_id, "u", clients=clients)
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidInput):
         AgentMemory("t", bad_id, clients=clients)
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidInput):
         AgentMemory("t", "u", bad_id, clients=clients)
 
 
@@ -89,60 +89,60 @@ async def test_relationship_types_come_only_from_the_whitelist(memory):
     a = await memory.upsert_entity("A")
     b = await memory.upsert_entity("B")
     for rel in ["KNOWS]->(x) DETACH DELETE x //", "knows", "HAS_TURN", ""]:
-        with pytest.raises(ValueError):
+        with pytest.raises(InvalidInput):
             await memory.relate(a.id, b.id, rel)
 
 
 async def test_entity_types_are_identifiers(memory):
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidInput):
         await memory.upsert_entity("x", "Person:Admin")
 
 
 async def test_nan_confidence_and_metadata_are_rejected(memory):
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidInput):
         await memory.learn_fact("x", confidence=math.nan)
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidInput):
         await memory.store_turn("user", "x", metadata={"v": math.nan})
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidInput):
         await memory.store_turn("user", "x", metadata={"v": "nul\x00"})
 
 
-async def test_malformed_ids_and_numbers_are_value_errors_not_driver_errors(memory):
+async def test_malformed_ids_and_numbers_are_typed_errors_not_driver_errors(memory):
     goal = await memory.add_goal("a goal")
     for bad in ("not-a-uuid", "'; DROP TABLE memory_timeline; --"):
-        with pytest.raises(ValueError):
+        with pytest.raises(NotFound):
             await memory.update_goal(bad, status="completed")
-        with pytest.raises(ValueError):
+        with pytest.raises(NotFound):
             await memory.reinforce_strategy(bad, True)
     for priority in (2**40, "high", 1.5):
-        with pytest.raises(ValueError):
+        with pytest.raises(InvalidInput):
             await memory.upsert_entity("x", priority=priority)
-        with pytest.raises(ValueError):
+        with pytest.raises(InvalidInput):
             await memory.learn_fact("x", priority=priority)
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidInput):
         await memory.record_tool_usage("t", {}, None, True, 1, turn_index=2**40)
     for limit in (0, -1, "5"):
-        with pytest.raises(ValueError):
+        with pytest.raises(InvalidInput):
             await memory.what_worked_for("x", top_k=limit)
-        with pytest.raises(ValueError):
+        with pytest.raises(InvalidInput):
             await memory.get_active_goals(limit=limit)
     assert [g.id for g in await memory.get_active_goals()] == [goal.id]
 
 
 @pytest.mark.parametrize("value", ["nul \x00 byte", math.nan, object()])
-async def test_unstorable_preferences_are_a_value_error(memory, value):
-    with pytest.raises(ValueError):
+async def test_unstorable_preferences_are_invalid_input(memory, value):
+    with pytest.raises(InvalidInput):
         await memory.set_preferences(note=value)
     assert (await memory.get_user_context())["preferences"] == {}
 
 
 @pytest.mark.parametrize("outcome", [{"summary": "nul \x00"}, {"summary": math.nan}, ["not", "a", "dict"]])
 async def test_unprocessable_reflections_are_refused_when_queued(memory, outcome):
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidInput):
         await memory.reflect(outcome)
 
 
-async def test_out_of_range_token_count_is_a_value_error(memory):
-    with pytest.raises(ValueError):
+async def test_out_of_range_token_count_is_invalid_input(memory):
+    with pytest.raises(InvalidInput):
         await memory.store_turn("user", "x", token_count=2**40)
     assert await memory.get_conversation() == []

@@ -1,6 +1,6 @@
 import pytest
 
-from memory_core import AgentMemory, GoalStatus
+from memory_core import AgentMemory, GoalStatus, NotFound
 
 
 async def test_entity_upsert_merges_aliases_and_labels_the_node(memory, graph_count, tenant_id):
@@ -27,9 +27,9 @@ async def test_facts_link_to_entities_and_source_turns(memory, graph_count):
         "MATCH (f:Fact {id: $f})-[:ABOUT]->(:Entity {id: $e}) RETURN count(*)", f=fact.id, e=ada.id) == 1
     assert await graph_count(
         "MATCH (f:Fact {id: $f})-[:DERIVED_FROM]->(:Turn {id: $t}) RETURN count(*)", f=fact.id, t=turn.id) == 1
-    with pytest.raises(ValueError):
+    with pytest.raises(NotFound):
         await memory.learn_fact("x", entity_ids=["00000000-0000-0000-0000-000000000000"])
-    with pytest.raises(ValueError):
+    with pytest.raises(NotFound):
         await memory.learn_fact("x", entity_ids=["not-a-uuid"])
     with pytest.raises(ValueError):
         await memory.learn_fact("x", confidence=1.5)
@@ -79,7 +79,7 @@ async def test_goals_hierarchy_blockers_and_status(memory, graph_count):
     assert await graph_count("MATCH (g:Goal {id: $b}) WHERE g.status = 'completed' RETURN count(g)", b=blocker.id) == 1
     with pytest.raises(ValueError):
         await memory.update_goal(child.id, parent_goal_id=child.id)
-    with pytest.raises(ValueError):
+    with pytest.raises(NotFound):
         await memory.update_goal("00000000-0000-0000-0000-000000000000", status="completed")
     with pytest.raises(ValueError):
         await memory.update_goal(child.id, status="exploded")
@@ -115,7 +115,7 @@ async def test_strategies_rank_by_similarity_and_success(memory, graph_count):
                              "WHERE s.success_count = 4 RETURN count(*)", id=good.id) == 1
     never_worked = await memory.learn_strategy("use pandas to analyse csv by guessing", success=False)
     assert never_worked.id not in [s.id for s in await memory.what_worked_for("pandas csv")]
-    with pytest.raises(ValueError):
+    with pytest.raises(NotFound):
         await memory.reinforce_strategy("00000000-0000-0000-0000-000000000000", True)
 
 

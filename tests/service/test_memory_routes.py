@@ -52,7 +52,7 @@ async def test_goals_add_list_update(api):
     assert r.status_code == 200 and r.json()["status"] == "completed"
     assert (await api.call("GET", f"/v1/goals/{U}")).json()["goals"] == []
     r = await api.call("PATCH", f"/v1/goals/{U}/{uuid.uuid4()}", json={"status": "completed"})
-    assert r.status_code == 422 and "unknown goal" in r.json()["detail"]
+    assert r.status_code == 404 and "unknown goal" in r.json()["detail"]
 
 
 async def test_tools_and_strategies(api):
