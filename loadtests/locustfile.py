@@ -93,6 +93,19 @@ def _reset_statistics(stats) -> None:
     _SEND_LAG.clear()
 
 
+# With worker processes (--processes), each worker counts its own send lag: it travels to the
+# master with every stats report, where the gate reads it.
+@events.report_to_master.add_listener
+def _report_send_lag(client_id, data, **_):
+    data["memstack_send_lag"] = dict(_SEND_LAG)
+    _SEND_LAG.clear()
+
+
+@events.worker_report.add_listener
+def _merge_send_lag(client_id, data, **_):
+    _SEND_LAG.update({int(ms): count for ms, count in data.get("memstack_send_lag", {}).items()})
+
+
 class _MemoryUser(FastHttpUser):
     """What both profiles share: pacing, tokens and the requests. The profiles differ only in
     their task weights; Locust would merge a parent's @task methods into a child's tasks, so
@@ -115,10 +128,23 @@ class _MemoryUser(FastHttpUser):
         if not options.rate:
             return 0
         now = time.monotonic()
+        user_rate = options.rate / max(options.num_users, 1)
         scheduled = getattr(self, "_next_send", now)
-        self._next_send = max(scheduled, now - self.MAX_BACKLOG_S) + random.expovariate(
-            options.rate / max(options.num_users, 1))
+        behind = now - self.MAX_BACKLOG_S - scheduled
+        if behind > 0:
+            self._drop(behind * user_rate)
+        self._next_send = max(scheduled, now - self.MAX_BACKLOG_S) + random.expovariate(user_rate)
         return max(0.0, self._next_send - now)
+
+    def _drop(self, expected_sends: float) -> None:
+        """The sends skipped when a user catches up: each is a failed request of the `dropped`
+        group, so a generator or service that cannot keep up fails the gate."""
+        self._drop_debt = getattr(self, "_drop_debt", 0.0) + expected_sends
+        count, self._drop_debt = divmod(self._drop_debt, 1.0)
+        for _ in range(int(count)):
+            self.environment.events.request.fire(
+                request_type="SCHEDULE", name=slo.DROPPED_NAME, response_time=0, response_length=0,
+                exception=RuntimeError(f"user fell more than {self.MAX_BACKLOG_S:g} s behind schedule"), context={})
 
     def _start_request(self) -> None:
         """Every request starts here. It records how late it leaves against the user's schedule

@@ -9,6 +9,12 @@ from collections import Counter
 from typing import Iterable, Mapping
 
 WORKING = "working"
+# The route group of sends the generator gave up on: a user that fell more than its backlog
+# behind schedule skips the missed sends, and each one counts as a failed request.
+DROPPED = "dropped"
+DROPPED_NAME = f"{DROPPED} behind schedule"
+# The generator must deliver this share of the offered rate, or the run measured a smaller load.
+MIN_ACHIEVED_SHARE = 0.95
 
 
 def group_of(name: str) -> str:
@@ -66,7 +72,9 @@ def summarize(entries: Iterable[Mapping], duration_s: float, wm_p99_ms: float, m
     the user's next requests wait in the generator, where no response time sees them
     (coordinated omission), and a saturated service would pass the latency gate. So the gate
     also fails when the p99 send lag reaches the latency threshold: an agent whose request
-    waited that long has already missed the SLO."""
+    waited that long has already missed the SLO, and when fewer than 95 % of the offered
+    requests were sent (the `dropped` group: sends skipped by users that fell behind, which
+    are failures, not nothing)."""
     entries = list(entries)
     groups: dict[str, list] = {}
     for entry in entries:
@@ -75,6 +83,8 @@ def summarize(entries: Iterable[Mapping], duration_s: float, wm_p99_ms: float, m
     total = _merge(entries)
     failure_ratio = total["num_failures"] / total["num_requests"] if total["num_requests"] else 1.0
     working_row = _row(working, duration_s)
+    sent = total["num_requests"] - sum(e["num_requests"] for e in groups.get(DROPPED, []))
+    achieved_rps = sent / duration_s if duration_s > 0 else 0.0
     violations = []
     if not working["num_requests"]:
         violations.append("no working-memory requests were made")
@@ -86,12 +96,15 @@ def summarize(entries: Iterable[Mapping], duration_s: float, wm_p99_ms: float, m
     if lag_p99 is not None and lag_p99 >= wm_p99_ms:
         violations.append(f"requests left {lag_p99:.0f} ms behind schedule at p99 (>= {wm_p99_ms:g} ms): the "
                           f"service, or the load generator, did not keep up with {offered_rps:g} req/s")
+    if offered_rps > 0 and achieved_rps < MIN_ACHIEVED_SHARE * offered_rps:
+        violations.append(f"achieved {achieved_rps:.0f} req/s < {MIN_ACHIEVED_SHARE:.0%} of the offered "
+                          f"{offered_rps:g} req/s")
     return {
         "duration_s": duration_s,
         "slo": {"working_p99_ms": wm_p99_ms, "max_failure_ratio": max_failure_ratio},
         "total": {**_row(total, duration_s), "failure_ratio": failure_ratio},
         "working": working_row,
-        "generator": {"offered_rps": offered_rps, "send_lag_p50_ms": percentile(send_lag, 0.50) if send_lag else None,
+        "generator": {"offered_rps": offered_rps, "achieved_rps": achieved_rps, "send_lag_p50_ms": percentile(send_lag, 0.50) if send_lag else None,
                       "send_lag_p99_ms": lag_p99},
         "groups": {name: _row(_merge(members), duration_s) for name, members in sorted(groups.items())},
         "violations": violations,

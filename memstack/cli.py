@@ -21,9 +21,12 @@ from rich.table import Table
 
 from memstack import load as load_runner
 from memstack import service
+from memstack.capacity.commands import app as capacity_app
 from memstack.errors import MemstackError
 from memstack.local.backend import BACKEND_ENV, CORE_SERVICES, OPTIONAL_SERVICES, check_service, get_backend
 from memstack.local.redis_server import APPENDFSYNC_CHOICES
+from memstack.local.state import WAL_DIR_ENV
+from memstack.recovery import commands as recovery
 
 app = typer.Typer(
     name="memstack",
@@ -93,8 +96,11 @@ def up(
     with_: Annotated[list[str], typer.Option("--with", help="Optional services to add: prometheus")] = [],
     port: Annotated[list[str], typer.Option("--port", help="Pin a port: SERVICE=PORT (repeatable)")] = [],
     appendfsync: Annotated[Optional[str], typer.Option(help="Redis AOF fsync policy: everysec | always")] = None,
+    wal_dir: Annotated[Optional[Path], typer.Option(help=f"Postgres WAL archive (default ${WAL_DIR_ENV} or $MEMSTACK_HOME/backups/wal)")] = None,
 ) -> None:
     """Start the data tier (Redis, Postgres + pgvector, Neo4j); reuse what already runs."""
+    if wal_dir is not None:
+        os.environ[WAL_DIR_ENV] = str(wal_dir.resolve())
     for name in with_:
         check_service(name, OPTIONAL_SERVICES)
     if appendfsync is not None and appendfsync not in APPENDFSYNC_CHOICES:
@@ -262,13 +268,14 @@ def load(
                                                   "leave against schedule, must be below this")] = _LOAD.wm_p99_ms,
     max_failure_ratio: Annotated[float, typer.Option(help="Gate: failures/requests must not exceed this")] = _LOAD.max_failure_ratio,
     profile: Annotated[str, typer.Option(help="mixed | working (working memory only)")] = _LOAD.profile,
+    workers: Annotated[int, typer.Option(min=1, help="Locust worker processes (master/worker mode when > 1)")] = _LOAD.workers,
     backend: BackendOption = None,
 ) -> None:
     """Run the Locust profile headless; exit 1 when the SLO gate fails."""
     _load(load_runner.LoadOptions(
         url=url, tokens_file=tokens_file, duration=duration, warmup_s=warmup, users=users, rate=rate,
         tenants=tenants, results=_results_dir(results), wm_p99_ms=wm_p99_ms, max_failure_ratio=max_failure_ratio,
-        backend=backend, profile=profile))
+        backend=backend, profile=profile, workers=workers))
 
 
 @app.command()
@@ -284,6 +291,14 @@ def demo(
                                       results=_results_dir(None), backend=backend))
     finally:
         _print_status(backend)
+
+
+app.add_typer(capacity_app, name="capacity")
+
+
+app.add_typer(recovery.backup_app, name="backup")
+app.command()(recovery.restore)
+app.command()(recovery.drill)
 
 
 def main() -> None:

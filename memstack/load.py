@@ -53,6 +53,16 @@ class LoadOptions:
     locustfile: Path = DEFAULT_LOCUSTFILE
     backend: str | None = None
     profile: str = "mixed"
+    # Locust worker processes beside its master (Locust's --processes); 1 = a single process.
+    workers: int = 1
+
+
+@dataclass
+class LocalService:
+    url: str
+    tokens: Path
+    pid: int
+    backend: object
 
 
 _TIMESPAN = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s?)?$")
@@ -111,7 +121,7 @@ def write_tokens(directory: Path, tenants: int) -> tuple[Path, Path]:
 
 
 @contextmanager
-def local_service(options: LoadOptions, workdir: Path) -> Iterator[tuple[str, Path]]:
+def local_service(options: LoadOptions, workdir: Path) -> Iterator[LocalService]:
     """Bring up the local stack (reusing what runs), migrate, and run `memstack serve` on a free port."""
     from memory_core import migrate
     from memstack.local.backend import CORE_SERVICES, get_backend
@@ -133,7 +143,7 @@ def local_service(options: LoadOptions, workdir: Path) -> Iterator[tuple[str, Pa
                                    env=env, stdout=handle, stderr=subprocess.STDOUT)
     try:
         wait_ready(url, process, log)
-        yield url, plain
+        yield LocalService(url=url, tokens=plain, pid=process.pid, backend=backend)
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -167,21 +177,41 @@ def server_side_percentiles(metrics_text: str, route_prefix: str = "/v1/working/
     return result
 
 
+def locust_command(options: LoadOptions, url: str, tokens: Path, locustfiles: list[Path]) -> list[str]:
+    """Headless Locust with the profile's user class, the tokens and the SLO thresholds, writing
+    its CSV and JSON stats into the results directory (its working directory)."""
+    results = options.results
+    command = [
+        sys.executable, "-m", "locust", "-f", ",".join(str(f) for f in locustfiles), "--headless", "--only-summary",
+        "-u", str(options.users), "-r", str(options.users), "--host", url,
+        "--csv", str(results / "locust"), "--json-file", str(results / "locust"), "--loglevel", "WARNING",
+        "--stop-timeout", "5", "--tokens-file", str(tokens), "--rate", str(options.rate),
+        "--wm-p99-ms", str(options.wm_p99_ms), "--max-failure-ratio", str(options.max_failure_ratio),
+    ]
+    if options.workers > 1:
+        command += ["--processes", str(options.workers)]
+    return command + [PROFILES[options.profile]]
+
+
+def check_options(options: LoadOptions) -> None:
+    if options.profile not in PROFILES:
+        raise MemstackError(f"--profile must be one of {', '.join(PROFILES)}, not {options.profile!r}")
+    if options.workers < 1:
+        raise MemstackError(f"--workers must be 1 or more, not {options.workers}")
+    if not options.locustfile.exists():
+        raise MemstackError(f"no locustfile at {options.locustfile}")
+    if options.url and options.tokens_file is None:
+        raise MemstackError("--url needs --tokens-file with lines '<tenant> <token>'")
+
+
 def run_locust(options: LoadOptions, url: str, tokens: Path) -> tuple[int, dict]:
     results = options.results
     summary_path = results / "summary.json"
     # Locust runs warm-up + duration; statistics restart when the warm-up ends.
     warmup = math.ceil(options.warmup_s)
     run_time = seconds(options.duration, "--duration") + warmup
-    command = [
-        sys.executable, "-m", "locust", "-f", str(options.locustfile), "--headless", "--only-summary",
-        "-u", str(options.users), "-r", str(options.users), "-t", f"{run_time}s", "--host", url,
-        "--warmup-s", str(warmup),
-        "--csv", str(results / "locust"), "--json-file", str(results / "locust"), "--loglevel", "WARNING",
-        "--stop-timeout", "5", "--tokens-file", str(tokens), "--rate", str(options.rate),
-        "--wm-p99-ms", str(options.wm_p99_ms), "--max-failure-ratio", str(options.max_failure_ratio),
-        "--summary-file", str(summary_path), PROFILES[options.profile],
-    ]
+    command = locust_command(options, url, tokens, [options.locustfile]) + [
+        "-t", f"{run_time}s", "--warmup-s", str(warmup), "--summary-file", str(summary_path)]
     with open(results / "locust.log", "w") as log:
         code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=results).returncode
     if not summary_path.exists():
@@ -192,21 +222,16 @@ def run_locust(options: LoadOptions, url: str, tokens: Path) -> tuple[int, dict]
 
 def run(options: LoadOptions) -> tuple[int, dict]:
     seconds(options.duration, "--duration")
-    if options.profile not in PROFILES:
-        raise MemstackError(f"--profile must be one of {', '.join(PROFILES)}, not {options.profile!r}")
-    if not options.locustfile.exists():
-        raise MemstackError(f"no locustfile at {options.locustfile}")
+    check_options(options)
     options.results = options.results.resolve()  # Locust runs with the results directory as cwd
     options.results.mkdir(parents=True, exist_ok=True)
     if options.url:
-        if options.tokens_file is None:
-            raise MemstackError("--url needs --tokens-file with lines '<tenant> <token>'")
         wait_ready(options.url.rstrip("/"), None, None, timeout_s=10)
         return run_locust(options, options.url.rstrip("/"), options.tokens_file)
     with tempfile.TemporaryDirectory(prefix="memstack-load-") as workdir:
-        with local_service(options, Path(workdir)) as (url, tokens):
-            code, summary = run_locust(options, url, tokens)
-            with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
+        with local_service(options, Path(workdir)) as service:
+            code, summary = run_locust(options, service.url, service.tokens)
+            with urllib.request.urlopen(f"{service.url}/metrics", timeout=10) as response:
                 summary["server_working"] = server_side_percentiles(response.read().decode())
             (options.results / "summary.json").write_text(json.dumps(summary, indent=2))
             return code, summary

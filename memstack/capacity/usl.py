@@ -1,0 +1,111 @@
+"""The Universal Scalability Law, X(N) = λN / (1 + σ(N−1) + κN(N−1)), fitted by least squares.
+
+σ is contention (the serial share), κ coherency (crosstalk between the N in flight), λ the
+throughput of one. Throughput peaks at N* = √((1−σ)/κ) and falls beyond it.
+"""
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy.optimize import least_squares
+
+from memstack.errors import MemstackError
+
+MIN_POINTS = 6
+
+
+@dataclass(frozen=True)
+class UslModel:
+    sigma: float
+    kappa: float
+    lam: float
+    r_squared: float
+    points: int
+
+    def throughput(self, n):
+        n = np.asarray(n, dtype=float)
+        return self.lam * n / (1 + self.sigma * (n - 1) + self.kappa * n * (n - 1))
+
+    @property
+    def peak_concurrency(self) -> float:
+        """N*; infinite when there is no coherency cost (throughput only levels off)."""
+        if self.kappa <= 0:
+            return math.inf
+        return math.sqrt(max(1 - self.sigma, 0.0) / self.kappa)
+
+    @property
+    def max_throughput(self) -> float:
+        n = self.peak_concurrency
+        if math.isinf(n):
+            return self.lam / self.sigma if self.sigma > 0 else math.inf
+        return float(self.throughput(n))
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "peak_concurrency": self.peak_concurrency, "max_throughput": self.max_throughput}
+
+
+def fit(concurrency, throughput) -> UslModel:
+    """Least squares (scipy, trust-region reflective) on the throughput residuals, with σ, κ ≥ 0.
+    Starting point as the reference implementations take it: σ 0.1, κ 0.01, λ the best X/N seen."""
+    n = np.asarray(concurrency, dtype=float)
+    x = np.asarray(throughput, dtype=float)
+    if n.shape != x.shape or n.ndim != 1:
+        raise MemstackError("concurrency and throughput must be two columns of the same length")
+    if len(n) < MIN_POINTS:
+        raise MemstackError(f"a USL fit needs at least {MIN_POINTS} steps, got {len(n)}")
+    if not (np.all(np.isfinite(n)) and np.all(np.isfinite(x))) or np.any(n <= 0) or np.any(x < 0):
+        raise MemstackError("a USL fit needs concurrency > 0 and throughput >= 0 in every step")
+    lam0 = float(np.max(x / n))
+    if lam0 <= 0:
+        raise MemstackError("a USL fit needs some throughput above 0")
+
+    def residuals(p):
+        sigma, kappa, lam = p
+        return lam * n / (1 + sigma * (n - 1) + kappa * n * (n - 1)) - x
+
+    # Scaled so that the three parameters, orders of magnitude apart, move alike.
+    result = least_squares(residuals, x0=[0.1, 0.01, lam0], bounds=([0, 0, 0], [np.inf, np.inf, np.inf]),
+                           x_scale=[0.01, 1e-4, lam0], xtol=1e-12, ftol=1e-12, gtol=1e-12, max_nfev=10_000)
+    sigma, kappa, lam = (float(v) for v in result.x)
+    ss_res = float(np.sum(result.fun ** 2))
+    ss_tot = float(np.sum((x - x.mean()) ** 2))
+    r_squared = 1 - ss_res / ss_tot if ss_tot > 0 else 1.0
+    return UslModel(sigma=sigma, kappa=kappa, lam=lam, r_squared=r_squared, points=len(n))
+
+
+def read_csv(path: Path) -> tuple[list[float], list[float]]:
+    """(concurrency, throughput) from a CSV: two numeric columns, with or without a header row
+    (a header names the columns `concurrency` and `throughput`, which may sit among others)."""
+    try:
+        with open(path, newline="") as handle:
+            rows = [row for row in csv.reader(handle) if any(cell.strip() for cell in row)]
+    except OSError as exc:
+        raise MemstackError(f"cannot read {path}: {exc.strerror}") from None
+    if not rows:
+        raise MemstackError(f"{path}: no rows")
+    columns, first_line = (0, 1), 1
+    header = [cell.strip().lower() for cell in rows[0]]
+    if not _numeric(header[0]):
+        if "concurrency" not in header or "throughput" not in header:
+            raise MemstackError(f"{path}: the header must name the columns 'concurrency' and 'throughput'")
+        columns = (header.index("concurrency"), header.index("throughput"))
+        rows, first_line = rows[1:], 2
+    n, x = [], []
+    for number, row in enumerate(rows, start=first_line):
+        cells = [row[i].strip() if i < len(row) else "" for i in columns]
+        if not all(_numeric(c) for c in cells):
+            raise MemstackError(f"{path}: line {number}: expected two numbers (concurrency, throughput), got {row!r}")
+        n.append(float(cells[0]))
+        x.append(float(cells[1]))
+    return n, x
+
+
+def _numeric(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
