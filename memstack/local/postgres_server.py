@@ -8,9 +8,12 @@ is likewise a non-superuser owner.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import pwd
+import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -29,6 +32,39 @@ APP_DATABASE = "memstack"
 ADMIN_ROLE = "postgres"
 # Postgres refuses to run as root; when we are root it runs as this system user.
 SYSTEM_USER = "memstack"
+# Where the data of a home the system user cannot reach goes instead (symlinked from the home).
+SYSTEM_USER_ROOT = Path("/var/lib/memstack")
+# Small WAL segments, so that a segment switched every few seconds (archive_timeout) costs 1 MB
+# of archive, not 16 MB.
+WAL_SEGMENT_MB = 1
+# The data-loss window of the WAL archive: a partly filled segment is archived after this long.
+ARCHIVE_TIMEOUT_S = 2
+# Clusters made before WAL_SEGMENT_MB (16 MB segments) switch less often, to bound archive growth.
+LEGACY_ARCHIVE_TIMEOUT_S = 60
+
+
+def default_wal_dir(home: Path) -> Path:
+    return home / "backups" / "wal"
+
+
+def archive_command(wal_dir: Path) -> str:
+    """Copy a finished segment into the archive: atomically (temp file, sync, rename), and
+    idempotently (a segment already archived with the same bytes counts as done, a different
+    one is an error, as the Postgres documentation asks)."""
+    d = shlex.quote(str(wal_dir))
+    return (f"if [ -f {d}/%f ]; then cmp -s %p {d}/%f; "
+            f"else cp %p {d}/%f.tmp && sync {d}/%f.tmp && mv {d}/%f.tmp {d}/%f; fi")
+
+
+def restore_command(wal_dir: Path) -> str:
+    d = shlex.quote(str(wal_dir))
+    return f"cp {d}/%f %p"
+
+
+def wal_segment_bytes(pgdata: Path) -> int:
+    result = subprocess.run([str(bin_dir() / "pg_controldata"), str(pgdata)], capture_output=True, text=True)
+    match = re.search(r"Bytes per WAL segment:\s+(\d+)", result.stdout)
+    return int(match.group(1)) if match else 16 * 1024 * 1024
 
 
 def bin_dir() -> Path:
@@ -73,6 +109,46 @@ def bootstrap(port: int, credentials: Credentials, host: str = "127.0.0.1") -> N
         conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
 
 
+def _reachable_by(user: str, path: Path) -> bool:
+    """Whether `user` can enter and write `path` (every parent must let it through)."""
+    return subprocess.run(["test", "-x", str(path), "-a", "-w", str(path)], user=user).returncode == 0
+
+
+def chown_tree(path: Path, user: str) -> None:
+    for p in [path, *path.rglob("*")]:
+        shutil.chown(p, user, user)
+
+
+def relocation_dir(home: Path) -> Path:
+    return SYSTEM_USER_ROOT / hashlib.sha256(str(home).encode()).hexdigest()[:16]
+
+
+def place_for_system_user(path: Path, home: Path, user: str) -> Path:
+    """Make `path` a directory `user` can use. Where a parent of the home blocks it (a 0700
+    `mktemp -d` directory, root's home), the directory goes under SYSTEM_USER_ROOT and `path`
+    becomes a symlink to it, so the home still shows everything in one place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists() and not path.is_symlink():
+        path.mkdir()
+    shutil.chown(path.resolve(), user, user)
+    if _reachable_by(user, path.resolve()):
+        return path.resolve()
+    if path.is_symlink() or not path.is_relative_to(home):
+        raise MemstackError(f"the {user} user (Postgres runs as it) cannot reach {path.resolve()}; let it through its parents (chmod o+x) or choose another directory")
+    own = relocation_dir(home)
+    target = own / path.relative_to(home)
+    SYSTEM_USER_ROOT.mkdir(mode=0o755, exist_ok=True)
+    target.mkdir(parents=True, exist_ok=True)
+    chown_tree(own, user)
+    if not _reachable_by(user, target):
+        raise MemstackError(f"the {user} user cannot reach {path} nor {target}; let it traverse the parent directories (chmod o+x)")
+    for child in path.iterdir():
+        shutil.move(str(child), target / child.name)
+    path.rmdir()
+    path.symlink_to(target, target_is_directory=True)
+    return target
+
+
 def _ensure_system_user() -> str:
     try:
         pwd.getpwnam(SYSTEM_USER)
@@ -91,9 +167,14 @@ class PostgresServer(LocalService):
     # SIGINT is Postgres' "fast" shutdown; SIGTERM would wait for every client to leave.
     stop_signal = signal.SIGINT
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # Outside the data dir, so that losing the data dir does not lose the archive.
+        self.wal_dir: Path = default_wal_dir(self.home)
+
     @property
     def pgdata(self) -> Path:
-        return self.data_dir / "data"
+        return self.data_dir.resolve() / "data"
 
     @property
     def run_as(self) -> str | None:
@@ -105,17 +186,28 @@ class PostgresServer(LocalService):
     def _chown(self, path: Path) -> None:
         user = self.run_as
         if user:
-            for p in [path, *path.rglob("*")]:
-                shutil.chown(p, user, user)
+            chown_tree(path, user)
+
+    def _make_dir(self, path: Path) -> Path:
+        user = self.run_as
+        if user:
+            return place_for_system_user(path, self.home, user)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def prepare_dirs(self) -> None:
+        """The data dir and the WAL archive, both where the server's user can write."""
+        self.wal_dir = self._make_dir(self.wal_dir)
+        self._make_dir(self.data_dir)
 
     def prepare(self, port: int) -> None:
+        self.prepare_dirs()
         if (self.pgdata / "PG_VERSION").exists():
             return
-        self.data_dir.mkdir(parents=True, exist_ok=True)
         # The log directory is shared with other services; the postgres user only writes its own file.
         self.log.parent.mkdir(parents=True, exist_ok=True)
         self.log.touch()
-        pwfile = self.data_dir / "initdb.pw"
+        pwfile = self.data_dir.resolve() / "initdb.pw"
         fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(self.credentials.postgres_admin_password + "\n")
@@ -131,6 +223,7 @@ class PostgresServer(LocalService):
                     f"--pwfile={pwfile}",
                     "--encoding=UTF8",
                     "--locale=C",
+                    f"--wal-segsize={WAL_SEGMENT_MB}",
                 ],
                 capture_output=True,
                 text=True,
@@ -155,11 +248,19 @@ class PostgresServer(LocalService):
                 "-c", "shared_buffers=256MB",
                 "-c", "max_connections=200",
                 "-c", "logging_collector=off",
+                # WAL archiving, for point-in-time recovery from a base backup (memstack backup).
+                "-c", "archive_mode=on",
+                "-c", f"archive_command={archive_command(self.wal_dir)}",
+                "-c", f"archive_timeout={self.archive_timeout_s()}s",
             ],
             log=self.log,
             cwd=self.data_dir,
             user=self.run_as,
         )
+
+    def archive_timeout_s(self) -> int:
+        small = wal_segment_bytes(self.pgdata) <= WAL_SEGMENT_MB * 1024 * 1024
+        return ARCHIVE_TIMEOUT_S if small else LEGACY_ARCHIVE_TIMEOUT_S
 
     def probe(self, port: int) -> bool:
         return probe(admin_url(port, self.credentials, "postgres"))

@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
 from memstack.errors import MemstackError
-from memstack.local.backend import CORE_SERVICES, SERVICES, Endpoints, ServiceStatus, check_service
+from memstack.local.backend import ALL_SERVICES, CORE_SERVICES, Endpoints, ServiceStatus, check_service, with_companions
+from memstack.local.exporters import EXPORTERS
+from memstack.local.jaeger_server import JaegerServer
 from memstack.local.neo4j_server import USER as NEO4J_USER
 from memstack.local.neo4j_server import Neo4jServer
 from memstack.local.postgres_server import PostgresServer
@@ -26,10 +29,10 @@ from memstack.local.processes import (
 from memstack.local.prometheus_server import PrometheusServer
 from memstack.local.redis_server import RedisServer
 from memstack.local.service import LocalService
-from memstack.local.state import ServiceState, StackState, default_home, load, save
+from memstack.local.state import WAL_DIR_ENV, ServiceState, StackState, default_home, load, save
 
 SERVICE_TYPES: dict[str, type[LocalService]] = {
-    cls.name: cls for cls in (RedisServer, PostgresServer, Neo4jServer, PrometheusServer)
+    cls.name: cls for cls in (RedisServer, PostgresServer, Neo4jServer, *EXPORTERS, PrometheusServer, JaegerServer)
 }
 # What a service logs when its port was taken between our check and its bind.
 _PORT_TAKEN = re.compile(r"address already in use|BindException|could not bind|port .* (is )?(already )?in use", re.I)
@@ -62,7 +65,10 @@ class ProcessBackend:
             yield state
 
     def _service(self, name: str, state: StackState) -> LocalService:
-        return SERVICE_TYPES[name](self.home, state.credentials, appendfsync=state.appendfsync)
+        service = SERVICE_TYPES[name](self.home, state.credentials, appendfsync=state.appendfsync)
+        if state.wal_dir and isinstance(service, PostgresServer):
+            service.wal_dir = Path(state.wal_dir)
+        return service
 
     # The primitives a backend of another runtime (containers) overrides.
 
@@ -143,11 +149,18 @@ class ProcessBackend:
     def up(self, services: tuple[str, ...] = CORE_SERVICES) -> None:
         for name in services:
             check_service(name)
+        services = with_companions(services)
         with self._locked() as state:
             if self._appendfsync and self._appendfsync != state.appendfsync:
                 if self._running(state.services.get("redis")):
                     raise MemstackError(f"redis is running with appendfsync {state.appendfsync}; run `memstack down` before changing it")
                 state.appendfsync = self._appendfsync
+            wal_dir = os.environ.get(WAL_DIR_ENV)
+            archiving_to = self._service("postgres", state).wal_dir
+            if wal_dir and Path(wal_dir).resolve() != archiving_to.resolve():
+                if self._running(state.services.get("postgres")):
+                    raise MemstackError(f"postgres is running and archives its WAL to {archiving_to}; run `memstack down` before moving it")
+                state.wal_dir = str(Path(wal_dir).resolve())
             pending = [self._service(n, state) for n in services if not self._running(state.services.get(n))]
             # Every prerequisite is checked before anything starts, so a missing tool leaves nothing half up.
             for service in pending:
@@ -180,7 +193,7 @@ class ProcessBackend:
 
     def down(self) -> None:
         with self._locked() as state:
-            for name in reversed(SERVICES):
+            for name in reversed(ALL_SERVICES):
                 record = state.services.get(name)
                 if record is None:
                     continue

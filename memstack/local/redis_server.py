@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import redis
 
@@ -14,6 +15,14 @@ APPENDFSYNC_CHOICES = ("everysec", "always")
 MAXMEMORY = "512mb"
 # A full Redis refuses writes instead of evicting: an acknowledged write is never dropped silently.
 MAXMEMORY_POLICY = "noeviction"
+AOF_DIRNAME = "appendonly"
+
+
+def aof_archive_dir(home: Path) -> Path:
+    """Where the append-only file really lives: beside the WAL archive, outside the data dir,
+    so that losing the data dir loses no acknowledged write (the AOF is Redis's log, as the
+    archived WAL is Postgres's). Same filesystem as the home: an AOF rewrite renames across."""
+    return home / "backups" / "redis-aof"
 
 
 def probe(url: str) -> bool:
@@ -41,8 +50,26 @@ class RedisServer(LocalService):
     def config_file(self):
         return self.data_dir / "redis.conf"
 
+    @property
+    def aof_dir(self) -> Path:
+        return self.data_dir / AOF_DIRNAME
+
+    def _link_aof(self) -> None:
+        archive = aof_archive_dir(self.home)
+        archive.mkdir(parents=True, exist_ok=True)
+        if self.aof_dir.is_dir() and not self.aof_dir.is_symlink():
+            # A data dir made before the AOF moved out of it: carry its AOF over once.
+            if any(archive.iterdir()):
+                return
+            for child in self.aof_dir.iterdir():
+                shutil.move(str(child), archive / child.name)
+            self.aof_dir.rmdir()
+        if not self.aof_dir.is_symlink():
+            self.aof_dir.symlink_to(archive, target_is_directory=True)
+
     def prepare(self, port: int) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._link_aof()
         # The password goes in a 0600 file, never on the command line where `ps` shows it.
         config = "\n".join(
             [
@@ -52,7 +79,7 @@ class RedisServer(LocalService):
                 "daemonize no",
                 f"dir {self.data_dir}",
                 "appendonly yes",
-                "appenddirname appendonly",
+                f"appenddirname {AOF_DIRNAME}",
                 f"appendfsync {self.appendfsync}",
                 'save ""',
                 f"requirepass {self.credentials.redis_password}",

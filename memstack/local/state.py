@@ -16,6 +16,8 @@ from pydantic import BaseModel, Field
 from memstack.errors import MemstackError
 
 HOME_ENV = "MEMSTACK_HOME"
+# Where Postgres archives its WAL (default `$MEMSTACK_HOME/backups/wal`); `memstack up --wal-dir` sets it too.
+WAL_DIR_ENV = "MEMSTACK_WAL_DIR"
 STATE_FILE = "state.json"
 
 
@@ -51,6 +53,8 @@ class StackState(BaseModel):
     backend: str
     credentials: Credentials = Field(default_factory=Credentials)
     appendfsync: str = "everysec"
+    # The WAL archive of Postgres, when not the default under the home.
+    wal_dir: str | None = None
     services: dict[str, ServiceState] = Field(default_factory=dict)
 
 

@@ -1,0 +1,204 @@
+"""`memstack restore ID [--to-time T]`: bring the stack back from a backup set.
+
+Order: refuse what cannot work (unknown id, a target time the backup and the WAL archive do
+not cover, a running stack without --force, a damaged set); stop what runs; move the data
+dirs aside (never delete them); Postgres from the base backup, replaying archived WAL up to
+the target (or all of it); Redis from its live append-only file when restoring to the latest
+point, else from the set's snapshot; start the stack; rebuild Neo4j from Postgres.
+"""
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import signal
+import tarfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from memstack.errors import MemstackError
+from memstack.local.backend import CORE_SERVICES
+from memstack.local.postgres_server import admin_url, chown_tree, restore_command
+from memstack.local.postgres_server import probe as postgres_probe
+from memstack.local.processes import Launch, free_port, port_is_free, spawn, start_time, stop_pid, wait_ready
+from memstack.local.redis_server import aof_archive_dir
+from memstack.recovery import graph, sets
+from memstack.recovery.stack import LocalStack
+
+_SEGMENT = re.compile(r"^[0-9A-F]{24}$")
+_RECOVERY_KEYS = ("restore_command", "recovery_target_time", "recovery_target", "recovery_target_action",
+                  "recovery_target_timeline")
+RECOVERY_TIMEOUT_S = 3600
+AOF_MANIFEST = "appendonly.aof.manifest"
+AOF_BASE = "appendonly.aof.1.base.rdb"
+
+
+def parse_time(text: str) -> datetime:
+    """ISO 8601; without an offset it is UTC."""
+    try:
+        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise MemstackError(f"--to-time must be an ISO 8601 time such as 2026-01-31T12:00:00Z, not {text!r}") from None
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def archive_end(wal_dir: Path) -> datetime | None:
+    """When the newest archived WAL segment was archived: every commit in the archive is older."""
+    times = [p.stat().st_mtime for p in wal_dir.iterdir() if _SEGMENT.match(p.name)] if wal_dir.is_dir() else []
+    return datetime.fromtimestamp(max(times), timezone.utc) if times else None
+
+
+def coverage(manifest: dict[str, Any], wal_dir: Path) -> tuple[datetime, datetime]:
+    start = datetime.fromisoformat(manifest["postgres"]["consistent_at"])
+    end = archive_end(wal_dir)
+    return start, max(start, end) if end else start
+
+
+def move_aside(path: Path, attic: Path) -> Path | None:
+    """Move a data dir (or, for a symlink, the dir it points to) into the attic."""
+    if not path.exists() and not path.is_symlink():
+        return None
+    attic.mkdir(parents=True, exist_ok=True)
+    target = attic / path.name
+    if path.is_symlink():
+        real = path.resolve()
+        path.unlink()
+        if real.exists():
+            shutil.move(str(real), target)
+    else:
+        shutil.move(str(path), target)
+    return target
+
+
+def _conf_value(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _set_recovery(pgdata: Path, settings: dict[str, str] | None) -> None:
+    """Write (or, with None, remove) the recovery settings in postgresql.auto.conf."""
+    conf = pgdata / "postgresql.auto.conf"
+    lines = conf.read_text().splitlines() if conf.exists() else []
+    lines = [line for line in lines if line.split("=", 1)[0].strip() not in _RECOVERY_KEYS]
+    lines += [f"{key} = {_conf_value(value)}" for key, value in (settings or {}).items()]
+    conf.write_text("\n".join(lines) + "\n")
+
+
+def _restore_postgres(stack: LocalStack, set_root: Path, target: dict[str, str], wal_source: Path) -> dict[str, Any]:
+    pg = stack.postgres()
+    started = time.monotonic()
+    pg.prepare_dirs()
+    pgdata = pg.pgdata
+    pgdata.mkdir(mode=0o700)
+    with tarfile.open(set_root / "postgres" / "base.tar") as tar:
+        tar.extractall(pgdata, filter="fully_trusted")
+    with tarfile.open(set_root / "postgres" / "pg_wal.tar") as tar:
+        tar.extractall(pgdata / "pg_wal", filter="fully_trusted")
+    # A base backup of a restored cluster carries its signal file: start from a clean slate.
+    (pgdata / "standby.signal").unlink(missing_ok=True)
+    (pgdata / "postmaster.pid").unlink(missing_ok=True)
+    _set_recovery(pgdata, {"restore_command": restore_command(wal_source), "recovery_target_action": "promote",
+                           "recovery_target_timeline": "latest", **target})
+    (pgdata / "recovery.signal").touch()
+    pgdata.chmod(0o700)
+    if pg.run_as:
+        chown_tree(pg.data_dir.resolve(), pg.run_as)
+    record = stack.state().services.get("postgres")
+    port = record.port if record and port_is_free(record.port) else free_port()
+    url = admin_url(port, stack.state().credentials, "postgres")
+    launch = pg.launch(port)
+    # Without hot standby no client gets in before recovery ends: a probe that answers means promoted.
+    recovering = Launch(argv=[*launch.argv, "-c", "hot_standby=off"], log=launch.log, env=launch.env,
+                        cwd=launch.cwd, user=launch.user)
+    proc = spawn(recovering)
+    try:
+        wait_ready("postgres recovery", proc.poll, lambda: postgres_probe(url),
+                   timeout=RECOVERY_TIMEOUT_S, log=launch.log)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    with psycopg.connect(url, autocommit=True) as conn:
+        in_recovery = conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]
+        timeline = conn.execute("SELECT timeline_id FROM pg_control_checkpoint()").fetchone()[0]
+    stop_pid(proc.pid, start_time(proc.pid), timeout=60, sig=signal.SIGINT)
+    proc.wait()
+    if in_recovery:
+        raise MemstackError(f"postgres did not finish recovery; see {launch.log}")
+    _set_recovery(pgdata, None)
+    return {"seconds": round(time.monotonic() - started, 3), "timeline": timeline}
+
+
+def _place_redis_snapshot(stack: LocalStack, set_root: Path) -> None:
+    """The set's RDB snapshot as the base of a fresh multi-part AOF: with appendonly on, Redis
+    loads only an AOF, and an AOF's base may be an RDB file."""
+    aof = aof_archive_dir(stack.home)
+    aof.mkdir(parents=True)
+    shutil.copy2(set_root / "redis" / "dump.rdb", aof / AOF_BASE)
+    (aof / AOF_MANIFEST).write_text(f"file {AOF_BASE} seq 1 type b\n")
+
+
+def restore(
+    stack: LocalStack,
+    backup_id: str,
+    *,
+    to_time: datetime | None = None,
+    force: bool = False,
+    sets_dir: Path | None = None,
+    immediate: bool = False,
+    wal_source: Path | None = None,
+) -> dict[str, Any]:
+    """Restore `stack` from backup `backup_id`. Latest point by default; `to_time` for a
+    point in time; `immediate` for the backup itself (no archived WAL), as verify does."""
+    sets_dir = sets_dir or sets.default_sets_dir(stack.home)
+    manifest = sets.load(sets_dir, backup_id)
+    set_root = sets.set_path(sets_dir, backup_id)
+    wal_source = wal_source or stack.postgres().wal_dir
+    if to_time is not None:
+        start, end = coverage(manifest, wal_source)
+        if not start <= to_time <= end:
+            raise MemstackError(f"--to-time {to_time.isoformat()} is outside what backup {backup_id} and the WAL archive "
+                                f"cover: {start.isoformat()} to {end.isoformat()}")
+    running = stack.running()
+    if running and not force:
+        raise MemstackError(f"{', '.join(running)} running in {stack.home}; stop the stack (`memstack down`) or pass --force")
+    sets.check_files(sets_dir, manifest)
+
+    clock = time.monotonic()
+    report: dict[str, Any] = {"backup_id": backup_id, "to_time": to_time.isoformat() if to_time else None}
+    if running:
+        stack.backend.down()
+    attic = stack.home / "attic" / sets.utc_now().strftime("%Y%m%dT%H%M%S.%fZ")
+    moved = {name: move_aside(stack.home / name, attic) for name in CORE_SERVICES}
+    latest = to_time is None and not immediate
+    live_aof = aof_archive_dir(stack.home)
+    redis_from = "aof" if latest and (live_aof / AOF_MANIFEST).exists() else "snapshot"
+    if redis_from == "snapshot":
+        moved["redis-aof"] = move_aside(live_aof, attic)
+    report["moved_aside"] = {k: str(v) for k, v in moved.items() if v}
+
+    if to_time is not None:
+        target = {"recovery_target_time": to_time.isoformat()}
+    elif immediate:
+        target = {"recovery_target": "immediate"}
+    else:
+        target = {}
+    report["postgres"] = _restore_postgres(stack, set_root, target, wal_source)
+    if redis_from == "snapshot":
+        _place_redis_snapshot(stack, set_root)
+    report["redis"] = {"from": redis_from}
+    ready: dict[str, float] = {}
+    for name in ("redis", "postgres", "neo4j"):
+        stack.backend.up((name,))
+        ready[name] = time.monotonic() - clock
+    from memory_core import migrate
+
+    asyncio.run(migrate(stack.backend.endpoints().settings()))
+    report["neo4j"] = graph.rebuild_sync(stack)
+    ready["neo4j"] = time.monotonic() - clock
+    report["ready_s"] = {k: round(v, 3) for k, v in ready.items()}
+    report["seconds"] = round(time.monotonic() - clock, 3)
+    return report

@@ -1,0 +1,87 @@
+"""The local stack a recovery command works on: its state, its services and admin connections."""
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import redis
+
+from memstack.errors import MemstackError
+from memstack.local.backend import CORE_SERVICES
+from memstack.local.postgres_server import PostgresServer, admin_url, relocation_dir
+from memstack.local.process import ProcessBackend
+from memstack.local.processes import is_running
+from memstack.local.redis_server import RedisServer
+from memstack.local.state import StackState, default_home, load
+
+# Tables the counts of a backup cover: every table of the application schema.
+_USER_TABLES = "SELECT relname FROM pg_stat_user_tables WHERE schemaname = 'public' ORDER BY relname"
+
+
+@dataclass
+class LocalStack:
+    home: Path
+
+    @classmethod
+    def at(cls, home: Path | None = None) -> "LocalStack":
+        return cls((home or default_home()).resolve())
+
+    @property
+    def backend(self) -> ProcessBackend:
+        return ProcessBackend(self.home)
+
+    def state(self) -> StackState:
+        state = load(self.home)
+        if state is None:
+            raise MemstackError(f"no local stack in {self.home}; start one with `memstack up`")
+        if state.backend != "process":
+            raise MemstackError(f"backup and restore work on the process backend; {self.home} holds a {state.backend!r} stack")
+        return state
+
+    def postgres(self) -> PostgresServer:
+        service = self.backend._service("postgres", self.state())
+        assert isinstance(service, PostgresServer)
+        return service
+
+    def redis_server(self) -> RedisServer:
+        service = self.backend._service("redis", self.state())
+        assert isinstance(service, RedisServer)
+        return service
+
+    def running(self) -> list[str]:
+        state = self.state()
+        return [n for n in CORE_SERVICES if n in state.services and is_running(state.services[n].pid, state.services[n].started)]
+
+    def require_running(self) -> StackState:
+        state = self.state()
+        down = [n for n in CORE_SERVICES if n not in self.running()]
+        if down:
+            raise MemstackError(f"{', '.join(down)} not running in {self.home}; start the stack with `memstack up`")
+        return state
+
+    def port(self, service: str) -> int:
+        record = self.state().services.get(service)
+        if record is None:
+            raise MemstackError(f"{service} has never run in {self.home}")
+        return record.port
+
+    def admin_url(self, dbname: str = "memstack") -> str:
+        return admin_url(self.port("postgres"), self.state().credentials, dbname)
+
+    def admin(self, dbname: str = "memstack") -> psycopg.Connection:
+        return psycopg.connect(self.admin_url(dbname), autocommit=True, connect_timeout=5)
+
+    def redis(self) -> redis.Redis:
+        return redis.Redis.from_url(self.state().services["redis"].url, socket_timeout=30)
+
+    def row_counts(self) -> dict[str, int]:
+        with self.admin() as conn:
+            tables = [r[0] for r in conn.execute(_USER_TABLES).fetchall()]
+            return {t: conn.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables}
+
+    def remove(self) -> None:
+        """Delete this home and what was placed outside it for the Postgres system user."""
+        shutil.rmtree(relocation_dir(self.home), ignore_errors=True)
+        shutil.rmtree(self.home, ignore_errors=True)
