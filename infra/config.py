@@ -13,8 +13,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
@@ -23,6 +25,9 @@ from memory_core.settings import Settings
 PROJECT = "memstack"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 Environment = Literal["dev", "staging", "prod", "local"]
+# Environments that serve real users: they refuse settings that only make sense on a laptop.
+SHARED_ENVIRONMENTS = ("staging", "prod")
+PullPolicy = Literal["Always", "IfNotPresent", "Never"]
 
 
 class ConfigError(ValueError):
@@ -97,6 +102,8 @@ class Model(BaseModel):
 class Image(Model):
     repository: str = Field(min_length=1)
     tag: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+    # `sha256:<64 hex>`: the image is then pulled by digest, the tag kept for people.
+    digest: Optional[str] = Field(default=None, pattern=r"^sha256:[0-9a-f]{64}$")
 
     @model_validator(mode="after")
     def _pinned(self) -> "Image":
@@ -106,7 +113,8 @@ class Image(Model):
 
     @property
     def ref(self) -> str:
-        return f"{self.repository}:{self.tag}"
+        pinned = f"@{self.digest}" if self.digest else ""
+        return f"{self.repository}:{self.tag}{pinned}"
 
 
 class Resources(Model):
@@ -142,6 +150,9 @@ class ChartPin(Model):
     chart: str
     repository: str
     version: str = Field(min_length=1)
+    # How long Helm waits for the release's objects to be ready (Helm's own default is 300 s,
+    # which a first Neo4j or kube-prometheus-stack install on a cold cluster can exceed).
+    timeout_seconds: Annotated[int, Field(ge=60, le=3600)] = 600
 
 
 class Charts(Model):
@@ -156,7 +167,10 @@ class Charts(Model):
     cert_manager: ChartPin = ChartPin(
         chart="cert-manager", repository="https://charts.jetstack.io", version="v1.16.2"
     )
-    neo4j: ChartPin = ChartPin(chart="neo4j", repository="https://helm.neo4j.com/neo4j", version="5.26.0")
+    # The Neo4j image version follows the chart version.
+    neo4j: ChartPin = ChartPin(
+        chart="neo4j", repository="https://helm.neo4j.com/neo4j", version="5.26.21", timeout_seconds=900
+    )
     # The CRD chart and kube-prometheus-stack must carry the same prometheus-operator
     # release (v0.79.x for these two); bump them together.
     prometheus_operator_crds: ChartPin = ChartPin(
@@ -168,22 +182,51 @@ class Charts(Model):
         chart="kube-prometheus-stack",
         repository="https://prometheus-community.github.io/helm-charts",
         version="67.8.0",
+        timeout_seconds=900,
     )
     jaeger: ChartPin = ChartPin(
-        chart="jaeger", repository="https://jaegertracing.github.io/helm-charts", version="4.12.0"
+        chart="jaeger", repository="https://jaegertracing.github.io/helm-charts", version="4.11.1"
+    )
+    metrics_server: ChartPin = ChartPin(
+        chart="metrics-server", repository="https://kubernetes-sigs.github.io/metrics-server/", version="3.12.2"
     )
 
 
 # --- the memory service ---------------------------------------------------------------------
 
+def settings_env(field: str) -> str:
+    """The environment variable `memory_core.settings.Settings` reads `field` from.
+
+    Connection fields have one name; tuning fields accept the bare field name and a
+    `MEMORY_`-prefixed one, and pods get the prefixed one (it cannot collide with anything else).
+    """
+    alias = Settings.model_fields[field].validation_alias
+    if isinstance(alias, str):
+        return alias
+    return next(choice for choice in alias.choices if isinstance(choice, str) and choice.startswith("MEMORY_"))
+
+
+def settings_default(field: str) -> Any:
+    return Settings.model_fields[field].default
+
+
+def settings_bound(field: str, bound: str) -> Any:
+    return next(getattr(item, bound) for item in Settings.model_fields[field].metadata if hasattr(item, bound))
+
+
 class ConnectionEnv(Model):
     """The names of the variables the pods receive, taken from `memory_core.settings`."""
 
-    redis_url: str = Settings.model_fields["redis_url"].validation_alias
-    postgres_url: str = Settings.model_fields["postgres_url"].validation_alias
-    neo4j_uri: str = Settings.model_fields["neo4j_uri"].validation_alias
-    neo4j_user: str = Settings.model_fields["neo4j_user"].validation_alias
-    neo4j_password: str = Settings.model_fields["neo4j_password"].validation_alias
+    redis_url: str = settings_env("redis_url")
+    postgres_url: str = settings_env("postgres_url")
+    neo4j_uri: str = settings_env("neo4j_uri")
+    neo4j_user: str = settings_env("neo4j_user")
+    neo4j_password: str = settings_env("neo4j_password")
+    embedding_provider: str = settings_env("embedding_provider")
+    embedding_model: str = settings_env("embedding_model")
+    embedding_dim: str = settings_env("embedding_dim")
+    embedding_api_url: str = settings_env("embedding_api_url")
+    embedding_api_key: str = settings_env("embedding_api_key")
 
 
 class MemoryServiceContract(Model):
@@ -212,6 +255,11 @@ class MemoryServiceContract(Model):
     @property
     def migrate_command(self) -> list[str]:
         return ["memstack", "migrate"]
+
+    @property
+    def graph_rebuild_command(self) -> list[str]:
+        """Re-project every Postgres row into Neo4j (POSTGRES_URL and NEO4J_* from the environment)."""
+        return ["memstack", "graph", "rebuild"]
 
     @property
     def tokens_file(self) -> str:
@@ -253,7 +301,9 @@ class TopologySpread(Model):
 
 
 class MemoryService(Model):
-    image: Image = Image(repository="ghcr.io/memstack/memstack", tag="0.1.0")
+    # Required outside `local`: no public registry publishes the memstack image, so every
+    # shared stack names the one its CI pushed (`pulumi config set --path memoryService.image.tag`).
+    image: Optional[Image] = None
     contract: MemoryServiceContract = MemoryServiceContract()
     resources: Resources = _resources("250m", "256Mi", "1", "512Mi")
     autoscaling: Autoscaling = Autoscaling()
@@ -272,6 +322,44 @@ class Migrations(Model):
     backoff_limit: Annotated[int, Field(ge=0, le=10)] = 4
 
 
+EmbeddingProvider = Literal["hashing", "sentence-transformers", "openai"]
+# Models that the image's `embeddings` extra bakes in, with the dimension they produce.
+BAKED_MODELS = {"all-MiniLM-L6-v2": 384}
+# pgvector's HNSW index (the schema indexes every embedding column with it) takes at most 2000 dimensions.
+HNSW_MAX_DIMENSIONS = 2000
+
+
+class Embeddings(Model):
+    """The embedder of the service, worker and migration pods (`memory_core.embeddings.make_embedder`)."""
+
+    provider: EmbeddingProvider = settings_default("embedding_provider")
+    model: str = Field(default=settings_default("embedding_model"), min_length=1)
+    dimension: Annotated[
+        int, Field(ge=settings_bound("embedding_dim", "ge"), le=min(settings_bound("embedding_dim", "le"),
+                                                                    HNSW_MAX_DIMENSIONS))
+    ] = settings_default("embedding_dim")
+    # An OpenAI-compatible endpoint, e.g. https://api.openai.com/v1; its key is the secret `embeddingApiKey`.
+    api_url: Optional[str] = Field(default=None, pattern=r"^https?://\S+$")
+
+    @model_validator(mode="after")
+    def _provider_fits(self) -> "Embeddings":
+        if self.provider == "openai" and not self.api_url:
+            raise ValueError("apiUrl: provider openai needs the endpoint's URL")
+        if self.provider != "openai" and self.api_url:
+            raise ValueError(f"apiUrl: only provider openai calls an endpoint, got provider {self.provider}")
+        if self.provider == "sentence-transformers":
+            if self.model not in BAKED_MODELS:
+                raise ValueError(
+                    f"model: the image bakes in {', '.join(sorted(BAKED_MODELS))}, not {self.model!r}"
+                )
+            if self.dimension != BAKED_MODELS[self.model]:
+                raise ValueError(
+                    f"dimension: {self.model} produces {BAKED_MODELS[self.model]}-dimensional vectors,"
+                    f" got {self.dimension}"
+                )
+        return self
+
+
 # --- the stores ---------------------------------------------------------------------------
 
 class ObjectStore(Model):
@@ -282,7 +370,7 @@ class ObjectStore(Model):
     # Name of a Secret (created outside the kit) with keys ACCESS_KEY_ID and ACCESS_SECRET_KEY.
     credentials_secret: Optional[DnsLabel] = None
     inherit_from_iam_role: bool = False
-    retention_policy: str = Field(default="30d", pattern=r"^\d+[dwm]$")
+    retention_policy: str = Field(default="30d", pattern=r"^[1-9]\d*[dwm]$")
 
     @model_validator(mode="after")
     def _one_credential_source(self) -> "ObjectStore":
@@ -290,12 +378,63 @@ class ObjectStore(Model):
             raise ValueError(
                 "credentialsSecret: set exactly one of credentialsSecret or inheritFromIamRole=true"
             )
+        if self.endpoint_url is not None:
+            parts = urlsplit(self.endpoint_url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"endpointUrl: must be an http(s) URL with a host, got {self.endpoint_url!r}")
+            try:
+                parts.port
+            except ValueError:
+                raise ValueError(f"endpointUrl: has an invalid port, got {self.endpoint_url!r}") from None
         return self
+
+    @property
+    def egress_port(self) -> int:
+        """The TCP port Barman Cloud connects to: the endpoint's, or HTTPS for the cloud's own."""
+        return 443 if self.endpoint_url is None else url_port(self.endpoint_url)
 
 
 class PostgresBackup(Model):
     schedule: CnpgSchedule = "0 0 3 * * *"
     object_store: Optional[ObjectStore] = None
+    # The folder under destinationPath this cluster archives into. A restored cluster takes a
+    # new one, so that it never writes into the WAL history it was restored from.
+    server_name: DnsLabel = "memstack-pg"
+    # The Barman Cloud sidecar in every instance pod (without it, the namespace default applies).
+    sidecar_resources: Resources = _resources("50m", "128Mi", "500m", "256Mi")
+
+
+def _check_instant(text: str) -> str:
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{text!r} is not an ISO 8601 time such as 2026-12-01T10:00:00Z") from None
+    if moment.tzinfo is None:
+        raise ValueError(f"{text!r} has no time zone; write it in UTC, e.g. 2026-12-01T10:00:00Z")
+    return text
+
+
+Instant = Annotated[str, AfterValidator(_check_instant)]
+
+
+class PostgresSource(Model):
+    """A cluster's backups in an object store: where a restore or a replica reads from."""
+
+    server_name: DnsLabel
+    # Unset: the object store of `postgres.backup`.
+    object_store: Optional[ObjectStore] = None
+
+
+class PostgresRestore(PostgresSource):
+    # Point-in-time recovery; unset: replay every archived WAL.
+    target_time: Optional[Instant] = None
+
+
+class PostgresReplica(PostgresSource):
+    """A CloudNativePG replica cluster that follows another cluster's object store (another region)."""
+
+    # false promotes the replica cluster to a primary (the disaster-recovery switch-over).
+    enabled: bool = True
 
 
 class Postgres(Model):
@@ -307,6 +446,36 @@ class Postgres(Model):
     owner: DnsLabel = "memstack"
     operator_namespace: DnsLabel = "cnpg-system"
     backup: PostgresBackup = PostgresBackup()
+    # The dimension of the schema's vector columns, fixed by the first migration: the embedder
+    # must produce exactly this many (a new dimension needs a new database).
+    vector_dimension: int = settings_default("embedding_dim")
+    restore: Optional[PostgresRestore] = None
+    replica: Optional[PostgresReplica] = None
+
+    @model_validator(mode="after")
+    def _one_bootstrap(self) -> "Postgres":
+        if self.restore is not None and self.replica is not None:
+            raise ValueError("restore: a cluster is bootstrapped from a restore or as a replica, not both")
+        for source_key, source in (("restore", self.restore), ("replica", self.replica)):
+            if source is None:
+                continue
+            store = source.object_store or self.backup.object_store
+            if store is None:
+                raise ValueError(f"{source_key}.objectStore: set it, or postgres.backup.objectStore, to read from")
+            same_path = self.backup.object_store is not None and (
+                store.destination_path == self.backup.object_store.destination_path
+            )
+            if same_path and source.server_name == self.backup.server_name:
+                raise ValueError(
+                    f"backup.serverName: must differ from {source_key}.serverName ({source.server_name}), so that"
+                    " this cluster never archives into the WAL history it reads from"
+                )
+        return self
+
+    def source_store(self, source: PostgresSource) -> ObjectStore:
+        store = source.object_store or self.backup.object_store
+        assert store is not None  # checked by _one_bootstrap
+        return store
 
 
 class StoreBackup(Model):
@@ -317,6 +486,22 @@ class StoreBackup(Model):
     resources: Resources = _resources("100m", "256Mi", "1", "1Gi")
 
 
+class Neo4jRebuild(Model):
+    """Rebuild the graph from Postgres, its source of truth (after a restore, or on demand)."""
+
+    enabled: bool = False
+    # Change it to run the rebuild again: the Job is replaced and runs once more.
+    run_id: str = Field(default="1", pattern=r"^[a-z0-9]([-a-z0-9]{0,30}[a-z0-9])?$")
+    resources: Resources = _resources("100m", "256Mi", "1", "512Mi")
+    active_deadline_seconds: Annotated[int, Field(ge=60, le=86400)] = 3600
+
+
+class RedisRestore(Model):
+    """Start Redis from one snapshot of the snapshot volume (a file name such as dump-20261201T030000.rdb)."""
+
+    snapshot: str = Field(pattern=r"^dump-[0-9T]+\.rdb$")
+
+
 class Neo4j(Model):
     edition: Literal["community", "enterprise"] = "community"
     servers: PositiveInt = 1
@@ -324,14 +509,21 @@ class Neo4j(Model):
     # The chart's minimum is 0.5 CPU and 2Gi; it sets requests from these values.
     resources: Resources = _resources("500m", "2Gi", "1", "2Gi")
     storage_size: Quantity = "20Gi"
+    # Online backups: enterprise only. Community edition has no online backup; the graph is a
+    # projection of Postgres and is rebuilt from it (`rebuild`).
     backup: StoreBackup = StoreBackup()
-    admin_image: Image = Image(repository="neo4j", tag="5.26.0")
-    kubectl_image: Image = Image(repository="registry.k8s.io/kubectl", tag="v1.31.4")
+    rebuild: Neo4jRebuild = Neo4jRebuild()
+    admin_image: Image = Image(repository="neo4j", tag="5.26.21-enterprise")
 
     @model_validator(mode="after")
     def _edition_fits(self) -> "Neo4j":
         if self.edition == "community" and self.servers != 1:
             raise ValueError(f"servers: community edition runs exactly 1 server, got {self.servers}")
+        if self.edition == "community" and self.backup.enabled:
+            raise ValueError(
+                "backup.enabled: community edition has no online backup; the graph is rebuilt from Postgres"
+                " (neo4j.rebuild), or use the enterprise edition"
+            )
         if self.edition == "enterprise" and not self.accept_license_agreement:
             raise ValueError("acceptLicenseAgreement: enterprise edition requires true (a Neo4j licence)")
         if self.edition == "enterprise" and self.servers == 2:
@@ -357,6 +549,7 @@ class Redis(Model):
     # A PDB with minAvailable 1 makes a node drain wait for an operator on the single primary.
     block_voluntary_eviction: bool = False
     snapshot: StoreBackup = StoreBackup()
+    restore: Optional[RedisRestore] = None
 
     @model_validator(mode="after")
     def _max_memory_fits(self) -> "Redis":
@@ -365,10 +558,32 @@ class Redis(Model):
                 f"maxMemory: must be below resources.memoryLimit ({self.resources.memory_limit}),"
                 f" got {self.max_memory}"
             )
+        if self.restore is not None and not self.snapshot.enabled:
+            raise ValueError("restore: snapshots live on the snapshot volume; it needs snapshot.enabled true")
         return self
 
 
 # --- platform -----------------------------------------------------------------------------
+
+Severity = Literal["page", "ticket"]
+
+
+class AlertReceiver(Model):
+    """Where alerts of some severities go; its URL (or PagerDuty routing key) is the secret
+    `alertReceiverSecrets.<name>`, never a stack-file value."""
+
+    name: DnsLabel
+    kind: Literal["webhook", "slack", "pagerduty"]
+    severities: list[Severity] = Field(min_length=1)
+    # Slack only: the channel the webhook posts to (the webhook's own default if unset).
+    channel: Optional[str] = None
+
+    @model_validator(mode="after")
+    def _channel_for_slack(self) -> "AlertReceiver":
+        if self.channel is not None and self.kind != "slack":
+            raise ValueError(f"channel: only a slack receiver has a channel, got kind {self.kind}")
+        return self
+
 
 class Observability(Model):
     namespace: DnsLabel = "monitoring"
@@ -377,8 +592,16 @@ class Observability(Model):
     prometheus_resources: Resources = _resources("250m", "1Gi", "1", "2Gi")
     grafana_resources: Resources = _resources("100m", "128Mi", "500m", "256Mi")
     alertmanager_enabled: bool = True
+    alert_receivers: list[AlertReceiver] = []
     jaeger_max_traces: PositiveInt = 100000
     jaeger_resources: Resources = _resources("100m", "256Mi", "500m", "1Gi")
+
+    @model_validator(mode="after")
+    def _receivers_fit(self) -> "Observability":
+        names = [receiver.name for receiver in self.alert_receivers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"alertReceivers: names must be unique, got {', '.join(names)}")
+        return self
 
 
 class Quota(Model):
@@ -397,17 +620,35 @@ class CertManager(Model):
     namespace: DnsLabel = "cert-manager"
 
 
+class MetricsServer(Model):
+    """metrics-server, which the HPA reads CPU and memory from; managed clusters bring their own."""
+
+    install: bool = False
+    # kind's and k3d's kubelets serve self-signed certificates.
+    kubelet_insecure_tls: bool = True
+    resources: Resources = _resources("50m", "64Mi", "250m", "128Mi")
+
+
 class StackConfig(Model):
     environment: Environment
     namespace: DnsLabel = "memstack"
     storage_class: Optional[str] = None
-    # Relative paths are taken from the repository root.
-    dashboards_dir: str = "dashboards"
+    # Relative paths are taken from the repository root. Every *.json dashboard in the first
+    # becomes a Grafana ConfigMap; every *.yaml rule file directly in the second a PrometheusRule.
+    dashboards_dir: str = "dashboards/generated"
+    alerts_dir: str = "dashboards/alerts"
     # Contents of the bearer-token hash file that `memstack token create` writes; set it with
     # `pulumi config set --secret apiTokenHashes "$(cat tokens)"`. Empty: no token is accepted.
     api_token_hashes: str = ""
+    # Secret: the key of the OpenAI-compatible embeddings endpoint.
+    embedding_api_key: str = ""
+    # Secret: {receiver name: webhook URL, Slack webhook URL or PagerDuty routing key}.
+    alert_receiver_secrets: dict[str, str] = {}
+    # Unset: Always where images come from a registry, IfNotPresent on `local` (images loaded into kind).
+    image_pull_policy: Optional[PullPolicy] = None
     charts: Charts = Charts()
     memory_service: MemoryService = MemoryService()
+    embeddings: Embeddings = Embeddings()
     worker: Worker = Worker()
     migrations: Migrations = Migrations()
     postgres: Postgres = Postgres()
@@ -416,6 +657,43 @@ class StackConfig(Model):
     observability: Observability = Observability()
     quota: Quota = Quota()
     cert_manager: CertManager = CertManager()
+    metrics_server: MetricsServer = MetricsServer()
+
+    @model_validator(mode="after")
+    def _deployable(self) -> "StackConfig":
+        if self.memory_service.image is None:
+            if self.environment != "local":
+                raise ValueError(
+                    f"memoryService.image: required on {self.environment}: the {{repository, tag}} your CI pushed"
+                    " (`pulumi config set --path memoryService.image.repository ...` and `.tag`)"
+                )
+        if self.embeddings.dimension != self.postgres.vector_dimension:
+            raise ValueError(
+                f"embeddings.dimension: must equal postgres.vectorDimension ({self.postgres.vector_dimension}),"
+                f" the dimension of the schema's vector columns, got {self.embeddings.dimension}"
+            )
+        missing = sorted({r.name for r in self.observability.alert_receivers} - set(self.alert_receiver_secrets))
+        if missing:
+            raise ValueError(
+                f"alertReceiverSecrets: no secret for receiver {', '.join(missing)}"
+                " (`pulumi config set --secret alertReceiverSecrets '{\"<name>\": \"<url>\"}'`)"
+            )
+        if self.metrics_server.install and self.environment not in ("local", "dev"):
+            raise ValueError(
+                f"metricsServer.install: only for local and dev clusters; {self.environment} clusters bring their own"
+            )
+        if self.environment in SHARED_ENVIRONMENTS:
+            if self.embeddings.provider == "hashing":
+                raise ValueError(
+                    f"embeddings.provider: {self.environment} refuses the hashing embedder (not a semantic model);"
+                    " use sentence-transformers or openai"
+                )
+            if not self.api_token_hashes.strip():
+                raise ValueError(
+                    f"apiTokenHashes: {self.environment} requires at least one token hash, or every request gets 401"
+                    " (`pulumi config set --secret apiTokenHashes \"$(cat tokens)\"`)"
+                )
+        return self
 
     @model_validator(mode="after")
     def _production_is_durable(self) -> "StackConfig":
@@ -423,8 +701,13 @@ class StackConfig(Model):
             return self
         if self.postgres.backup.object_store is None:
             raise ValueError("postgres.backup.objectStore: prod requires an object store for Postgres backups")
-        if not self.neo4j.backup.enabled:
-            raise ValueError("neo4j.backup.enabled: prod requires true")
+        if self.neo4j.edition == "enterprise" and not self.neo4j.backup.enabled:
+            raise ValueError("neo4j.backup.enabled: prod requires true for the enterprise edition")
+        if self.observability.alertmanager_enabled and not self.observability.alert_receivers:
+            raise ValueError(
+                "observability.alertReceivers: prod runs Alertmanager, which needs at least one receiver"
+                " (or set alertmanagerEnabled false)"
+            )
         if not self.redis.snapshot.enabled:
             raise ValueError("redis.snapshot.enabled: prod requires true")
         if self.postgres.instances < 3:
@@ -438,12 +721,46 @@ class StackConfig(Model):
 
     @property
     def dashboards_path(self) -> Path:
-        path = Path(self.dashboards_dir)
-        return path if path.is_absolute() else REPO_ROOT / path
+        return _from_repo_root(self.dashboards_dir)
+
+    @property
+    def alerts_path(self) -> Path:
+        return _from_repo_root(self.alerts_dir)
+
+    @property
+    def pull_policy(self) -> str:
+        if self.image_pull_policy is not None:
+            return self.image_pull_policy
+        return "IfNotPresent" if self.environment == "local" else "Always"
+
+    @property
+    def memstack_image(self) -> Image:
+        """The image of the service, worker and migration pods (`local`: the one loaded into kind)."""
+        return self.memory_service.image or LOCAL_IMAGE
+
+    @property
+    def standby(self) -> bool:
+        """A replica stack: Postgres follows another region; nothing writes until it is promoted."""
+        return self.postgres.replica is not None and self.postgres.replica.enabled
 
     @property
     def backups_to_object_store(self) -> bool:
         return self.postgres.backup.object_store is not None
+
+
+def url_port(url: str) -> int:
+    """The TCP port an http(s) URL connects to."""
+    parts = urlsplit(url)
+    return parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def _from_repo_root(text: str) -> Path:
+    path = Path(text)
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
+# `docker build -t memstack:0.1.0 . && kind load docker-image memstack:0.1.0`
+LOCAL_IMAGE = Image(repository="memstack", tag="0.1.0")
 
 
 # --- reading and reporting ----------------------------------------------------------------

@@ -18,8 +18,13 @@ REDIS = "memstack-redis"
 REDIS_SNAPSHOT = "memstack-redis-snapshot"
 POSTGRES_CLUSTER = "memstack-pg"
 POSTGRES_OBJECT_STORE = "memstack-pg-store"
+# The object store a restore or a replica reads from, when it is not the one backups go to.
+POSTGRES_SOURCE_STORE = "memstack-pg-source-store"
 NEO4J = "memstack-neo4j"
 NEO4J_BACKUP = "memstack-neo4j-backup"
+NEO4J_REBUILD = "memstack-neo4j-rebuild"
+METRICS_SERVER_RELEASE = "metrics-server"
+LOADTEST = "memstack-loadtest"
 
 CNPG_RELEASE = "cnpg"
 BARMAN_PLUGIN_RELEASE = "barman-cloud"
@@ -37,6 +42,8 @@ SECRET_POSTGRES_APP = "memstack-postgres-app"
 SECRET_NEO4J_AUTH = "memstack-neo4j-auth"
 SECRET_API_TOKENS = "memstack-api-tokens"
 SECRET_GRAFANA_ADMIN = "memstack-grafana-admin"
+SECRET_EMBEDDINGS = "memstack-embeddings"
+SECRET_ALERTMANAGER = "memstack-alertmanager"
 
 REDIS_PORT = 6379
 REDIS_EXPORTER_PORT = 9121

@@ -9,7 +9,7 @@ import pulumi
 
 from infra import names
 from infra.components.common import egress_to, peer, plain_env, secret_env, selector_labels
-from infra.config import StackConfig
+from infra.config import StackConfig, url_port
 from infra.names import Endpoints
 
 Store = Literal["redis", "postgres", "neo4j"]
@@ -29,7 +29,7 @@ ALL_STORES: tuple[Store, ...] = ("redis", "postgres", "neo4j")
 
 
 def app_env(cfg: StackConfig, component: str, stores: Iterable[Store] = ALL_STORES) -> list[dict[str, Any]]:
-    """Connection variables (credentials from the Secret, by reference) and OpenTelemetry settings."""
+    """Connection variables (credentials from the Secret, by reference), the embedder, OpenTelemetry."""
     env = cfg.memory_service.contract.env
     endpoints = Endpoints(cfg)
     wanted = set(stores)
@@ -44,12 +44,28 @@ def app_env(cfg: StackConfig, component: str, stores: Iterable[Store] = ALL_STOR
             plain_env(env.neo4j_user, "neo4j"),
             secret_env(env.neo4j_password, names.SECRET_CONNECTIONS, env.neo4j_password),
         ]
-    return variables + [
+    return variables + embedding_env(cfg) + [
         plain_env("OTEL_SERVICE_NAME", component),
         plain_env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoints.otlp_endpoint),
         plain_env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
         plain_env("OTEL_RESOURCE_ATTRIBUTES", f"deployment.environment={cfg.environment}"),
     ]
+
+
+def embedding_env(cfg: StackConfig) -> list[dict[str, Any]]:
+    """The embedder: every pod that writes or migrates vectors must use the same one."""
+    env = cfg.memory_service.contract.env
+    embeddings = cfg.embeddings
+    variables = [
+        plain_env(env.embedding_provider, embeddings.provider),
+        plain_env(env.embedding_model, embeddings.model),
+        plain_env(env.embedding_dim, str(embeddings.dimension)),
+    ]
+    if embeddings.api_url:
+        variables.append(plain_env(env.embedding_api_url, embeddings.api_url))
+    if cfg.embedding_api_key:
+        variables.append(secret_env(env.embedding_api_key, names.SECRET_EMBEDDINGS, env.embedding_api_key))
+    return variables
 
 
 def app_egress(cfg: StackConfig, stores: Iterable[Store] = ALL_STORES) -> list[dict[str, Any]]:
@@ -61,4 +77,8 @@ def app_egress(cfg: StackConfig, stores: Iterable[Store] = ALL_STORES) -> list[d
     }
     rules = [egress_to([peer(targets[store][0])], [targets[store][1]]) for store in stores]
     collector = peer(names.JAEGER_POD_LABELS, cfg.observability.namespace)
-    return rules + [egress_to([collector], [names.OTLP_GRPC_PORT, names.OTLP_HTTP_PORT])]
+    rules.append(egress_to([collector], [names.OTLP_GRPC_PORT, names.OTLP_HTTP_PORT]))
+    if cfg.embeddings.api_url:
+        # The embeddings endpoint is outside the cluster: its port, to any address.
+        rules.append(egress_to([], [url_port(cfg.embeddings.api_url)]))
+    return rules

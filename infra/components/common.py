@@ -110,6 +110,7 @@ def container(
     image: str,
     resources: Resources,
     *,
+    pull_policy: str,
     command: Optional[Sequence[str]] = None,
     args: Optional[Sequence[str]] = None,
     env: Sequence[Mapping[str, Any]] = (),
@@ -122,7 +123,7 @@ def container(
     spec: dict[str, Any] = {
         "name": name,
         "image": image,
-        "image_pull_policy": "IfNotPresent",
+        "image_pull_policy": pull_policy,
         "resources": resources.to_k8s(),
         "security_context": container_security_context(),
         "volume_mounts": [{"name": TMP_VOLUME, "mount_path": "/tmp"}, *volume_mounts],
@@ -286,6 +287,7 @@ def helm_release(
         repository_opts={"repo": pin.repository},
         namespace=namespace,
         values=dict(values),
+        timeout=pin.timeout_seconds,
         opts=parent.child_opts(*depends_on),
     )
 

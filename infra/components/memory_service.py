@@ -77,7 +77,7 @@ class MemoryService(Component):
         svc = cfg.memory_service
         contract = svc.contract
         api = container(
-            "api", svc.image.ref, svc.resources,
+            "api", cfg.memstack_image.ref, svc.resources, pull_policy=cfg.pull_policy,
             command=contract.serve_command,
             env=[*app_env(cfg, names.MEMORY_SERVICE), plain_env(contract.tokens_file_env, contract.tokens_file)],
             ports={"http": contract.port},

@@ -34,7 +34,7 @@ class Migrations(Component):
         contract = cfg.memory_service.contract
         service_account(names.MIGRATIONS, ns, names.MIGRATIONS, cfg, self)
         migrate = container(
-            "migrate", cfg.memory_service.image.ref, cfg.migrations.resources,
+            "migrate", cfg.memstack_image.ref, cfg.migrations.resources, pull_policy=cfg.pull_policy,
             command=contract.migrate_command, env=app_env(cfg, names.MIGRATIONS, STORES),
         )
         self.job = k8s.batch.v1.Job(

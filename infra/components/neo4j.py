@@ -1,14 +1,10 @@
-"""Neo4j from the official chart (community by default, enterprise cluster as an option), and its backups.
+"""Neo4j from the official chart (community by default, enterprise cluster as an option).
 
-Backups:
-- community: a CronJob takes an OFFLINE dump. Community edition has no online backup, and
-  `neo4j-admin database dump` needs the database stopped, so the job scales the StatefulSet
-  to 0, dumps every database from the data volume, and scales it back to 1. Neo4j is DOWN for
-  the length of the dump; if the dump fails the StatefulSet stays at 0 until an operator runs
-  `kubectl scale statefulset/memstack-neo4j --replicas=1` (the job's last step never ran).
-  Schedule it in a quiet hour; the memory service keeps serving working and episodic memory
-  while Neo4j is away (the graph projection catches up from the outbox).
-- enterprise: a CronJob runs `neo4j-admin database backup` against the backup port, online.
+The graph is a projection of Postgres, so its recovery is a rebuild from Postgres: a Job
+(`neo4j.rebuild`, and always after a Postgres restore) runs the re-projection against the
+running server. Nothing stops Neo4j, mounts its data volume or scales its StatefulSet, so a
+recovery can neither leave it down nor take the memory service's readiness with it.
+Enterprise clusters can add online backups (`neo4j-admin database backup`), which stop nothing.
 """
 from __future__ import annotations
 
@@ -27,11 +23,12 @@ from infra.components.common import (
 from infra.config import StackConfig
 
 COMPONENT = "memstack-neo4j"
-NEO4J_UID = 7474
+# The kit's own jobs run above 10000, so they match no user of the node.
+NEO4J_JOB_UID = 17474
 METRICS_PORT = 2004
 CLUSTER_PORTS = (5000, 6000, 7000, 7688)
 API_SERVER_PORTS = (443, 6443)
-GRAPH_CLIENTS = (names.MEMORY_SERVICE, names.WORKER, names.MIGRATIONS)
+GRAPH_CLIENTS = (names.MEMORY_SERVICE, names.WORKER, names.MIGRATIONS, names.NEO4J_REBUILD)
 BACKUP_VOLUME = "backups"
 BACKUP_MOUNT = "/backups"
 
@@ -61,7 +58,7 @@ class Neo4j(Component):
                 port=METRICS_PORT, path="/metrics", crds=args.monitoring_crds,
             )
         if cfg.neo4j.backup.enabled:
-            self._backup(cfg, enterprise)
+            self._online_backup(cfg)
         self._network_policy(cfg, enterprise)
         self.register_outputs({"releases": names.neo4j_release_names(cfg)})
 
@@ -103,77 +100,31 @@ class Neo4j(Component):
             "logInitialPassword": False,
         }
 
-    def _backup(self, cfg: StackConfig, enterprise: bool) -> None:
+    def _online_backup(self, cfg: StackConfig) -> None:
+        """Enterprise: `neo4j-admin database backup` against the first server's backup port, online.
+
+        The job mounts only its own backup volume, never a server's data volume, and stops nothing.
+        """
         neo = cfg.neo4j
         ns = cfg.namespace
-        persistent_volume_claim(f"{names.NEO4J_BACKUP}s", ns, names.NEO4J_BACKUP, cfg, self, size=neo.backup.storage_size)
-        account = service_account(names.NEO4J_BACKUP, ns, names.NEO4J_BACKUP, cfg, self, automount=not enterprise)
-        dated_dir = 'dir=/backups/$(date +%Y%m%dT%H%M%S) && mkdir -p "$dir"'
+        claim = f"{names.NEO4J_BACKUP}s"
+        persistent_volume_claim(claim, ns, names.NEO4J_BACKUP, cfg, self, size=neo.backup.storage_size)
+        service_account(names.NEO4J_BACKUP, ns, names.NEO4J_BACKUP, cfg, self)
+        source = f"{names.neo4j_release_names(cfg)[0]}-admin.{ns}.svc.cluster.local:{names.NEO4J_BACKUP_PORT}"
         prune = f"find /backups -mindepth 1 -maxdepth 1 -type d -mtime +{neo.backup.retain_days} -exec rm -rf {{}} +"
-        volumes: list[dict[str, Any]] = [
-            {"name": BACKUP_VOLUME, "persistent_volume_claim": {"claim_name": f"{names.NEO4J_BACKUP}s"}}
-        ]
-        mounts = [{"name": BACKUP_VOLUME, "mount_path": BACKUP_MOUNT}]
-        logs = [{"name": "tmp", "mount_path": "/logs"}]
-        if enterprise:
-            source = f"{names.neo4j_release_names(cfg)[0]}-admin.{ns}.svc.cluster.local:{names.NEO4J_BACKUP_PORT}"
-            backup_step = container(
-                "backup", f"{neo.admin_image.ref}-enterprise", neo.backup.resources,
-                command=["sh", "-c", f"{dated_dir} && neo4j-admin database backup --from={source}"
-                         f" --to-path=\"$dir\" --include-metadata=all '*' && {prune}"],
-                env=[plain_env("NEO4J_ACCEPT_LICENSE_AGREEMENT", "yes")],
-                volume_mounts=[*mounts, *logs],
-            )
-            pod = pod_spec(names.NEO4J_BACKUP, [backup_step], run_as_user=NEO4J_UID, volumes=volumes,
-                           restart_policy="Never")
-        else:
-            pod = self._offline_dump_pod(cfg, account, volumes, mounts + logs, f"{dated_dir} && neo4j-admin "
-                                         f"database dump --to-path=\"$dir\" '*' && {prune}")
+        backup_step = container(
+            "backup", neo.admin_image.ref, neo.backup.resources, pull_policy=cfg.pull_policy,
+            command=["sh", "-c", 'dir=/backups/$(date +%Y%m%dT%H%M%S) && mkdir -p "$dir"'
+                     f' && neo4j-admin database backup --from={source} --to-path="$dir" --include-metadata=all'
+                     f" '*' && {prune}"],
+            env=[plain_env("NEO4J_ACCEPT_LICENSE_AGREEMENT", "yes")],
+            volume_mounts=[{"name": BACKUP_VOLUME, "mount_path": BACKUP_MOUNT}, {"name": "tmp", "mount_path": "/logs"}],
+        )
+        pod = pod_spec(
+            names.NEO4J_BACKUP, [backup_step], run_as_user=NEO4J_JOB_UID, restart_policy="Never",
+            volumes=[{"name": BACKUP_VOLUME, "persistent_volume_claim": {"claim_name": claim}}],
+        )
         backup_cron_job(names.NEO4J_BACKUP, ns, cfg, self, schedule=neo.backup.schedule, pod=pod)
-
-    def _offline_dump_pod(
-        self, cfg: StackConfig, account: k8s.core.v1.ServiceAccount, volumes: list[dict[str, Any]],
-        mounts: list[dict[str, Any]], dump_script: str,
-    ) -> dict[str, Any]:
-        neo = cfg.neo4j
-        ns = cfg.namespace
-        statefulset = f"statefulset/{names.NEO4J}"
-        role = k8s.rbac.v1.Role(
-            names.NEO4J_BACKUP,
-            metadata=metadata(names.NEO4J_BACKUP, ns, names.NEO4J_BACKUP, cfg),
-            rules=[
-                {"api_groups": ["apps"], "resources": ["statefulsets", "statefulsets/scale"],
-                 "resource_names": [names.NEO4J], "verbs": ["get", "patch", "update"]},
-                {"api_groups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
-            ],
-            opts=self.child_opts(),
-        )
-        k8s.rbac.v1.RoleBinding(
-            names.NEO4J_BACKUP,
-            metadata=metadata(names.NEO4J_BACKUP, ns, names.NEO4J_BACKUP, cfg),
-            role_ref={"api_group": "rbac.authorization.k8s.io", "kind": "Role", "name": names.NEO4J_BACKUP},
-            subjects=[{"kind": "ServiceAccount", "name": names.NEO4J_BACKUP, "namespace": ns}],
-            opts=self.child_opts(role, account),
-        )
-        kubectl_home = [plain_env("HOME", "/tmp")]
-
-        def kubectl(step: str, *arguments: str) -> dict[str, Any]:
-            return container(step, neo.kubectl_image.ref, neo.backup.resources,
-                             command=["kubectl", "--namespace", ns, *arguments], env=kubectl_home)
-
-        # Init containers run in order and must all succeed: stop, wait, dump; then restart.
-        steps = [
-            kubectl("stop-neo4j", "scale", statefulset, "--replicas=0"),
-            kubectl("wait-stopped", "wait", "--for=delete", f"pod/{names.NEO4J}-0", "--timeout=600s"),
-            container("dump", neo.admin_image.ref, neo.backup.resources, command=["sh", "-c", dump_script],
-                      volume_mounts=[*mounts, {"name": "data", "mount_path": "/data"}]),
-        ]
-        data = {"name": "data", "persistent_volume_claim": {"claim_name": f"data-{names.NEO4J}-0"}}
-        return pod_spec(
-            names.NEO4J_BACKUP, [kubectl("start-neo4j", "scale", statefulset, "--replicas=1")],
-            run_as_user=NEO4J_UID, volumes=[*volumes, data], init_containers=steps,
-            automount_token=True, restart_policy="Never",
-        )
 
     def _network_policy(self, cfg: StackConfig, enterprise: bool) -> None:
         ns = cfg.namespace
@@ -192,8 +143,6 @@ class Neo4j(Component):
         network_policy(f"{names.NEO4J}-traffic", ns, COMPONENT, cfg, self,
                        pod_labels=names.NEO4J_POD_LABELS, ingress=ingress, egress=egress)
         if cfg.neo4j.backup.enabled:
-            backup_egress = (
-                egress_to([servers], [names.NEO4J_BACKUP_PORT]) if enterprise else egress_to([], API_SERVER_PORTS)
-            )
             network_policy(f"{names.NEO4J_BACKUP}-traffic", ns, names.NEO4J_BACKUP, cfg, self,
-                           pod_labels=selector_labels(names.NEO4J_BACKUP), egress=[backup_egress])
+                           pod_labels=selector_labels(names.NEO4J_BACKUP),
+                           egress=[egress_to([servers], [names.NEO4J_BACKUP_PORT])])

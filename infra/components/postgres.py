@@ -1,7 +1,12 @@
 """Postgres with pgvector: the CloudNativePG operator, a `Cluster`, backups to an object store.
 
 Order: operator chart (it brings the CRDs and the webhook) -> Barman Cloud plugin and its
-`ObjectStore` (only when an object store is configured) -> `Cluster` -> `ScheduledBackup`.
+`ObjectStore`s (only when an object store is configured) -> `Cluster` -> `ScheduledBackup`.
+
+A cluster starts empty (`initdb`), from a restore (`postgres.restore`: `bootstrap.recovery`
+from the object store, optionally to a point in time) or as a replica cluster that follows
+another region's object store (`postgres.replica`). It archives under `postgres.backup.serverName`,
+which a restored cluster changes, so it never writes into the WAL history it came from.
 """
 from __future__ import annotations
 
@@ -21,7 +26,9 @@ from infra.config import ObjectStore, StackConfig
 COMPONENT = "memstack-postgres"
 API_SERVER_PORTS = (443, 6443)
 BARMAN_PLUGIN_PORT = 9090
-DATABASE_CLIENTS = (names.MEMORY_SERVICE, names.WORKER, names.MIGRATIONS)
+DATABASE_CLIENTS = (names.MEMORY_SERVICE, names.WORKER, names.MIGRATIONS, names.NEO4J_REBUILD)
+# The `externalClusters` entry a restore or a replica cluster reads from.
+SOURCE_CLUSTER = "origin"
 
 
 @dataclass(frozen=True)
@@ -46,9 +53,14 @@ class Postgres(Component):
             parent=self, depends_on=[operator_ns, args.monitoring_crds],
         )
         cluster_deps: list[pulumi.Resource] = [self.operator]
-        if store is not None:
-            self.object_store = self._object_store(cfg, store, operator_ns)
-            cluster_deps.append(self.object_store)
+        source = pg.restore or pg.replica
+        if store is not None or source is not None:
+            plugin = self._barman_plugin(cfg, operator_ns)
+            if store is not None:
+                self.object_store = self._object_store(cfg, names.POSTGRES_OBJECT_STORE, store, plugin)
+                cluster_deps.append(self.object_store)
+            if source is not None and source.object_store is not None:
+                cluster_deps.append(self._object_store(cfg, names.POSTGRES_SOURCE_STORE, source.object_store, plugin))
 
         self.cluster = k8s.apiextensions.CustomResource(
             names.POSTGRES_CLUSTER,
@@ -61,7 +73,7 @@ class Postgres(Component):
             spec=self._cluster_spec(cfg),
             opts=self.child_opts(*cluster_deps),
         )
-        if store is not None:
+        if store is not None and not cfg.standby:
             self.scheduled_backup = k8s.apiextensions.CustomResource(
                 f"{names.POSTGRES_CLUSTER}-daily",
                 api_version="postgresql.cnpg.io/v1",
@@ -84,8 +96,8 @@ class Postgres(Component):
         self._network_policy(cfg)
         self.register_outputs({"cluster": names.POSTGRES_CLUSTER, "backups": store is not None})
 
-    def _object_store(self, cfg: StackConfig, store: ObjectStore, operator_ns: pulumi.Resource) -> pulumi.Resource:
-        """The Barman Cloud plugin (it needs cert-manager for its TLS) and the `ObjectStore` it reads."""
+    def _barman_plugin(self, cfg: StackConfig, operator_ns: pulumi.Resource) -> pulumi.Resource:
+        """The Barman Cloud plugin; it needs cert-manager for its TLS."""
         plugin_deps: list[pulumi.Resource] = [self.operator]
         if cfg.cert_manager.install:
             cert_manager_ns = namespace(cfg.cert_manager.namespace, cfg, self)
@@ -95,10 +107,15 @@ class Postgres(Component):
                 parent=self, depends_on=[cert_manager_ns],
             ))
         # The plugin must live in the operator's namespace.
-        plugin = helm_release(
+        return helm_release(
             "barman-cloud-plugin", cfg.charts.barman_cloud_plugin, release_name=names.BARMAN_PLUGIN_RELEASE,
             namespace=cfg.postgres.operator_namespace, values={}, parent=self, depends_on=[operator_ns, *plugin_deps],
         )
+
+    def _object_store(
+        self, cfg: StackConfig, name: str, store: ObjectStore, plugin: pulumi.Resource,
+    ) -> pulumi.Resource:
+        """An `ObjectStore` the plugin reads: where base backups and WAL are, and how to reach it."""
         if store.inherit_from_iam_role:
             credentials: dict[str, Any] = {"inheritFromIAMRole": True}
         else:
@@ -115,11 +132,15 @@ class Postgres(Component):
         if store.endpoint_url:
             configuration["endpointURL"] = store.endpoint_url
         return k8s.apiextensions.CustomResource(
-            names.POSTGRES_OBJECT_STORE,
+            name,
             api_version="barmancloud.cnpg.io/v1",
             kind="ObjectStore",
-            metadata=metadata(names.POSTGRES_OBJECT_STORE, cfg.namespace, COMPONENT, cfg),
-            spec={"retentionPolicy": store.retention_policy, "configuration": configuration},
+            metadata=metadata(name, cfg.namespace, COMPONENT, cfg),
+            spec={
+                "retentionPolicy": store.retention_policy,
+                "configuration": configuration,
+                "instanceSidecarConfiguration": {"resources": cfg.postgres.backup.sidecar_resources.to_k8s()},
+            },
             opts=self.child_opts(plugin),
         )
 
@@ -141,20 +162,46 @@ class Postgres(Component):
                 "topologyKey": "kubernetes.io/hostname",
                 "podAntiAffinityType": "required" if cfg.environment == "prod" else "preferred",
             },
-            "bootstrap": {
+        }
+        source = pg.restore or pg.replica
+        if source is None:
+            spec["bootstrap"] = {
                 "initdb": {
                     "database": pg.database,
                     "owner": pg.owner,
                     "secret": {"name": names.SECRET_POSTGRES_APP},
                     "postInitApplicationSQL": ["CREATE EXTENSION IF NOT EXISTS vector"],
                 }
-            },
-        }
+            }
+        else:
+            recovery: dict[str, Any] = {
+                "source": SOURCE_CLUSTER,
+                # The owner's password is set from the kit's Secret once recovery is done.
+                "database": pg.database,
+                "owner": pg.owner,
+                "secret": {"name": names.SECRET_POSTGRES_APP},
+            }
+            if pg.restore is not None and pg.restore.target_time is not None:
+                recovery["recoveryTarget"] = {"targetTime": pg.restore.target_time}
+            spec["bootstrap"] = {"recovery": recovery}
+            source_store = names.POSTGRES_SOURCE_STORE if source.object_store else names.POSTGRES_OBJECT_STORE
+            spec["externalClusters"] = [{
+                "name": SOURCE_CLUSTER,
+                "plugin": {
+                    "name": names.BARMAN_PLUGIN,
+                    "parameters": {"barmanObjectName": source_store, "serverName": source.server_name},
+                },
+            }]
+        if pg.replica is not None:
+            spec["replica"] = {"enabled": pg.replica.enabled, "source": SOURCE_CLUSTER}
         if pg.backup.object_store is not None:
             spec["plugins"] = [{
                 "name": names.BARMAN_PLUGIN,
                 "isWALArchiver": True,
-                "parameters": {"barmanObjectName": names.POSTGRES_OBJECT_STORE},
+                "parameters": {
+                    "barmanObjectName": names.POSTGRES_OBJECT_STORE,
+                    "serverName": pg.backup.server_name,
+                },
             }]
         return spec
 
@@ -173,7 +220,16 @@ class Postgres(Component):
             egress=[
                 egress_to([instances], [names.POSTGRES_PORT, names.CNPG_STATUS_PORT]),
                 egress_to([operator], [BARMAN_PLUGIN_PORT]),
-                # The instance manager calls the Kubernetes API; Barman reaches the object store.
-                egress_to([], API_SERVER_PORTS),
+                # The instance manager calls the Kubernetes API; Barman reaches the object stores.
+                egress_to([], sorted({*API_SERVER_PORTS, *object_store_ports(cfg)})),
             ],
         )
+
+
+def object_store_ports(cfg: StackConfig) -> set[int]:
+    """The ports of every object store the cluster writes to or reads from."""
+    pg = cfg.postgres
+    stores = [pg.backup.object_store] + [
+        pg.source_store(source) for source in (pg.restore, pg.replica) if source is not None
+    ]
+    return {store.egress_port for store in stores if store is not None}

@@ -1,4 +1,9 @@
-"""Redis for working memory and the worker's streams: one primary, AOF every second, snapshots."""
+"""Redis for working memory and the worker's streams: one primary, AOF every second, snapshots.
+
+The password reaches Redis in a config file mounted from the Secret, so it never shows in a
+process's command line (`/proc/*/cmdline`) or environment. A restore (`redis.restore`) is an init
+container that rebuilds the AOF from one snapshot before Redis starts, once per snapshot.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,15 +15,72 @@ import pulumi_kubernetes as k8s
 from infra import names
 from infra.components.common import (
     Component, backup_cron_job, container, egress_to, http_probe, ingress_from, labels, metadata, monitor,
-    network_policy, peer, persistent_volume_claim, pod_disruption_budget, pod_spec, secret_env, selector_labels,
+    network_policy, peer, persistent_volume_claim, plain_env, pod_disruption_budget, pod_spec, selector_labels,
     service_account,
+)
+from infra.components.secrets import (
+    REDIS_AUTH_CONF_KEY, REDIS_EXPORTER_ADDRESS, REDIS_EXPORTER_PASSWORDS_KEY, REDIS_PASSWORD_KEY,
 )
 from infra.config import StackConfig, quantity_value
 from infra.names import Endpoints
 
-REDIS_UID = 999
+# Above 10000, so that it matches no user of the node.
+REDIS_UID = 10999
 REDIS_CLIENTS = (names.MEMORY_SERVICE, names.WORKER)
 DATA_VOLUME = "data"
+AUTH_VOLUME = "auth"
+AUTH_DIR = "/etc/memstack-redis"
+SNAPSHOTS_VOLUME = "snapshots"
+SNAPSHOTS_DIR = "/snapshots"
+SNAPSHOT_CLAIM = f"{names.REDIS_SNAPSHOT}s"
+# `redis-cli` takes the password from REDISCLI_AUTH, set for that one process from the file.
+WITH_PASSWORD = f'REDISCLI_AUTH="$(cat {AUTH_DIR}/{REDIS_PASSWORD_KEY})"'
+
+
+def auth_volume() -> dict[str, Any]:
+    return {"name": AUTH_VOLUME, "secret": {"secret_name": names.SECRET_REDIS, "default_mode": 0o440}}
+
+
+AUTH_MOUNT = {"name": AUTH_VOLUME, "mount_path": AUTH_DIR, "read_only": True}
+
+
+RESTORE_STEP_TIMEOUT_SECONDS = 1800
+
+
+def bounded(loop: str) -> str:
+    """A wait that gives up (and fails the init container) instead of hanging the pod forever."""
+    return f"timeout {RESTORE_STEP_TIMEOUT_SECONDS} sh -c '{loop}'"
+
+
+def restore_script(snapshot: str) -> str:
+    """Rebuild the AOF from one snapshot, once: a marker file keeps a restarted pod from restoring again.
+
+    The current AOF is moved aside, never deleted. A private Redis (no TCP port) loads the
+    snapshot, rewrites it as the AOF, and shuts down; the real server then starts from that AOF.
+    """
+    marker = f"/data/.restored-{snapshot}"
+    socket = "/tmp/restore.sock"
+    cli = f"redis-cli -s {socket}"
+    return " && ".join([
+        "set -e",
+        f'if [ -e "{marker}" ]; then echo "{snapshot} already restored"; exit 0; fi',
+        f"test -s {SNAPSHOTS_DIR}/{snapshot}",
+        'stamp=$(date +%Y%m%dT%H%M%S)',
+        'if [ -d /data/appendonlydir ]; then mv /data/appendonlydir "/data/appendonlydir.before-restore-$stamp"; fi',
+        'if [ -e /data/dump.rdb ]; then mv /data/dump.rdb "/data/dump.rdb.before-restore-$stamp"; fi',
+        f"cp {SNAPSHOTS_DIR}/{snapshot} /data/dump.rdb",
+        f"redis-server --port 0 --unixsocket {socket} --dir /data --appendonly no --daemonize yes",
+        bounded(f"until {cli} ping 2>/dev/null | grep -q PONG; do sleep 1; done"),
+        f"{cli} config set appendonly yes",
+        bounded(
+            f"until {cli} info persistence | grep -q aof_rewrite_in_progress:0"
+            f" && {cli} info persistence | grep -q aof_rewrite_scheduled:0"
+            f" && {cli} info persistence | grep -q aof_enabled:1; do sleep 1; done"
+        ),
+        f"{cli} shutdown save",
+        f'touch "{marker}"',
+        f'echo "restored {snapshot}"',
+    ])
 
 
 @dataclass(frozen=True)
@@ -75,33 +137,51 @@ class Redis(Component):
     @staticmethod
     def _pod(cfg: StackConfig) -> dict[str, Any]:
         redis = cfg.redis
-        password = secret_env("REDIS_PASSWORD", names.SECRET_REDIS, "password")
+        data_mount = {"name": DATA_VOLUME, "mount_path": "/data"}
         server = container(
-            "redis", redis.image.ref, redis.resources,
+            "redis", redis.image.ref, redis.resources, pull_policy=cfg.pull_policy,
             command=["redis-server"],
             args=[
+                # The first argument is a config file: it holds `requirepass`, from the Secret.
+                f"{AUTH_DIR}/{REDIS_AUTH_CONF_KEY}",
                 "--appendonly", "yes",
                 "--appendfsync", "everysec",
                 "--dir", "/data",
                 "--maxmemory", str(int(quantity_value(redis.max_memory))),
                 "--maxmemory-policy", redis.max_memory_policy,
-                # Kubernetes expands $(REDIS_PASSWORD) from the Secret-backed variable.
-                "--requirepass", "$(REDIS_PASSWORD)",
             ],
-            env=[password, secret_env("REDISCLI_AUTH", names.SECRET_REDIS, "password")],
             ports={"redis": names.REDIS_PORT},
             liveness={"tcp_socket": {"port": names.REDIS_PORT}, "period_seconds": 10, "failure_threshold": 3},
-            readiness={"exec": {"command": ["redis-cli", "ping"]}, "period_seconds": 5, "failure_threshold": 3},
-            volume_mounts=[{"name": DATA_VOLUME, "mount_path": "/data"}],
+            readiness={
+                "exec": {"command": ["sh", "-c", f"{WITH_PASSWORD} redis-cli ping | grep -q PONG"]},
+                "period_seconds": 5, "failure_threshold": 3, "timeout_seconds": 2,
+            },
+            volume_mounts=[data_mount, AUTH_MOUNT],
         )
         exporter = container(
-            "redis-exporter", redis.exporter_image.ref, redis.exporter_resources,
-            env=[{"name": "REDIS_ADDR", "value": f"redis://localhost:{names.REDIS_PORT}"}, password],
+            "redis-exporter", redis.exporter_image.ref, redis.exporter_resources, pull_policy=cfg.pull_policy,
+            env=[
+                plain_env("REDIS_ADDR", REDIS_EXPORTER_ADDRESS),
+                plain_env("REDIS_PASSWORD_FILE", f"{AUTH_DIR}/{REDIS_EXPORTER_PASSWORDS_KEY}"),
+            ],
             ports={"metrics": names.REDIS_EXPORTER_PORT},
             liveness=http_probe("/health", names.REDIS_EXPORTER_PORT),
             readiness=http_probe("/health", names.REDIS_EXPORTER_PORT),
+            volume_mounts=[AUTH_MOUNT],
         )
-        return pod_spec(names.REDIS, [server, exporter], run_as_user=REDIS_UID, termination_grace_period_seconds=30)
+        volumes = [auth_volume()]
+        init_containers = []
+        if redis.restore is not None:
+            init_containers.append(container(
+                "restore", redis.image.ref, redis.snapshot.resources, pull_policy=cfg.pull_policy,
+                command=["sh", "-c", restore_script(redis.restore.snapshot)],
+                volume_mounts=[data_mount, {"name": SNAPSHOTS_VOLUME, "mount_path": SNAPSHOTS_DIR, "read_only": True}],
+            ))
+            volumes.append({"name": SNAPSHOTS_VOLUME, "persistent_volume_claim": {"claim_name": SNAPSHOT_CLAIM}})
+        return pod_spec(
+            names.REDIS, [server, exporter], run_as_user=REDIS_UID, termination_grace_period_seconds=30,
+            volumes=volumes, init_containers=init_containers,
+        )
 
     @staticmethod
     def _data_claim(cfg: StackConfig) -> dict[str, Any]:
@@ -117,22 +197,29 @@ class Redis(Component):
         """An RDB copy of the live dataset, taken over the wire, kept for `retainDays`."""
         snapshot = cfg.redis.snapshot
         ns = cfg.namespace
-        claim = f"{names.REDIS_SNAPSHOT}s"
-        persistent_volume_claim(claim, ns, names.REDIS_SNAPSHOT, cfg, self, size=snapshot.storage_size)
+        persistent_volume_claim(SNAPSHOT_CLAIM, ns, names.REDIS_SNAPSHOT, cfg, self, size=snapshot.storage_size)
         service_account(names.REDIS_SNAPSHOT, ns, names.REDIS_SNAPSHOT, cfg, self)
         script = (
-            f"redis-cli -h {Endpoints(cfg).redis_host} -p {names.REDIS_PORT}"
-            " --rdb /backups/dump-$(date +%Y%m%dT%H%M%S).rdb"
-            f" && find /backups -name 'dump-*.rdb' -mtime +{snapshot.retain_days} -delete"
+            f"{WITH_PASSWORD} redis-cli -h {Endpoints(cfg).redis_host} -p {names.REDIS_PORT}"
+            f" --rdb {SNAPSHOTS_DIR}/dump-$(date +%Y%m%dT%H%M%S).rdb"
+            f" && find {SNAPSHOTS_DIR} -name 'dump-*.rdb' -mtime +{snapshot.retain_days} -delete"
         )
         step = container(
-            "snapshot", cfg.redis.image.ref, snapshot.resources, command=["sh", "-c", script],
-            env=[secret_env("REDISCLI_AUTH", names.SECRET_REDIS, "password")],
-            volume_mounts=[{"name": "backups", "mount_path": "/backups"}],
+            "snapshot", cfg.redis.image.ref, snapshot.resources, pull_policy=cfg.pull_policy,
+            command=["sh", "-c", script],
+            volume_mounts=[{"name": SNAPSHOTS_VOLUME, "mount_path": SNAPSHOTS_DIR}, AUTH_MOUNT],
         )
+        # The snapshot volume is ReadWriteOnce and a restoring Redis pod mounts it too: the job
+        # runs on Redis's node (it needs a running Redis anyway), so the two never Multi-Attach.
+        same_node_as_redis = {"pod_affinity": {"required_during_scheduling_ignored_during_execution": [{
+            "label_selector": {"match_labels": selector_labels(names.REDIS)},
+            "topology_key": "kubernetes.io/hostname",
+        }]}}
         pod = pod_spec(
             names.REDIS_SNAPSHOT, [step], run_as_user=REDIS_UID, restart_policy="Never",
-            volumes=[{"name": "backups", "persistent_volume_claim": {"claim_name": claim}}],
+            volumes=[{"name": SNAPSHOTS_VOLUME, "persistent_volume_claim": {"claim_name": SNAPSHOT_CLAIM}},
+                     auth_volume()],
+            affinity=same_node_as_redis,
         )
         backup_cron_job(names.REDIS_SNAPSHOT, ns, cfg, self, schedule=snapshot.schedule, pod=pod)
 

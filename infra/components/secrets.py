@@ -5,6 +5,7 @@ Secrets' names.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Optional
 
@@ -18,6 +19,11 @@ from infra.config import StackConfig
 from infra.names import Endpoints
 
 COMPONENT = "memstack-secrets"
+REDIS_PASSWORD_KEY = "password"
+REDIS_AUTH_CONF_KEY = "auth.conf"
+REDIS_EXPORTER_PASSWORDS_KEY = "exporter-passwords.json"
+# The exporter runs beside Redis in its pod.
+REDIS_EXPORTER_ADDRESS = f"redis://localhost:{names.REDIS_PORT}"
 
 
 @dataclass(frozen=True)
@@ -37,7 +43,15 @@ class Secrets(Component):
         neo4j_password = self._password("neo4j-password")
         self.grafana_password = self._password("grafana-admin-password")
 
-        self._secret(names.SECRET_REDIS, cfg.namespace, cfg, {"password": redis_password})
+        # Redis reads its password from a config file (never its command line), the exporter from
+        # a password file (a JSON map of address to password), the probes and jobs from a file.
+        self._secret(names.SECRET_REDIS, cfg.namespace, cfg, {
+            REDIS_PASSWORD_KEY: redis_password,
+            REDIS_AUTH_CONF_KEY: pulumi.Output.concat("requirepass ", redis_password, "\n"),
+            REDIS_EXPORTER_PASSWORDS_KEY: redis_password.apply(
+                lambda password: json.dumps({REDIS_EXPORTER_ADDRESS: password})
+            ),
+        })
         self._secret(
             names.SECRET_POSTGRES_APP, cfg.namespace, cfg,
             {"username": pulumi.Output.from_input(cfg.postgres.owner), "password": postgres_password},
@@ -68,6 +82,11 @@ class Secrets(Component):
             names.SECRET_GRAFANA_ADMIN, cfg.observability.namespace, cfg,
             {"admin-user": pulumi.Output.from_input("admin"), "admin-password": self.grafana_password},
         )
+        if cfg.embedding_api_key:
+            self._secret(
+                names.SECRET_EMBEDDINGS, cfg.namespace, cfg,
+                {env.embedding_api_key: pulumi.Output.from_input(cfg.embedding_api_key)},
+            )
         self.names = {
             "connections": names.SECRET_CONNECTIONS,
             "redis": names.SECRET_REDIS,
@@ -76,6 +95,8 @@ class Secrets(Component):
             "apiTokens": names.SECRET_API_TOKENS,
             "grafanaAdmin": names.SECRET_GRAFANA_ADMIN,
         }
+        if cfg.embedding_api_key:
+            self.names["embeddings"] = names.SECRET_EMBEDDINGS
         self.register_outputs({"names": self.names})
 
     def _password(self, name: str) -> pulumi.Output[str]:

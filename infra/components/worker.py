@@ -28,7 +28,7 @@ class Worker(Component):
 
         service_account(names.WORKER, ns, names.WORKER, cfg, self)
         worker = container(
-            "worker", cfg.memory_service.image.ref, cfg.worker.resources,
+            "worker", cfg.memstack_image.ref, cfg.worker.resources, pull_policy=cfg.pull_policy,
             command=contract.worker_command,
             env=app_env(cfg, names.WORKER),
             ports={"health": health_port},

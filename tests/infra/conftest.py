@@ -19,6 +19,21 @@ from infra.policy.rules import normalize  # noqa: E402
 
 HARNESS = Path(__file__).with_name("pulumi_harness.py")
 STACKS = ("dev", "staging", "prod", "local")
+# What an operator hands a shared stack besides its stack file, as `pulumi config set [--secret]`
+# would: the image CI pushed, the token hashes and the alert receivers' URLs.
+RELEASED_IMAGE = {"repository": "registry.example.com/memstack/memstack", "tag": "0.1.0"}
+TOKEN_HASHES = "tenant-a sha256:" + "ab" * 32
+RECEIVER_SECRETS = {"oncall": "mock-pagerduty-routing-key", "tickets": "https://hooks.slack.example/mock"}
+DEPLOY_INPUTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    # stack: (--set overrides, --merge overrides)
+    "dev": ((), (f"memstack:memoryService={json.dumps({'image': RELEASED_IMAGE})}",)),
+    "staging": ((f"memstack:apiTokenHashes={TOKEN_HASHES}",),
+                (f"memstack:memoryService={json.dumps({'image': RELEASED_IMAGE})}",)),
+    "prod": ((f"memstack:apiTokenHashes={TOKEN_HASHES}",
+              f"memstack:alertReceiverSecrets={json.dumps(RECEIVER_SECRETS)}"),
+             (f"memstack:memoryService={json.dumps({'image': RELEASED_IMAGE})}",)),
+    "local": ((), ()),
+}
 # API groups served by Kubernetes itself; everything else under `kubernetes:` is a custom resource.
 CORE_GROUPS = {"core", "apps", "batch", "autoscaling", "policy", "networking.k8s.io", "rbac.authorization.k8s.io"}
 RUN_TIMEOUT_SECONDS = 90
@@ -109,10 +124,12 @@ def _load(path: Path) -> Run:
     return Run(stack=data["stack"], resources=resources, outputs=data["outputs"], error=data["error"])
 
 
-def _start(stack_file: Path, out: Path, overrides: Iterable[str]) -> subprocess.Popen:
+def _start(stack_file: Path, out: Path, overrides: Iterable[str], merges: Iterable[str] = ()) -> subprocess.Popen:
     command = [sys.executable, str(HARNESS), str(stack_file), str(out)]
     for override in overrides:
         command += ["--set", override]
+    for merge in merges:
+        command += ["--merge", merge]
     return subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
@@ -122,12 +139,22 @@ def _finish(process: subprocess.Popen, out: Path) -> Run:
     return _load(out)
 
 
+def deploy_values(stack: str) -> dict[str, Any]:
+    """The `memstack:*` values the program receives for a stack: its file plus its deploy inputs."""
+    from infra.config import raw_project_config
+    from pulumi_harness import stack_config
+
+    overrides, merges = DEPLOY_INPUTS[stack]
+    return raw_project_config(stack_config(REPO_ROOT / f"Pulumi.{stack}.yaml", list(overrides), list(merges)))
+
+
 @pytest.fixture(scope="session")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
     """The program run once per stack file, the runs in parallel processes."""
     directory = tmp_path_factory.mktemp("pulumi-runs")
     started = {
-        stack: (_start(REPO_ROOT / f"Pulumi.{stack}.yaml", directory / f"{stack}.json", ()), directory / f"{stack}.json")
+        stack: (_start(REPO_ROOT / f"Pulumi.{stack}.yaml", directory / f"{stack}.json", *DEPLOY_INPUTS[stack]),
+                directory / f"{stack}.json")
         for stack in STACKS
     }
     results = {stack: _finish(process, out) for stack, (process, out) in started.items()}
@@ -143,10 +170,17 @@ def run(request: pytest.FixtureRequest, runs: dict[str, Run]) -> Run:
 
 @pytest.fixture
 def run_program(tmp_path: Path) -> Callable[..., Run]:
-    """Run the program on a stack file with `memstack:key=value` overrides; errors are returned, not raised."""
+    """Run the program on a stack file with `memstack:key=value` overrides; errors are returned, not raised.
 
-    def execute(stack: str, *overrides: str) -> Run:
+    The stack's deploy inputs (image, secrets) come first, so an override can replace them;
+    `bare=True` leaves them out, as a stack file alone would be run.
+    """
+
+    def execute(stack: str, *overrides: str, merges: Iterable[str] = (), bare: bool = False) -> Run:
         out = tmp_path / f"{stack}-{len(list(tmp_path.iterdir()))}.json"
-        return _finish(_start(REPO_ROOT / f"Pulumi.{stack}.yaml", out, overrides), out)
+        inputs, input_merges = ((), ()) if bare else DEPLOY_INPUTS[stack]
+        return _finish(
+            _start(REPO_ROOT / f"Pulumi.{stack}.yaml", out, (*inputs, *overrides), (*input_merges, *merges)), out
+        )
 
     return execute

@@ -1,6 +1,9 @@
 """Run the memstack Pulumi program once under Pulumi mocks and write what it registered as JSON.
 
-    python tests/infra/pulumi_harness.py STACK_FILE OUT_JSON [--set memstack:key=JSON ...]
+    python tests/infra/pulumi_harness.py STACK_FILE OUT_JSON [--set memstack:key=JSON ...] [--merge memstack:key=JSON ...]
+
+`--set` replaces a key's value, as `pulumi config set key` does; `--merge` merges a JSON object
+into the key's object, as `pulumi config set --path key.sub` does.
 
 The stack's config reaches the program the way the Pulumi CLI hands it over: the
 `PULUMI_CONFIG` environment variable, every value a string. Mock state is global to a
@@ -23,12 +26,19 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 PROJECT = "memstack"
 
 
-def stack_config(stack_file: Path, overrides: list[str]) -> dict[str, str]:
+def _merged(base: Any, extra: Any) -> Any:
+    if isinstance(base, dict) and isinstance(extra, dict):
+        return {**base, **{key: _merged(base.get(key), value) for key, value in extra.items()}}
+    return extra
+
+
+def stack_config(stack_file: Path, overrides: list[str], merges: list[str] = ()) -> dict[str, str]:
     document = yaml.safe_load(stack_file.read_text()) or {}
-    config = {
-        key: value if isinstance(value, str) else json.dumps(value)
-        for key, value in (document.get("config") or {}).items()
-    }
+    values: dict[str, Any] = dict(document.get("config") or {})
+    for merge in merges:
+        key, _, value = merge.partition("=")
+        values[key] = _merged(values.get(key), json.loads(value))
+    config = {key: value if isinstance(value, str) else json.dumps(value) for key, value in values.items()}
     for override in overrides:
         key, _, value = override.partition("=")
         config[key] = value
@@ -40,9 +50,10 @@ def main() -> int:
     parser.add_argument("stack_file", type=Path)
     parser.add_argument("out", type=Path)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--merge", dest="merges", action="append", default=[])
     options = parser.parse_args()
     stack = options.stack_file.name.removeprefix("Pulumi.").removesuffix(".yaml")
-    os.environ["PULUMI_CONFIG"] = json.dumps(stack_config(options.stack_file, options.overrides))
+    os.environ["PULUMI_CONFIG"] = json.dumps(stack_config(options.stack_file, options.overrides, options.merges))
 
     import pulumi
     from pulumi.runtime import mocks as pulumi_mocks

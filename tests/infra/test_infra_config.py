@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import deploy_values
 from infra.config import ConfigError, StackConfig, load_config, raw_project_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -14,10 +15,8 @@ STACK_FILES = sorted(REPO_ROOT.glob("Pulumi.*.yaml"))
 
 
 def stack_values(stack: str) -> dict:
-    """A stack file's config as the CLI hands it to the program: every value a string."""
-    document = yaml.safe_load((REPO_ROOT / f"Pulumi.{stack}.yaml").read_text())
-    flat = {k: v if isinstance(v, str) else json.dumps(v) for k, v in document["config"].items()}
-    return raw_project_config(flat)
+    """A stack's config as the CLI hands it to the program (every value a string), with its deploy inputs."""
+    return deploy_values(stack)
 
 
 def error_for(values: dict) -> str:
@@ -60,14 +59,15 @@ def test_only_the_project_namespace_is_read():
 
 
 def test_top_level_scalars_arrive_as_strings_and_still_type_check():
-    cfg = load_config(raw_project_config({"memstack:environment": "dev", "memstack:storageClass": "fast"}))
+    cfg = load_config(raw_project_config({"memstack:environment": "local", "memstack:storageClass": "fast"}))
     assert cfg.storage_class == "fast"
 
 
 def test_unknown_key():
-    assert error_for({"environment": "dev", "replicaz": 3}) == (
-        "memstack:replicaz: unknown key; allowed keys here: apiTokenHashes, certManager, charts, dashboardsDir,"
-        " environment, memoryService, migrations, namespace, neo4j, observability, postgres, quota, redis,"
+    assert error_for({"environment": "local", "replicaz": 3}) == (
+        "memstack:replicaz: unknown key; allowed keys here: alertReceiverSecrets, alertsDir, apiTokenHashes,"
+        " certManager, charts, dashboardsDir, embeddingApiKey, embeddings, environment, imagePullPolicy,"
+        " memoryService, metricsServer, migrations, namespace, neo4j, observability, postgres, quota, redis,"
         " storageClass, worker"
     )
 
@@ -108,8 +108,8 @@ def test_prod_without_backups():
         "memstack:postgres.backup.objectStore: prod requires an object store for Postgres backups"
     )
     values = stack_values("prod")
-    values["neo4j"]["backup"]["enabled"] = False
-    assert error_for(values) == "memstack:neo4j.backup.enabled: prod requires true"
+    values["neo4j"].update(edition="enterprise", acceptLicenseAgreement=True)
+    assert error_for(values) == "memstack:neo4j.backup.enabled: prod requires true for the enterprise edition"
     values = stack_values("prod")
     values["redis"]["snapshot"]["enabled"] = False
     assert error_for(values) == "memstack:redis.snapshot.enabled: prod requires true"
@@ -162,7 +162,7 @@ def test_the_program_stops_on_bad_config_with_that_one_error(run_program):
 
 
 def test_defaults_are_the_seed_policy_and_the_service_contract():
-    cfg = StackConfig(environment="staging")
+    cfg = StackConfig(environment="local")
     hpa = cfg.memory_service.autoscaling
     assert (hpa.min_replicas, hpa.max_replicas, hpa.cpu_utilization, hpa.memory_utilization) == (3, 10, 70, 80)
     assert (hpa.scale_up.percent, hpa.scale_up.pods, hpa.scale_up.period_seconds) == (100, 4, 15)
@@ -171,4 +171,4 @@ def test_defaults_are_the_seed_policy_and_the_service_contract():
     contract = cfg.memory_service.contract
     assert (contract.port, contract.liveness_path, contract.readiness_path, contract.metrics_path) == (
         8080, "/health", "/ready", "/metrics")
-    assert cfg.memory_service.image.tag == "0.1.0"
+    assert cfg.memory_service.image is None and cfg.memstack_image.ref == "memstack:0.1.0"

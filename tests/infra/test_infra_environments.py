@@ -97,7 +97,7 @@ def test_the_service_starts_only_after_stores_and_migrations(run):
 # --- the memory service contract ------------------------------------------------------------
 
 def test_deployment_follows_the_contract_in_config(run):
-    contract = StackConfig(environment="dev").memory_service.contract
+    contract = StackConfig(environment="local").memory_service.contract
     container = api_container(run)
     assert container["command"] == ["memstack", "serve", "--host", "0.0.0.0", "--port", "8080"]
     assert container["ports"] == [{"name": "http", "containerPort": 8080}]
@@ -114,11 +114,13 @@ def test_deployment_follows_the_contract_in_config(run):
 
 def test_env_names_are_the_ones_memory_core_reads(run):
     read_by_settings = set(CONNECTION_ENV_VARS)
+    embedder = {"MEMORY_EMBEDDING_PROVIDER", "MEMORY_EMBEDDING_MODEL", "MEMORY_EMBEDDING_DIM"}
     for resource in (run.one("Deployment", "memstack-api"), run.one("Deployment", "memstack-worker")):
         names = {v["name"] for v in pod(resource.manifest)["containers"][0]["env"]}
-        connection = {n for n in names if not n.startswith(("OTEL_", "MEMSTACK_"))}
+        connection = {n for n in names if not n.startswith(("OTEL_", "MEMSTACK_", "MEMORY_"))}
         assert connection == {"REDIS_URL", "POSTGRES_URL", "NEO4J_URI", "NEO4J_USER", "NEO4J_PASSWORD"}
         assert connection <= read_by_settings
+        assert {n for n in names if n.startswith("MEMORY_")} == embedder
 
 
 def test_credentials_reach_pods_only_by_secret_reference(run):
@@ -145,7 +147,8 @@ def test_token_file_is_mounted_read_only_from_its_secret(run):
 
 def test_every_secret_value_is_a_pulumi_secret(run):
     secrets = run.kinds("Secret")
-    assert len(secrets) == 6
+    # The kit's six, and Alertmanager's configuration where Alertmanager runs.
+    assert len(secrets) == (7 if run.stack in ("staging", "prod") else 6)
     for secret in secrets:
         # Pulumi marks the whole map secret when its values are secrets.
         data = secret.raw_inputs["stringData"]

