@@ -7,15 +7,17 @@ NEO4J_LAUNCHER := tools/neo4j-local
 NEO4J_STAMP := $(NEO4J_LAUNCHER)/target/.built
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps python-deps neo4j-launcher test demo down clean
+.PHONY: setup system-deps python-deps neo4j-launcher test bench demo down clean
 
 setup: system-deps python-deps neo4j-launcher
 
-# Redis and Prometheus from Debian; Java and Maven must already be there (the launcher checks).
+# Redis, Prometheus and Chromium (the capacity report's screenshot test) from Debian; Java and
+# Maven must already be there (the launcher checks).
 system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing$$missing from Debian"; \
@@ -45,6 +47,12 @@ $(NEO4J_STAMP): $(NEO4J_LAUNCHER)/pom.xml $(shell find $(NEO4J_LAUNCHER)/src -na
 # pytest exits 5 when it collects nothing: that is a failure here, never a pass.
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The benchmarks of benchmarks/ on the local stack; a missed target fails the run.
+# BENCH_SCALE=quick (default: 10k turns) or full (100k turns; the first run loads them for minutes).
+BENCH_SCALE ?= quick
+bench: setup
+	BENCH_SCALE=$(BENCH_SCALE) $(BIN)/python -m pytest benchmarks --benchmark-only -q -s $(PYTEST_ARGS)
 
 # The main job: local stack + memory service, a 30 s load, latency per route group against the SLO.
 demo: setup

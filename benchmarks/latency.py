@@ -1,12 +1,22 @@
 """Latency percentiles of the benchmarks, from pytest-benchmark's raw per-round timings,
-written to `.benchmarks/memory_core.json` (and printed)."""
+written to `.benchmarks/memory_core.json` (and printed). A benchmark with a stated target
+records it and its verdict (`target`, `passed`); the session fails when one is missed (see
+conftest.py)."""
 from __future__ import annotations
 
 import json
+import os
 import statistics
+import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parents[1] / ".benchmarks" / "memory_core.json"
+# quick (default) or full: the dataset sizes of the benchmarks that load one.
+SCALE = os.environ.get("BENCH_SCALE", "quick")
+if SCALE not in ("quick", "full"):
+    raise SystemExit(f"BENCH_SCALE must be quick or full, not {SCALE!r}")
+# Verdicts recorded in this session: (section, name, target, passed).
+VERDICTS: list[tuple[str, str, str, bool]] = []
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -20,13 +30,30 @@ def summarize(samples_s: list[float]) -> dict[str, float]:
             "p95_ms": percentile(ms, 95), "p99_ms": percentile(ms, 99), "max_ms": max(ms)}
 
 
-def record(section: str, name: str, values: dict) -> None:
+def record(section: str, name: str, values: dict, target: str | None = None, passed: bool | None = None) -> None:
+    """Write one benchmark's values, with its target and verdict when it states one."""
+    values = {**values, "scale": SCALE}
+    if target is not None:
+        values.update(target=target, passed=bool(passed))
+        VERDICTS.append((section, name, target, bool(passed)))
     RESULTS.parent.mkdir(exist_ok=True)
     data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     data.setdefault(section, {})[name] = values
     RESULTS.write_text(json.dumps(data, indent=2, sort_keys=True))
     print(f"\n[{section}] {name}: " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
                                                for k, v in values.items()))
+
+
+def time_rounds(loop, make_coro, rounds: int, warmup: int = 100) -> dict[str, float]:
+    """Latency percentiles of one awaited call per round, timed here (for a reference measured
+    inside another benchmark's test, where the benchmark fixture is already taken)."""
+    samples = []
+    for i in range(warmup + rounds):
+        start = time.perf_counter()
+        loop.run_until_complete(make_coro())
+        if i >= warmup:
+            samples.append(time.perf_counter() - start)
+    return summarize(samples)
 
 
 def run_timed(benchmark, loop, make_coro, rounds: int, warmup: int = 100) -> dict[str, float]:

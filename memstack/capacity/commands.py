@@ -82,6 +82,7 @@ def measure(
     steps: Annotated[Optional[str], typer.Option(help="Comma-separated users or req/s per step")] = None,
     step_s: Annotated[float, typer.Option(help="Seconds per step, warm-up included")] = 20.0,
     step_warmup_s: Annotated[float, typer.Option(help="Unmeasured seconds at the start of each step")] = 5.0,
+    steps_past_knee: Annotated[int, typer.Option(min=0, help="Steps to run after the first that misses the SLO")] = 2,
     users: Annotated[int, typer.Option(min=1, help="Locust users when stepping the rate")] = _LOAD.users,
     workers: Annotated[int, typer.Option(min=1, help="Locust worker processes (master/worker mode when > 1)")] = 1,
     url: Annotated[Optional[str], typer.Option(help="Service to measure; default: one started on the local stack")] = None,
@@ -100,7 +101,7 @@ def measure(
                                      wm_p99_ms=wm_p99_ms, max_failure_ratio=max_failure_ratio, backend=backend),
         profiles=tuple(profile) or ("working", "mixed"), step_by=step_by,
         steps=_numbers(steps, "--steps") if steps else (), step_s=step_s, step_warmup_s=step_warmup_s,
-        service_pid=service_pid)
+        service_pid=service_pid, steps_past_knee=steps_past_knee)
     directory = new_results_dir(results)
     report = run_measure(options, directory, console=out)
     print_measurement(report)

@@ -58,7 +58,8 @@ def plot_latency(measurement: dict, path: Path) -> Path:
         load = [s["offered_rps"] or s["achieved_rps"] for s in steps]
         for q, style in (("p50_ms", ":"), ("p95_ms", "--"), ("p99_ms", "-")):
             ax.plot(load, [s["working"][q] for s in steps], style, marker=".", label=f"{profile} {q[:3]}")
-    ax.axhline(measurement["slo"]["working_p99_ms"], color="red", label="SLO: p99 10 ms")
+    slo = measurement["slo"]["working_p99_ms"]
+    ax.axhline(slo, color="red", label=f"SLO: p99 {slo:g} ms")
     ax.set_xlabel("offered load (req/s; achieved when stepping users)")
     ax.set_ylabel("working-memory latency (ms)")
     ax.set_title("Working-memory latency against load")
@@ -91,7 +92,8 @@ def plot_storage(plan: dict, path: Path) -> Path:
                    label=f"{store} volume {plan['stores'][store]['volume'] / GI:g} Gi")
     ax.set_xlabel("days from today")
     ax.set_ylabel("GiB")
-    ax.set_yscale("symlog")
+    ax.set_yscale("log")
+    ax.set_ylim(bottom=1e-3)
     ax.set_title("Storage growth per store against the stack's volume sizes")
     ax.legend(fontsize=7)
     return _save(fig, path)
