@@ -7,9 +7,9 @@ NEO4J_LAUNCHER := tools/neo4j-local
 NEO4J_STAMP := $(NEO4J_LAUNCHER)/target/.built
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps python-deps neo4j-launcher test bench demo down clean
+.PHONY: setup system-deps python-deps neo4j-launcher checkov test bench demo down clean
 
-setup: system-deps python-deps neo4j-launcher
+setup: system-deps python-deps neo4j-launcher checkov
 
 # Redis, Prometheus and Chromium (the capacity report's screenshot test) from Debian; Java and
 # Maven must already be there (the launcher checks).
@@ -35,6 +35,16 @@ $(VENV)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/pip install -q --upgrade pip
 	@$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+# checkov (the Kubernetes manifest scan of tests/infra) in its own virtualenv: its pins
+# (packaging<24 among them) cannot share one with pulumi's. Version: pyproject's `checkov` extra.
+CHECKOV_VENV := .venv-checkov
+checkov: $(CHECKOV_VENV)/.installed
+
+$(CHECKOV_VENV)/.installed: pyproject.toml
+	@test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	@$(CHECKOV_VENV)/bin/pip install -q "$$($(BIN)/python -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["checkov"][0])')"
 	@touch $@
 
 neo4j-launcher: $(NEO4J_STAMP)

@@ -168,6 +168,23 @@ def run(request: pytest.FixtureRequest, runs: dict[str, Run]) -> Run:
     return runs[request.param]
 
 
+def _program_runner(directory: Path) -> Callable[..., Run]:
+    def execute(stack: str, *overrides: str, merges: Iterable[str] = (), bare: bool = False) -> Run:
+        out = directory / f"{stack}-{len(list(directory.iterdir()))}.json"
+        inputs, input_merges = ((), ()) if bare else DEPLOY_INPUTS[stack]
+        return _finish(
+            _start(REPO_ROOT / f"Pulumi.{stack}.yaml", out, (*inputs, *overrides), (*input_merges, *merges)), out
+        )
+
+    return execute
+
+
+@pytest.fixture(scope="module")
+def run_program_module(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Run]:
+    """`run_program` for module-scoped fixtures."""
+    return _program_runner(tmp_path_factory.mktemp("pulumi-module-runs"))
+
+
 @pytest.fixture
 def run_program(tmp_path: Path) -> Callable[..., Run]:
     """Run the program on a stack file with `memstack:key=value` overrides; errors are returned, not raised.
@@ -176,11 +193,4 @@ def run_program(tmp_path: Path) -> Callable[..., Run]:
     `bare=True` leaves them out, as a stack file alone would be run.
     """
 
-    def execute(stack: str, *overrides: str, merges: Iterable[str] = (), bare: bool = False) -> Run:
-        out = tmp_path / f"{stack}-{len(list(tmp_path.iterdir()))}.json"
-        inputs, input_merges = ((), ()) if bare else DEPLOY_INPUTS[stack]
-        return _finish(
-            _start(REPO_ROOT / f"Pulumi.{stack}.yaml", out, (*inputs, *overrides), (*input_merges, *merges)), out
-        )
-
-    return execute
+    return _program_runner(tmp_path)
