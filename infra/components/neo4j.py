@@ -97,6 +97,7 @@ class Neo4j(Component):
             "services": {"neo4j": {"enabled": neo.servers > 1, "spec": {"type": "ClusterIP"}}},
             "config": config,
             "containerSecurityContext": camel_keys(hardened),
+            "image": {"imagePullPolicy": cfg.pull_policy},
             "logInitialPassword": False,
         }
 
