@@ -58,7 +58,7 @@ def _object_name(prefix: str, relative: Path) -> str:
 def find_rule_files(directory: Path) -> list[RuleFile]:
     """Every Prometheus rule file (`groups:`) directly in `directory`; subdirectories (promtool tests) are not rules."""
     if not directory.is_dir():
-        return []
+        raise ConfigError(f"{PROJECT}:alertsDir: {directory} is not a directory")
     found: dict[str, RuleFile] = {}
     for path in sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")]):
         try:
@@ -78,7 +78,7 @@ def find_rule_files(directory: Path) -> list[RuleFile]:
 def find_dashboards(directory: Path) -> list[Dashboard]:
     """Every Grafana dashboard (a JSON object with `panels`, or wrapping a `dashboard`) below `directory`."""
     if not directory.is_dir():
-        return []
+        raise ConfigError(f"{PROJECT}:dashboardsDir: {directory} is not a directory")
     found: dict[str, Dashboard] = {}
     for path in sorted(directory.rglob("*.json")):
         text = path.read_text(encoding="utf-8")

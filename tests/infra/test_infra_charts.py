@@ -211,17 +211,10 @@ def test_every_dashboard_in_the_directory_becomes_a_labelled_configmap(run_progr
     assert json.loads(manifest["data"]["Service Overview.json"]) == dashboard
 
 
-def test_the_repositorys_dashboards_directory_is_loaded_whole(runs):
-    from infra.components.observability import find_dashboards
-
-    expected = {d.configmap_name for d in find_dashboards(StackConfig(environment="local").dashboards_path)}
-    for run in runs.values():
-        assert {r.name for r in run.kinds("ConfigMap")} == expected
-
-
-def test_a_missing_dashboards_directory_means_no_dashboards(run_program, tmp_path):
+def test_a_missing_dashboards_directory_is_refused(run_program, tmp_path):
     run = run_program("local", f"memstack:dashboardsDir={tmp_path / 'absent'}")
-    assert run.error is None and run.kinds("ConfigMap") == []
+    assert run.error["type"] == "ConfigError"
+    assert run.error["message"] == f"memstack:dashboardsDir: {tmp_path / 'absent'} is not a directory"
 
 
 def test_a_broken_dashboard_fails_with_one_clear_error(run_program, tmp_path):
