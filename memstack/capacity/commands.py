@@ -68,7 +68,9 @@ def print_measurement(report: dict) -> None:
         if fit:
             out.print(f"USL: sigma={fit['sigma']:.5g} kappa={fit['kappa']:.5g} lambda={fit['lam']:.5g} "
                       f"R2={fit['r_squared']:.3f}; N*={fit['peak_concurrency']:.1f}, "
-                      f"max {fit['max_throughput']:.0f} req/s", highlight=False)
+                      f"max {fit['max_throughput']:.0f} req/s"
+                      + (" (a poor fit: the steps do not follow the USL)" if fit["r_squared"] < 0.8 else ""),
+                      highlight=False)
         else:
             out.print(f"USL fit skipped: {result.get('fit_skipped')}", highlight=False)
         out.print(f"per pod at the SLO: {_f(result['throughput_at_slo_rps'])} req/s "

@@ -38,11 +38,13 @@ def plot_throughput(measurement: dict, path: Path) -> Path:
         if fit:
             model = UslModel(fit["sigma"], fit["kappa"], fit["lam"], fit["r_squared"], fit["points"])
             peak = fit["peak_concurrency"]
-            top = max(max(n), peak if math.isfinite(peak) else 0) * 1.2
+            # N* far beyond the measured range (a flat curve: κ near 0) would squash the data.
+            show_peak = math.isfinite(peak) and peak <= 4 * max(n)
+            top = max(max(n), peak if show_peak else 0) * 1.2
             grid = np.linspace(min(n) * 0.5, top, 200)
             ax.plot(grid, model.throughput(grid), "-", color=points.get_color(),
                     label=f"{profile}: USL σ={fit['sigma']:.3g} κ={fit['kappa']:.2g} λ={fit['lam']:.3g}")
-            if math.isfinite(peak):
+            if show_peak:
                 ax.axvline(peak, color=points.get_color(), linestyle=":", label=f"{profile}: N*={peak:.1f}")
     ax.set_xlabel(f"concurrency ({'users' if measurement['step_by'] == 'users' else 'requests in flight'})")
     ax.set_ylabel("throughput (req/s)")

@@ -149,6 +149,8 @@ async def measure_storage(settings: Settings, neo4j_data_dir: Path | None, flush
     return {
         "tenant": tenant,
         "embedding_dim": settings.embedding_dim,
+        # A conversation's working memory keeps at most this many turns: the projection's full list.
+        "working_max_turns": settings.working_max_turns,
         "inserted": {"conversations": conversations, "turns": conversations * turns, "facts": facts,
                      "context_keys": conversations * context_keys, "thoughts": conversations * thoughts},
         "redis": redis,

@@ -1,0 +1,100 @@
+"""The plan's arithmetic on given measurements: pods, requests, the storage projection and the
+date a volume fills, against numbers worked out by hand."""
+from __future__ import annotations
+
+import math
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+
+from memstack.capacity import plan as planner
+from memstack.errors import MemstackError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _measurement(throughput=400.0, cpu=0.0005, rss=100 * 2**20):
+    step = {"step": 3, "passed": True, "achieved_rps": throughput, "service_rss_bytes": rss,
+            "cpu_s_per_request": {"service": cpu, "redis": 0.0001, "postgres": 0.0002, "neo4j": 0.0}}
+    return {"profiles": {"mixed": {"throughput_at_slo_rps": throughput, "throughput_at_slo_source": "step 3",
+                                   "cpu_s_per_request": step["cpu_s_per_request"], "step_results": [step]}}}
+
+
+def _storage(pg_turn=1000.0, dim=384):
+    def rows(bytes_per_row):
+        return {"bytes": 0, "rows": 10, "bytes_per_row": bytes_per_row}
+
+    return {
+        "embedding_dim": dim, "working_max_turns": 50, "source": "by hand",
+        "inserted": {"turns": 100, "facts": 100},
+        "redis": {"ctx": {"keys": 1, "items": 4, "bytes_per_key": 1000.0, "bytes_per_item": 250.0},
+                  "turns": {"keys": 1, "items": 50, "bytes_per_key": 10000.0, "bytes_per_item": 200.0},
+                  "thoughts": {"keys": 1, "items": 10, "bytes_per_key": 2000.0, "bytes_per_item": 200.0}},
+        "postgres": {"conversation_logs": rows(pg_turn), "memory_timeline": rows(2000.0),
+                     "conversation_logs_embedding": rows(300.0), "memory_timeline_embedding": rows(300.0)},
+        "neo4j": {"nodes": 10, "relationships": 10, "store_files": {"node": 10_000, "relationship": 10_000, "other": 0}},
+    }
+
+
+def _local():
+    return planner.read_stack(ROOT / "Pulumi.local.yaml")
+
+
+def test_pods_hpa_and_requests():
+    inputs = planner.PlanInputs(peak_rps=1000, target_utilisation=0.5, burst=2.0)
+    result = planner.plan(inputs, _measurement(), None, _local())
+    figures = {f["name"]: f["value"] for f in result["figures"]}
+    # 1000 / (400 x 0.5) = 5 pods, + 2; at twice the peak 10 + 2.
+    assert figures["pods (N+2)"] == 7 and figures["HPA maxReplicas"] == 12
+    # 0.5 ms x 400 req/s = 0.2 cores; 100 Mi x 1.25 = 125 Mi, rounded up to 128 Mi.
+    assert figures["CPU request per pod"] == "200m" and figures["memory request per pod"] == "128Mi"
+    assert result["proposed"]["memoryService.autoscaling.cpuUtilization"] == 50
+    assert figures["postgres CPU at the peak"] == pytest.approx(0.2)
+
+
+def test_storage_projection_and_the_day_a_volume_fills():
+    inputs = planner.PlanInputs(peak_rps=100, users=1000, turns_per_user_day=10, facts_per_user_day=0,
+                                retention_days=100, growth_pct_month=0, active_share=0.5, start=date(2027, 1, 1))
+    result = planner.plan(inputs, _measurement(), _storage(pg_turn=1000.0), _local())
+    pg = result["stores"]["postgres"]
+    # 10,000 turns a day of 1,000 bytes: day d holds d + 1 days of them, until retention caps it at 100.
+    assert pg["disk_day0"] == pytest.approx(10_000 * 1000)
+    assert pg["disk_day90"] == pytest.approx(91 * 10_000 * 1000)
+    assert pg["disk_day365"] == pytest.approx(100 * 10_000 * 1000)
+    assert pg["ram_day0"] == pytest.approx(10_000 * 300)  # the HNSW index per turn
+    # Retention holds it at 1e9 bytes, below the 1 Gi volume: it never fills.
+    assert pg["volume"] == 2**30 and pg["volume_runs_out"] == "not within 10 years"
+    redis = result["stores"]["redis"]
+    # 500 active users x (1000 + 50 x 200 + 2000) bytes; disk twice that.
+    assert redis["ram_day0"] == pytest.approx(500 * 13_000) and redis["disk_day0"] == pytest.approx(2 * 500 * 13_000)
+    # Neo4j: 20,000 bytes of store over 200 items.
+    assert result["stores"]["neo4j"]["disk_day0"] == pytest.approx(10_000 * 100)
+
+
+def test_a_volume_fills_on_the_day_its_size_is_passed():
+    inputs = planner.PlanInputs(peak_rps=100, users=1000, turns_per_user_day=10, facts_per_user_day=0,
+                                retention_days=1000, growth_pct_month=0, start=date(2027, 1, 1))
+    result = planner.plan(inputs, _measurement(), _storage(pg_turn=1000.0), _local())
+    # 1e7 bytes a day: day d holds (d + 1) x 1e7, first above 2**30 on d = 107.
+    day = math.floor(2**30 / 1e7)
+    assert day == 107
+    assert result["stores"]["postgres"]["volume_runs_out"] == (date(2027, 1, 1) + timedelta(days=day)).isoformat()
+    # Sized for day 365 (366 days of turns) with 1.3 headroom: 4.43 GiB, rounded up.
+    assert result["proposed"]["postgres.storageSize"] == "5Gi"
+
+
+def test_a_larger_embedding_adds_four_bytes_a_dimension_to_row_and_index():
+    values, _ = planner.per_item_bytes(_storage(pg_turn=1000.0, dim=384), 768)
+    assert values["pg_turn"] == 1000 + 2 * 4 * 384 and values["pg_turn_hnsw"] == 300 + 4 * 384
+
+
+def test_no_passing_step_and_bad_inputs_are_refused():
+    measurement = _measurement()
+    measurement["profiles"]["mixed"]["throughput_at_slo_rps"] = None
+    with pytest.raises(MemstackError, match="no step of the mixed profile held the SLO"):
+        planner.plan(planner.PlanInputs(peak_rps=100), measurement, None, _local())
+    with pytest.raises(MemstackError, match="no 'working' profile"):
+        planner.plan(planner.PlanInputs(peak_rps=100, profile="working"), _measurement(), None, _local())
+    with pytest.raises(MemstackError, match="--target-utilisation"):
+        planner.PlanInputs(peak_rps=100, target_utilisation=1.5).check()
