@@ -95,7 +95,8 @@ def from_store_exception(exc: BaseException, store: str, operation: str = "opera
         return StoreUnavailable("neo4j", _reason(exc))
     if isinstance(exc, TimeoutError):
         return StoreUnavailable(store, f"{operation} timed out")
-    if isinstance(exc, OSError):
+    # Not every OSError: a PermissionError or FileNotFoundError from our own code is a bug.
+    if isinstance(exc, ConnectionError):
         return StoreUnavailable(store, _reason(exc))
     return None
 

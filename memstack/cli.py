@@ -98,7 +98,7 @@ def up(
     appendfsync: Annotated[Optional[str], typer.Option(help="Redis AOF fsync policy: everysec | always")] = None,
     wal_dir: Annotated[Optional[Path], typer.Option(help=f"Postgres WAL archive (default ${WAL_DIR_ENV} or $MEMSTACK_HOME/backups/wal)")] = None,
 ) -> None:
-    """Start the data tier (Redis, Postgres + pgvector, Neo4j); reuse what already runs."""
+    """Start the data tier (Redis, Postgres + pgvector, Neo4j), reusing what already runs, and apply pending migrations."""
     if wal_dir is not None:
         os.environ[WAL_DIR_ENV] = str(wal_dir.resolve())
     for name in with_:
@@ -108,6 +108,8 @@ def up(
     ports = _parse_ports(port)
     chosen = get_backend(backend, appendfsync=appendfsync, ports=ports)
     chosen.up(CORE_SERVICES + tuple(dict.fromkeys(with_)))
+    applied = service.migrate(chosen.endpoints().settings())
+    out.print(f"schema: applied {applied}" if any(applied.values()) else "schema: up to date", highlight=False)
     for name, value in chosen.endpoints().env().items():
         out.print(f"{name}={_redact(value) if 'PASSWORD' not in name else '***'}", highlight=False)
     out.print("credentials: `eval \"$(memstack env)\"`", highlight=False)
@@ -166,7 +168,8 @@ def serve(
     workers: Annotated[int, typer.Option(min=1, help="Processes; Kubernetes scales pods, so 1 per pod")] = 1,
     log_level: Annotated[str, typer.Option(help="debug | info | warning | error")] = "info",
 ) -> None:
-    """Run the memory service in the foreground (configured by the memory_core environment)."""
+    """Run the memory service in the foreground (configured by the memory_core environment; tokens from
+    $MEMSTACK_TOKENS_FILE, else ./tokens as `token create` writes it)."""
     service.serve(host, port, workers, log_level)
 
 
@@ -192,7 +195,7 @@ def token_create(
     file: Annotated[Optional[Path], typer.Option(help=f"Hash file to append to (default: ${service.TOKENS_FILE_ENV} or ./tokens)")] = None,
 ) -> None:
     """Print a new token once; only its hash is appended to the tokens file."""
-    path = file or Path(os.environ.get(service.TOKENS_FILE_ENV) or "tokens")
+    path = file or service.tokens_file()
     token = service.create_token(tenant, path)
     print(token)
     print(f"hash appended to {path}; the token is not stored and will not be shown again", file=sys.stderr)

@@ -42,7 +42,8 @@ def create_app(
     service_settings = service_settings or ServiceSettings()
     tokens = tokens if tokens is not None else TokenTable.load(service_settings)
     if not len(tokens):
-        log.warning("no bearer tokens configured: every /v1 request will get 401")
+        log.warning("no bearer tokens configured (MEMSTACK_TOKENS_FILE, ./tokens or MEMSTACK_TOKENS): every /v1 "
+                    "request will get 401; make one with `memstack token create --tenant NAME`")
     tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer("memory_core.service")
 
     @asynccontextmanager

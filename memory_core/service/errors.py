@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
@@ -18,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Match
 
 from ..errors import (
     Conflict,
@@ -127,10 +129,34 @@ async def _memory_error(request: Request, exc: Exception) -> JSONResponse:
     return _error(status, str(exc), RETRY_AFTER if status == 503 else None)
 
 
+def _allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path. Starlette's 405 names only the methods of
+    the first route matching the path, and FastAPI makes one route per method."""
+    methods: set[str] = set()
+    for route in _routes(request.app.router.routes):
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match != Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return ", ".join(sorted(methods))
+
+
+def _routes(routes: Iterable[BaseRoute]) -> Iterator[BaseRoute]:
+    """The routes, with those of included routers (FastAPI keeps each router whole) spelled out."""
+    for route in routes:
+        included = getattr(route, "original_router", None)
+        if included is not None:
+            yield from _routes(included.routes)
+        else:
+            yield route
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     # Starlette's own (unknown path 404, 405) as well as the routes' FastAPI HTTPExceptions.
     assert isinstance(exc, StarletteHTTPException)
-    return _error(exc.status_code, str(exc.detail), dict(exc.headers) if exc.headers else None)
+    headers = dict(exc.headers) if exc.headers else {}
+    if exc.status_code == 405:
+        headers["Allow"] = _allowed_methods(request)
+    return _error(exc.status_code, str(exc.detail), headers or None)
 
 
 def request_id(request: Request) -> str:

@@ -7,11 +7,10 @@ are the hot path; the others return memory_core's models.
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
 from ..errors import InvalidInput, NotFound
 from ..models import Entity, Fact, FactSource, Goal, GoalStatus, MemoryBundle, Role, Strategy, Turn
@@ -63,8 +62,25 @@ OptionalId = Annotated[str | None, Field(min_length=1, max_length=MAX_ID_CHARS)]
 ItemId = Annotated[str, Field(pattern=r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
 
 
+def _date_time_text(value: object) -> object:
+    # Pydantic would also take a number as seconds since the epoch; the schema promises a string.
+    if isinstance(value, (int, float)):
+        raise ValueError("must be an RFC 3339 date-time string")
+    return value
+
+
+# With its UTC offset: a naive time would be compared against stored times in an unknown zone.
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_date_time_text), Field(strict=False)]
+
+
+# Enum members and date-times arrive as JSON strings: the only fields parsed from text.
+Lax = Field(strict=False)
+
+
 class Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict: a JSON value of the wrong type is refused, never coerced ("1" to 1, 0 to false),
+    # so what the service accepts is what the schema documents.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 def _json(payload: Any, status: int = 200) -> Response:
@@ -94,7 +110,7 @@ class ContextValue(Body):
 
 
 class WorkingTurn(Body):
-    role: Role
+    role: Annotated[Role, Lax]
     content: str = Field(min_length=1)
 
 
@@ -181,7 +197,7 @@ async def get_thoughts(c: Auth, user_id: UserId, conversation_id: ConversationId
 # --- episodic (Postgres, projected to Neo4j) --------------------------------------------------
 
 class EpisodicTurn(Body):
-    role: Role
+    role: Annotated[Role, Lax]
     content: str = Field(min_length=1)
     turn_index: Annotated[int | None, Field(ge=0, lt=2**31)] = None
     token_count: Annotated[int | None, Field(ge=0, lt=2**31)] = None
@@ -218,8 +234,8 @@ class RememberQuery(Body):
     include_semantic: bool = True
     include_procedural: bool = True
     time_window_hours: Annotated[float | None, Field(gt=0, le=MAX_TTL_S / 3600)] = None
-    since: datetime | None = None
-    until: datetime | None = None
+    since: Timestamp | None = None
+    until: Timestamp | None = None
 
 
 @router.post("/remember/{user_id}", response_model=MemoryBundle, tags=["retrieval"])
@@ -249,7 +265,7 @@ class EntityIn(Body):
 
 class FactIn(Body):
     claim: str = Field(min_length=1)
-    source: FactSource = FactSource.EXTRACTION
+    source: Annotated[FactSource, Lax] = FactSource.EXTRACTION
     confidence: Annotated[float, Field(ge=0, le=1)] = 0.8
     entity_ids: list[ItemId] = Field(default_factory=list, max_length=100)
     source_turn_id: ItemId | None = None
@@ -295,14 +311,14 @@ class GoalIn(Body):
     priority: Priority = 3
     parent_goal_id: ItemId | None = None
     blocked_by: list[ItemId] = Field(default_factory=list, max_length=100)
-    deadline: datetime | None = None
+    deadline: Timestamp | None = None
     conversation_id: OptionalId = None
     ttl_seconds: Ttl = None
     space: OptionalId = None
 
 
 class GoalUpdate(Body):
-    status: GoalStatus | None = None
+    status: Annotated[GoalStatus, Lax] | None = None
     priority: Priority | None = None
     parent_goal_id: ItemId | None = None
     blocked_by: list[ItemId] | None = Field(None, max_length=100)

@@ -3,8 +3,9 @@ import uuid
 
 import psycopg
 import pytest
+from pydantic import SecretStr
 
-from memory_core import EmbeddingDimensionMismatch
+from memory_core import AgentMemory, EmbeddingDimensionMismatch, SchemaNotMigrated
 from memory_core.migrations import load, migrate_neo4j, migrate_postgres
 
 TABLES = {"conversations", "conversation_logs", "memory_timeline", "tool_invocations", "tool_stats",
@@ -69,3 +70,18 @@ async def test_neo4j_dimension_mismatch_is_a_clear_error(clients):
     wrong = clients.settings.model_copy(update={"embedding_dim": clients.settings.embedding_dim + 1})
     with pytest.raises(EmbeddingDimensionMismatch, match="Neo4j"):
         await migrate_neo4j(clients.neo4j, wrong)
+
+
+async def test_an_unmigrated_database_is_a_typed_error_naming_the_fix(settings, scratch_schema):
+    schema, _ = scratch_schema
+    url = settings.postgres_url.get_secret_value()
+    # Only the empty schema on the search path: neither the tables nor the vector type exist.
+    bare = f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
+    unmigrated = settings.model_copy(update={"postgres_url": SecretStr(bare)})
+    async with AgentMemory("tenant", "user", "conversation", settings=unmigrated) as memory:
+        with pytest.raises(SchemaNotMigrated, match=r"schema not migrated: run `memstack migrate`"):
+            await memory.store_turn("user", "hello")
+        with pytest.raises(SchemaNotMigrated):
+            await memory.remember("hello")
+        with pytest.raises(SchemaNotMigrated):
+            await memory.add_goal("ship it")

@@ -32,10 +32,15 @@ async def test_streamed_oversize_body_without_length_is_413(api, service_setting
     assert (await api.call("GET", f"{W}/context/k")).status_code == 404
 
 
-async def test_body_just_under_the_limit_is_accepted_or_refused_by_value_size(api, settings):
-    value = "v" * (settings.working_max_value_bytes + 10)
-    r = await api.call("PUT", f"{W}/context/k", json={"value": value})
+async def test_a_value_at_the_value_limit_is_accepted_and_one_byte_more_refused(api, settings):
+    # Stored as JSON: a string of n characters takes n + 2 bytes with its quotes.
+    at_limit = "v" * (settings.working_max_value_bytes - 2)
+    r = await api.call("PUT", f"{W}/context/k", json={"value": at_limit})
+    assert r.status_code == 204, r.text
+    assert (await api.call("GET", f"{W}/context/k")).json() == {"value": at_limit}
+    r = await api.call("PUT", f"{W}/context/k2", json={"value": at_limit + "v"})
     assert r.status_code == 422 and "exceeds" in r.json()["detail"]
+    assert (await api.call("GET", f"{W}/context/k2")).status_code == 404
 
 
 async def test_malformed_json_is_400(api):

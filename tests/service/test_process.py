@@ -3,6 +3,7 @@ and the CLI's token and startup errors."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -127,3 +128,54 @@ def test_migrate_prints_what_it_applied(stack, migrated):
                             env={**os.environ, **stack.env()})
     assert result.returncode == 0, result.stderr
     assert set(json.loads(result.stdout)) == {"postgres", "neo4j"}
+
+
+@contextlib.contextmanager
+def serving_in(cwd, env: dict):
+    """`memstack serve` started in `cwd` with exactly `env`; yields its URL and log path."""
+    port = free_port()
+    log_path = cwd / "serve.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(CLI + ["serve", "--port", str(port)], cwd=cwd, env=env, stdout=log,
+                                   stderr=subprocess.STDOUT)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", process, log_path)
+        yield f"http://127.0.0.1:{port}", log_path
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_serve_reads_the_tokens_file_token_create_wrote_by_default(stack, migrated, tenant_id, tmp_path):
+    """The README's order of commands, with no MEMSTACK_TOKENS_FILE anywhere: the token works."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MEMSTACK_TOKENS_FILE", "MEMSTACK_TOKENS")}
+    created = subprocess.run(CLI + ["token", "create", "--tenant", tenant_id], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=60, check=True)
+    token = created.stdout.strip()
+    assert (tmp_path / "tokens").exists()
+    with serving_in(tmp_path, {**env, **stack.env()}) as (base, log_path):
+        request = urllib.request.Request(f"{base}/v1/users/u/context", headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 200
+    assert "no bearer tokens" not in log_path.read_text()
+
+
+def test_serve_without_tokens_warns_once(stack, migrated, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("MEMSTACK_TOKENS_FILE", "MEMSTACK_TOKENS")}
+    with serving_in(tmp_path, {**env, **stack.env()}) as (base, log_path):
+        status, body = get(f"{base}/v1/users/u/context")
+        assert status == 401 and json.loads(body) == {"detail": "missing bearer token"}
+    warnings = [json.loads(line) for line in log_path.read_text().splitlines()
+                if line.startswith("{") and "no bearer tokens" in line]
+    assert len(warnings) == 1 and warnings[0]["level"] == "warning", warnings
+    assert "memstack token create" in warnings[0]["message"]
+
+
+def test_up_applies_pending_migrations_idempotently(stack, migrated):
+    """`memstack up` on a running stack: nothing to start, the schema is checked and already current."""
+    if stack.home is None:
+        pytest.skip("the external backend has no state directory for `memstack up`")
+    result = subprocess.run(CLI + ["up", "--backend", stack.backend.name], capture_output=True, text=True,
+                            timeout=300, env={**os.environ, "MEMSTACK_HOME": str(stack.home)})
+    assert result.returncode == 0, result.stderr
+    assert "schema: up to date" in result.stdout
