@@ -8,12 +8,22 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from memstack.errors import MemstackError
+
+if TYPE_CHECKING:
+    from memory_core.settings import Settings
 
 SERVICE_PORT = 8080
 WORKER_HEALTH_PORT = 8081
 TOKENS_FILE_ENV = "MEMSTACK_TOKENS_FILE"
+# Where `token create` writes and `serve` reads when MEMSTACK_TOKENS_FILE is not set.
+DEFAULT_TOKENS_FILE = Path("tokens")
+
+
+def tokens_file() -> Path:
+    return Path(os.environ.get(TOKENS_FILE_ENV) or DEFAULT_TOKENS_FILE)
 
 
 def _service_settings():
@@ -43,13 +53,11 @@ def serve(host: str, port: int, workers: int, log_level: str) -> None:
 
     from memory_core.telemetry import setup_json_logging
 
-    count = check_tokens()
+    if not os.environ.get(TOKENS_FILE_ENV) and tokens_file().exists():
+        # The file `token create` wrote by default; the worker processes inherit the variable.
+        os.environ[TOKENS_FILE_ENV] = str(tokens_file().resolve())
+    check_tokens()  # the app itself warns, once, when there is no token
     setup_json_logging(log_level.upper())
-    if count == 0:
-        import logging
-
-        logging.getLogger("memstack").warning(
-            "no tokens in %s or MEMSTACK_TOKENS: every /v1 request will get 401", TOKENS_FILE_ENV)
     uvicorn.run(
         "memory_core.service.app:from_environment", factory=True, host=host, port=port, workers=workers,
         loop="uvloop", http="httptools", lifespan="on", access_log=False, log_config=None, log_level=log_level,
@@ -70,14 +78,21 @@ def worker(host: str, port: int, log_level: str) -> None:
         raise MemstackError(f"worker: {exc}") from None
 
 
-def migrate() -> dict:
-    from memory_core import Settings
+def migrate(settings: Settings | None = None) -> dict[str, list[int]]:
+    """Apply pending migrations (idempotent; concurrent runners wait on a lock); returns what was applied."""
+    from memory_core import EmbeddingDimensionMismatch, Settings, StoreUnavailable
     from memory_core import migrate as run_migrations
+    from memory_core.errors import from_store_exception
 
     try:
-        return asyncio.run(run_migrations(Settings()))
-    except OSError as exc:
-        raise MemstackError(f"migrate: cannot reach a store: {exc}") from None
+        return asyncio.run(run_migrations(settings or Settings()))
+    except EmbeddingDimensionMismatch as exc:
+        raise MemstackError(f"migrate: {exc}") from None
+    except Exception as exc:
+        mapped = from_store_exception(exc, "postgres", "migrate")
+        if isinstance(mapped, StoreUnavailable):
+            raise MemstackError(f"migrate: cannot reach a store: {mapped}") from None
+        raise
 
 
 def create_token(tenant: str, file: Path) -> str:
