@@ -1,5 +1,5 @@
 """Write-path latency: `store_turn` (Postgres row + outbox in one statement, inline Neo4j
-projection, working-memory push) and `learn_fact`. Informational: the issue sets no target.
+projection, working-memory push) and `learn_fact`. Informational: writes have no latency target.
 
     .venv/bin/python -m pytest benchmarks/test_bench_writes.py --benchmark-only -s
 """

@@ -274,7 +274,8 @@ class ScalingPolicy(Model):
 
 
 class Autoscaling(Model):
-    """Seed 000's policy: 3 to 10 pods, CPU 70 %, memory 80 %, fast up, slow down."""
+    """The default policy: 3 to 10 pods, CPU 70 %, memory 80 %; scale up fast, down slowly, so a
+    burst is absorbed at once and a lull does not drop capacity the next burst needs."""
 
     min_replicas: PositiveInt = 3
     max_replicas: PositiveInt = 10

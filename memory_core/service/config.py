@@ -23,7 +23,8 @@ class ServiceSettings(BaseSettings):
     # A backend call that takes longer than this answers 503 naming the store.
     request_timeout_s: float = Field(10.0, gt=0)
     ready_timeout_s: float = Field(1.0, gt=0)
-    # /ready fails when Neo4j is down (the contract). False keeps pods in rotation while
-    # only the graph is down, since working memory and episodic writes keep working then.
+    # /ready fails when Neo4j is down, so that a pod in rotation can answer every route in full
+    # (recall expands through the graph projection). False keeps pods in rotation while only the
+    # graph is down, since working memory and episodic writes keep working then.
     ready_requires_neo4j: bool = True
     graceful_shutdown_s: float = Field(25.0, ge=0)

@@ -3,7 +3,7 @@ procedural and goal stores reuse: visibility, insertion, vector search, shared s
 
 Visibility of a row to a caller (tenant T, user U, agent A):
     tenant_id = T, live (not archived, not expired), and either private to U (`scope = 'u:' || U`)
-    or in a shared space where A holds a read grant (seed 002). Writing into a space needs a
+    or in a shared space where A holds a read grant. Writing into a space needs a
     write grant; only a space's owner grants and revokes.
 """
 from __future__ import annotations

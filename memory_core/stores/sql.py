@@ -5,8 +5,8 @@ from typing import Any
 
 from pgvector import Vector
 
-# Rows a read may return: not archived and not past their TTL (seed 004: expired items are
-# never returned, whether or not the worker has purged them yet).
+# Rows a read may return: not archived and not past their TTL. An expired item is never
+# returned, whether or not the worker has purged it yet, so a TTL is exact to the read.
 LIVE = "NOT archived AND (expires_at IS NULL OR expires_at > now())"
 
 
