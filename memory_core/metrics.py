@@ -13,7 +13,7 @@ import platform
 from importlib import metadata
 from typing import Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Gauge, Histogram, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -26,6 +26,21 @@ HTTP_REQUESTS_IN_FLIGHT = "memstack_http_requests_in_flight"
 BACKEND_OPERATION_DURATION = "memstack_backend_operation_duration_seconds"
 POOL_CONNECTIONS = "memstack_pool_connections"
 BUILD_INFO = "memstack_build_info"
+# Process metrics carry the prefix, so they never mix with an exporter's `process_*` series.
+PROCESS_PREFIX = "memstack"
+PROCESS_CPU_SECONDS = f"{PROCESS_PREFIX}_process_cpu_seconds_total"
+PROCESS_RESIDENT_MEMORY = f"{PROCESS_PREFIX}_process_resident_memory_bytes"
+
+# The worker's: job durations observed as jobs run, the rest read at scrape time (see WorkerGauges).
+WORKER_JOB_DURATION = "memstack_worker_job_duration_seconds"
+OUTBOX_OLDEST_AGE = "memstack_outbox_oldest_row_age_seconds"
+OUTBOX_ROWS = "memstack_outbox_rows"
+REFLECTION_STREAM_LENGTH = "memstack_reflection_stream_length"
+REFLECTION_PENDING = "memstack_reflection_pending_jobs"
+REFLECTION_DEAD_LETTERS = "memstack_reflection_dead_letters"
+STORE_UP = "memstack_store_up"
+# Values of the `task` label of WORKER_JOB_DURATION (not `job`: Prometheus owns that label).
+WORKER_TASKS = ("reflection", "outbox_replay", "decay", "archive", "cleanup")
 
 # Fine at the low end so a 1 ms p99 is readable (the SLO is 10 ms; the aim is far below it).
 LATENCY_BUCKETS = (
@@ -44,6 +59,13 @@ backend_operation_duration = Histogram(
     BACKEND_OPERATION_DURATION, "Duration of memory operations by the store they run on, and outcome",
     ("store", "operation", "outcome"), buckets=LATENCY_BUCKETS, registry=REGISTRY,
 )
+# A job runs from milliseconds (an empty outbox poll) to minutes (a cleanup of a large tenant).
+JOB_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+worker_job_duration = Histogram(
+    WORKER_JOB_DURATION, "Duration of worker jobs by task and outcome (ok | error)",
+    ("task", "outcome"), buckets=JOB_BUCKETS, registry=REGISTRY,
+)
+ProcessCollector(namespace=PROCESS_PREFIX, registry=REGISTRY)
 build_info = Gauge(
     BUILD_INFO, "Always 1; the labels name the running build", ("version", "python"), registry=REGISTRY,
 )
@@ -82,10 +104,65 @@ class PoolCollector(Collector):
 pool_collector = PoolCollector()
 REGISTRY.register(pool_collector)
 
+
+class WorkerGauges(Collector):
+    """The worker's backlog, as its probe server last read it just before a scrape.
+
+    The probe server awaits the reads (a few cheap queries) when /metrics is asked for, then
+    renders: nothing runs on the job path, and a worker that is not scraped pays nothing.
+    A value never read is not exported, rather than exported as a misleading zero."""
+
+    _HELP = {
+        OUTBOX_OLDEST_AGE: "Age of the oldest outbox row not yet projected to the graph (0 when none)",
+        REFLECTION_STREAM_LENGTH: "Entries in the reflection job stream",
+        REFLECTION_PENDING: "Reflection jobs delivered to a worker and not yet acknowledged",
+        REFLECTION_DEAD_LETTERS: "Entries in the reflection dead-letter stream",
+    }
+
+    def __init__(self) -> None:
+        self.values: dict[str, float] = {}
+        self.outbox_rows: dict[str, float] = {}  # state (pending | failed) -> rows
+        self.store_up: dict[str, float] = {}
+
+    def describe(self):
+        return list(self._families())
+
+    def _families(self):
+        for name, help_text in self._HELP.items():
+            yield GaugeMetricFamily(name, help_text)
+        yield GaugeMetricFamily(OUTBOX_ROWS, "Outbox rows by state: pending, or failed (out of attempts)", labels=("state",))
+        yield GaugeMetricFamily(STORE_UP, "1 when the store answered the worker's last check, else 0", labels=("store",))
+
+    def collect(self):
+        for family in self._families():
+            if family.name == OUTBOX_ROWS:
+                for state, value in self.outbox_rows.items():
+                    family.add_metric((state,), value)
+            elif family.name == STORE_UP:
+                for store, value in self.store_up.items():
+                    family.add_metric((store,), value)
+            elif family.name in self.values:
+                family.add_metric((), self.values[family.name])
+            if family.samples:
+                yield family
+
+
+worker_gauges = WorkerGauges()
+REGISTRY.register(worker_gauges)
+
 ALL_METRICS: tuple[str, ...] = (
     HTTP_REQUEST_DURATION,
     HTTP_REQUESTS_IN_FLIGHT,
     BACKEND_OPERATION_DURATION,
     POOL_CONNECTIONS,
     BUILD_INFO,
+    PROCESS_CPU_SECONDS,
+    PROCESS_RESIDENT_MEMORY,
+    WORKER_JOB_DURATION,
+    OUTBOX_OLDEST_AGE,
+    OUTBOX_ROWS,
+    REFLECTION_STREAM_LENGTH,
+    REFLECTION_PENDING,
+    REFLECTION_DEAD_LETTERS,
+    STORE_UP,
 )

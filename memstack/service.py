@@ -66,14 +66,10 @@ def serve(host: str, port: int, workers: int, log_level: str) -> None:
 
 
 def worker(host: str, port: int, log_level: str) -> None:
-    from memory_core.service.worker_probes import serve_worker
-    from memory_core.settings import Settings
-    from memory_core.telemetry import setup_json_logging, setup_tracing
+    from memory_core.worker import run_worker
 
-    setup_json_logging(log_level.upper())
-    setup_tracing("memstack-worker")
     try:
-        asyncio.run(serve_worker(Settings(), host, port))
+        run_worker(host=host, port=port, log_level=log_level)
     except OSError as exc:
         raise MemstackError(f"worker: {exc}") from None
 

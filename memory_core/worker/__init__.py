@@ -1,4 +1,6 @@
-"""The consolidation worker: `run_worker(settings)` or `python -m memory_core.worker`."""
-from .consumer import Worker, run_worker
+"""The consolidation worker: the job loop (`Worker`) and its one entry point (`run_worker`, which
+`memstack worker` and `python -m memory_core.worker` both call)."""
+from .consumer import Worker
+from .probes import run_worker
 
 __all__ = ["Worker", "run_worker"]

@@ -9,13 +9,15 @@ import logging
 import os
 import signal
 import socket
+import time
+from contextlib import contextmanager
 from typing import Awaitable, Callable
 
 from redis.exceptions import ResponseError
 
+from .. import metrics
 from ..clients import MemoryClients
 from ..stores.graph import GRAPH_UNAVAILABLE
-from ..settings import Settings
 from . import jobs
 from .lease import Lease
 
@@ -26,6 +28,18 @@ PERIODIC_JOBS: dict[str, Callable[[MemoryClients, str | None], Awaitable[object]
     "archive": jobs.archive_old_conversations,
     "cleanup": jobs.cleanup,
 }
+
+
+@contextmanager
+def timed(task: str):
+    """Observe one run of `task` in the job-duration histogram, with its outcome."""
+    started = time.perf_counter()
+    outcome = "error"
+    try:
+        yield
+        outcome = "ok"
+    finally:
+        metrics.worker_job_duration.labels(task=task, outcome=outcome).observe(time.perf_counter() - started)
 
 
 class Worker:
@@ -75,7 +89,8 @@ class Worker:
                 continue
             try:
                 fields = {k.decode(): v.decode() for k, v in raw.items()}
-                await jobs.process_reflection(self.clients, fields)
+                with timed("reflection"):
+                    await jobs.process_reflection(self.clients, fields)
             except Exception:
                 log.exception("reflection job %s failed; it will be retried", message_id)
                 continue
@@ -111,7 +126,8 @@ class Worker:
             try:
                 if not force and await redis.exists(done_key):
                     continue
-                results[name] = await job(self.clients, self.only_tenant)
+                with timed(name):
+                    results[name] = await job(self.clients, self.only_tenant)
                 await redis.set(done_key, "1", px=interval_ms)
                 log.info("periodic job %s: %s", name, results[name])
             finally:
@@ -125,7 +141,8 @@ class Worker:
             try:
                 await self.process_reflections()
                 if not self.stopping.is_set():
-                    await jobs.replay_outbox(self.clients, stop=self.stopping)
+                    with timed("outbox_replay"):
+                        await jobs.replay_outbox(self.clients, stop=self.stopping)
                 if not self.stopping.is_set():
                     await self.run_periodic()
             except GRAPH_UNAVAILABLE as exc:
@@ -158,15 +175,3 @@ class Worker:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
 
-
-async def serve(settings: Settings) -> None:
-    async with await MemoryClients.connect(settings) as clients:
-        worker = Worker(clients)
-        worker.install_signal_handlers()
-        await worker.run()
-
-
-def run_worker(settings: Settings | None = None) -> None:
-    """Entry point for `memstack worker` and `python -m memory_core.worker`."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(serve(settings or Settings()))

@@ -1,5 +1,16 @@
-"""The local stack: one data tier (Redis, Postgres + pgvector, Neo4j, optional Prometheus)
-behind one interface, run as local processes, as containers, or reached as external servers."""
-from memstack.local.backend import BACKENDS, CORE_SERVICES, SERVICES, Backend, Endpoints, ServiceStatus, get_backend
+"""The local stack: one data tier (Redis, Postgres + pgvector, Neo4j, optional Prometheus with
+the store exporters, optional Jaeger) behind one interface, run as local processes, as
+containers, or reached as external servers. The backends are registered here, so that
+`backend` (the interface) never imports them."""
+from memstack.local.backend import (
+    BACKENDS, CORE_SERVICES, SERVICES, Backend, Endpoints, ServiceStatus, get_backend, register_backend,
+)
+from memstack.local.containers import ContainersBackend
+from memstack.local.external import ExternalBackend
+from memstack.local.process import ProcessBackend
+
+register_backend("process", ProcessBackend)
+register_backend("containers", ContainersBackend)
+register_backend("external", ExternalBackend, runs_services=False)
 
 __all__ = ["BACKENDS", "CORE_SERVICES", "SERVICES", "Backend", "Endpoints", "ServiceStatus", "get_backend"]

@@ -1,11 +1,14 @@
 """The one interface to a data tier, whichever way it runs: local processes, containers, or
-servers that already exist. The CLI and the test fixtures both go through it."""
+servers that already exist. The CLI and the test fixtures both go through it.
+
+This module imports none of the backends: each is registered with `register_backend` by the
+package (`memstack/local/__init__.py`), so the interface sits below its implementations."""
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol
 
 from memory_core.settings import Settings
 from memstack.errors import MemstackError
@@ -13,8 +16,23 @@ from memstack.errors import MemstackError
 BACKEND_ENV = "MEMSTACK_BACKEND"
 BACKENDS = ("process", "containers", "external")
 CORE_SERVICES = ("redis", "postgres", "neo4j")
-OPTIONAL_SERVICES = ("prometheus",)
-SERVICES = CORE_SERVICES + OPTIONAL_SERVICES
+# What `--with` adds. Prometheus brings the store exporters along (COMPANIONS).
+OPTIONAL_SERVICES = ("prometheus", "jaeger")
+COMPANIONS = {"prometheus": ("redis-exporter", "postgres-exporter")}
+# The data tier with its metrics: what the test fixture brings up.
+SERVICES = CORE_SERVICES + COMPANIONS["prometheus"] + ("prometheus",)
+# Every service a stack may run, in start order (stopped in reverse).
+ALL_SERVICES = SERVICES + ("jaeger",)
+
+
+def with_companions(services: tuple[str, ...]) -> tuple[str, ...]:
+    """`services` in start order, each optional one preceded by the companions it brings."""
+    out: list[str] = []
+    for name in services:
+        out += [c for c in COMPANIONS.get(name, ()) if c not in out]
+        if name not in out:
+            out.append(name)
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -73,10 +91,23 @@ class Backend(Protocol):
         """Restart one service on its existing data and wait until it answers."""
 
 
-def check_service(service: str, allowed: tuple[str, ...] = SERVICES) -> str:
+def check_service(service: str, allowed: tuple[str, ...] = ALL_SERVICES) -> str:
     if service not in allowed:
         raise MemstackError(f"unknown service {service!r}: choose one of {', '.join(allowed)}")
     return service
+
+
+@dataclass(frozen=True)
+class _Registered:
+    factory: Callable[..., Backend]
+    runs_services: bool  # False: it only connects, so home, appendfsync and ports do not apply
+
+
+_BACKENDS: dict[str, _Registered] = {}
+
+
+def register_backend(name: str, factory: Callable[..., Backend], *, runs_services: bool = True) -> None:
+    _BACKENDS[name] = _Registered(factory, runs_services)
 
 
 def get_backend(
@@ -88,18 +119,11 @@ def get_backend(
 ) -> Backend:
     """The backend named by `name`, else $MEMSTACK_BACKEND, else `process`."""
     chosen = name or os.environ.get(BACKEND_ENV) or "process"
-    if chosen == "process":
-        from memstack.local.process import ProcessBackend
-
-        return ProcessBackend(home, appendfsync=appendfsync, ports=ports)
-    if chosen == "containers":
-        from memstack.local.containers import ContainersBackend
-
-        return ContainersBackend(home, appendfsync=appendfsync, ports=ports)
-    if chosen == "external":
+    entry = _BACKENDS.get(chosen)
+    if entry is None:
+        raise MemstackError(f"unknown backend {chosen!r}: choose one of {', '.join(BACKENDS)}")
+    if not entry.runs_services:
         if appendfsync or ports:
-            raise MemstackError("--appendfsync and --port do not apply to the external backend: it only connects")
-        from memstack.local.external import ExternalBackend
-
-        return ExternalBackend()
-    raise MemstackError(f"unknown backend {chosen!r}: choose one of {', '.join(BACKENDS)}")
+            raise MemstackError(f"--appendfsync and --port do not apply to the {chosen} backend: it only connects")
+        return entry.factory()
+    return entry.factory(home, appendfsync=appendfsync, ports=ports)

@@ -2,23 +2,43 @@
 which Prometheus re-reads on change: later components drop a JSON file there to be scraped."""
 from __future__ import annotations
 
+import json
+import os
 import shutil
-import urllib.error
-import urllib.request
+from pathlib import Path
 
 from memstack.errors import MemstackError
+from memstack.local.http_probe import http_ok
 from memstack.local.processes import Launch
 from memstack.local.service import ContainerSpec, LocalService
 
 SCRAPE_INTERVAL = "5s"
+TARGETS_DIR = Path("prometheus") / "targets"  # under the stack's home
+# The kit's recording and alerting rules, evaluated locally as on Kubernetes (dashboards read
+# the recording rules).
+RULES_DIR = Path(__file__).resolve().parents[2] / "dashboards" / "alerts"
+
+
+def register_target(home: Path, name: str, address: str, job: str | None = None) -> Path:
+    """Have the stack's Prometheus scrape `address` (host:port, path /metrics) as `job`.
+
+    Prometheus re-reads the directory on change, so this works whether it runs yet or not; the
+    file is written whole and renamed, so Prometheus never reads half of it."""
+    directory = home / TARGETS_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps([{"targets": [address], "labels": {"job": job or name}}]))
+    os.replace(tmp, path)
+    return path
+
+
+def unregister_target(home: Path, name: str) -> None:
+    (home / TARGETS_DIR / f"{name}.json").unlink(missing_ok=True)
 
 
 def probe(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as resp:
-            return resp.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
+    return http_ok(f"{url}/-/ready")
 
 
 class PrometheusServer(LocalService):
@@ -27,7 +47,7 @@ class PrometheusServer(LocalService):
 
     @property
     def targets_dir(self):
-        return self.data_dir / "targets"
+        return self.home / TARGETS_DIR
 
     def check_prerequisites(self) -> None:
         if shutil.which("prometheus") is None:
@@ -41,6 +61,7 @@ class PrometheusServer(LocalService):
                     "global:",
                     f"  scrape_interval: {SCRAPE_INTERVAL}",
                     f"  evaluation_interval: {SCRAPE_INTERVAL}",
+                    *(["rule_files:", f"  - '{RULES_DIR}/*.yaml'"] if RULES_DIR.is_dir() else []),
                     "scrape_configs:",
                     "  - job_name: memstack",
                     "    file_sd_configs:",

@@ -1,0 +1,4 @@
+from .build import write
+
+for path in write():
+    print(f"wrote {path}")
