@@ -52,6 +52,21 @@ def archive_end(wal_dir: Path) -> datetime | None:
     return datetime.fromtimestamp(max(times), timezone.utc) if times else None
 
 
+def flush_archive(stack: LocalStack, timeout_s: float = 60) -> None:
+    """Close the current WAL segment and wait until the archiver has it."""
+    with stack.admin() as conn:
+        (segment,) = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()
+        deadline = time.monotonic() + timeout_s
+        while True:
+            last, failed = conn.execute("SELECT last_archived_wal, last_failed_wal FROM pg_stat_archiver").fetchone()
+            if last is not None and last[8:] >= segment[8:]:
+                return
+            if time.monotonic() > deadline:
+                raise MemstackError(f"postgres did not archive WAL segment {segment} within {timeout_s:.0f}s "
+                                    f"(last archived {last}, last failed {failed}); see its log")
+            time.sleep(0.1)
+
+
 def coverage(manifest: dict[str, Any], wal_dir: Path) -> tuple[datetime, datetime]:
     start = datetime.fromisoformat(manifest["postgres"]["consistent_at"])
     end = archive_end(wal_dir)
@@ -156,15 +171,20 @@ def restore(
     sets_dir = sets_dir or sets.default_sets_dir(stack.home)
     manifest = sets.load(sets_dir, backup_id)
     set_root = sets.set_path(sets_dir, backup_id)
-    wal_source = wal_source or stack.postgres().wal_dir
+    # Resolved: the restore command runs as the Postgres system user, which may not be able to
+    # pass through the home to a symlink in it.
+    wal_source = (wal_source or stack.postgres().wal_dir).resolve()
+    running = stack.running()
+    if running and not force:
+        raise MemstackError(f"{', '.join(running)} running in {stack.home}; stop the stack (`memstack down`) or pass --force")
+    if "postgres" in running:
+        # A live Postgres still holds WAL the archive lacks: archive it before stopping.
+        flush_archive(stack)
     if to_time is not None:
         start, end = coverage(manifest, wal_source)
         if not start <= to_time <= end:
             raise MemstackError(f"--to-time {to_time.isoformat()} is outside what backup {backup_id} and the WAL archive "
                                 f"cover: {start.isoformat()} to {end.isoformat()}")
-    running = stack.running()
-    if running and not force:
-        raise MemstackError(f"{', '.join(running)} running in {stack.home}; stop the stack (`memstack down`) or pass --force")
     sets.check_files(sets_dir, manifest)
 
     clock = time.monotonic()

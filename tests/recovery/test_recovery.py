@@ -1,0 +1,158 @@
+"""Backups, point-in-time restores, refusals and the drill, on a real local stack.
+
+The tests of one module share one stack and run in order: refusals and verification first
+(they leave the stack as it was), then the point-in-time restore, then the drill.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+
+import pytest
+from neo4j import GraphDatabase
+
+from memory_core import AgentMemory, migrate
+from memstack.local.neo4j_server import USER as NEO4J_USER
+from memstack.recovery.restore import flush_archive
+from memstack.recovery.stack import LocalStack
+
+pytestmark = pytest.mark.slow
+CLI = [sys.executable, "-c", "from memstack.cli import main; main()"]
+
+
+def memstack(stack: LocalStack, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("MEMSTACK_BACKUP_DIR", "MEMSTACK_WAL_DIR")}
+    env["MEMSTACK_HOME"] = str(stack.home)
+    return subprocess.run([*CLI, *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _backup(stack: LocalStack, *args: str) -> str:
+    result = memstack(stack, "backup", *args)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().splitlines()[-1]
+
+
+def _refused(result, words: str) -> None:
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and words in lines[0], lines
+
+
+def _store_turns(stack: LocalStack, tenant: str, contents: list[str], pause_s: float = 0) -> list[datetime]:
+    """Store each turn; returns the time right after each was acknowledged."""
+
+    async def run() -> list[datetime]:
+        times = []
+        async with AgentMemory(tenant, "u1", "c1", settings=stack.backend.endpoints().settings()) as memory:
+            for content in contents:
+                await memory.store_turn("user", content)
+                times.append(datetime.now(timezone.utc))
+                time.sleep(pause_s)
+        return times
+
+    return asyncio.run(run())
+
+
+def _turns(stack: LocalStack, tenant: str) -> tuple[set[str], set[str]]:
+    """Turn contents of `tenant` in Postgres and in Neo4j."""
+    with stack.admin() as conn:
+        pg = {r[0] for r in conn.execute("SELECT content FROM conversation_logs WHERE tenant_id = %s", (tenant,))}
+    state = stack.state()
+    with GraphDatabase.driver(state.services["neo4j"].url, auth=(NEO4J_USER, state.credentials.neo4j_password)) as d:
+        records, _, _ = d.execute_query("MATCH (t:Turn {tenant_id: $t}) RETURN t.content_preview AS c", t=tenant)
+    return pg, {r["c"] for r in records}
+
+
+@pytest.fixture(scope="module")
+def migrated(dr_stack: LocalStack) -> LocalStack:
+    asyncio.run(migrate(dr_stack.backend.endpoints().settings()))
+    return dr_stack
+
+
+@pytest.fixture(scope="module")
+def backup_id(migrated: LocalStack) -> str:
+    _store_turns(migrated, "t-base", [f"before the backup {i}" for i in range(5)])
+    return _backup(migrated)
+
+
+def test_backup_manifest_names_every_file_and_position(migrated, backup_id):
+    result = memstack(migrated, "backup", "list")
+    assert result.returncode == 0 and backup_id in result.stdout
+    manifest = json.loads((migrated.home / "backups" / "sets" / backup_id / "manifest.json").read_text())
+    paths = {f["path"] for f in manifest["files"]}
+    assert {"postgres/base.tar", "postgres/pg_wal.tar", "redis/dump.rdb"} <= paths
+    assert all(len(f["sha256"]) == 64 and f["bytes"] > 0 for f in manifest["files"] if f["path"].endswith((".tar", ".rdb")))
+    assert manifest["postgres"]["stop_lsn"] and manifest["postgres"]["rows_after"]["conversation_logs"] >= 5
+    assert manifest["neo4j"]["method"] == "rebuild-from-postgres" and manifest["neo4j"]["last_outbox_id"] >= 5
+    assert manifest["redis"]["last_save"]
+
+
+def test_refusals(migrated, backup_id):
+    _refused(memstack(migrated, "restore", "no-such-backup", "--force"), "unknown backup id")
+    _refused(memstack(migrated, "restore", backup_id), "running")
+    _refused(memstack(migrated, "restore", backup_id, "--force", "--to-time", "2000-01-01T00:00:00Z"), "outside")
+    _refused(memstack(migrated, "restore", backup_id, "--force", "--to-time", "2999-01-01T00:00:00Z"), "outside")
+    _refused(memstack(migrated, "restore", backup_id, "--to-time", "yesterday", "--force"), "ISO 8601")
+    # Nothing was touched: the stack still runs on its data.
+    assert migrated.running() == ["redis", "postgres", "neo4j"]
+    assert not (migrated.home / "attic").exists()
+
+
+def test_verify_passes_a_good_set_and_catches_a_corrupt_one(migrated, backup_id, tmp_path):
+    result = memstack(migrated, "backup", "verify", backup_id)
+    assert result.returncode == 0, result.stderr
+    assert f"backup {backup_id} verified" in result.stdout
+
+    other = tmp_path / "sets"
+    corrupt = _backup(migrated, "--to", str(other))
+    with open(other / corrupt / "redis" / "dump.rdb", "r+b") as f:
+        f.seek(10)
+        byte = f.read(1)
+        f.seek(10)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    _refused(memstack(migrated, "backup", "verify", corrupt, "--dir", str(other)), "checksum mismatch in redis/dump.rdb")
+    _refused(memstack(migrated, "restore", corrupt, "--force", "--dir", str(other)), "checksum mismatch in redis/dump.rdb")
+    assert migrated.running() == ["redis", "postgres", "neo4j"]
+
+
+def test_point_in_time_restore_between_two_marked_writes(migrated, backup_id):
+    tenant = "t-pitr"
+    (first_at,) = _store_turns(migrated, tenant, ["first marked write"])
+    time.sleep(1.0)
+    target = datetime.now(timezone.utc)
+    time.sleep(1.0)
+    _store_turns(migrated, tenant, ["second marked write"])
+    flush_archive(migrated)
+    assert first_at < target
+    assert _turns(migrated, tenant) == ({"first marked write", "second marked write"},) * 2
+
+    result = memstack(migrated, "restore", backup_id, "--to-time", target.isoformat(), "--force")
+    assert result.returncode == 0, result.stderr
+    pg, graph = _turns(migrated, tenant)
+    assert pg == {"first marked write"}
+    assert graph == pg
+    # The data dirs it replaced were moved aside, not deleted.
+    assert any((d / "postgres").is_dir() for d in (migrated.home / "attic").iterdir())
+
+
+@pytest.mark.timeout(1200)
+def test_drill_passes(migrated, tmp_path):
+    report = tmp_path / "drill.json"
+    result = memstack(migrated, "drill", "--writes", "1000", "--rounds", "2", "--json", str(report), timeout=1200)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    results = json.loads(report.read_text())
+    assert results["passed"] and len(results["rounds"]) == 2
+    for r in results["rounds"]:
+        stores = r["stores"]
+        assert stores["postgres"]["acknowledged"] >= 600 and stores["redis"]["acknowledged"] >= 300
+        assert stores["neo4j"]["present"] == stores["postgres"]["present"]
+        assert all(row["duplicated"] == 0 for row in stores.values())
+    # The second round backed up and restored the stack the first one restored.
+    assert results["rounds"][1]["backup_id"] != results["rounds"][0]["backup_id"]
+    for store in ("postgres", "redis", "neo4j"):
+        assert store in result.stdout
