@@ -7,9 +7,9 @@ NEO4J_LAUNCHER := tools/neo4j-local
 NEO4J_STAMP := $(NEO4J_LAUNCHER)/target/.built
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps python-deps neo4j-launcher checkov test bench demo down clean
+.PHONY: setup system-deps python-deps neo4j-launcher checkov jaeger test bench demo down clean
 
-setup: system-deps python-deps neo4j-launcher checkov
+setup: system-deps python-deps neo4j-launcher checkov jaeger
 
 # Redis, Prometheus and Chromium (the capacity report's screenshot test) from Debian; Java and
 # Maven must already be there (the launcher checks).
@@ -17,6 +17,8 @@ system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
+	command -v prometheus-redis-exporter >/dev/null || missing="$$missing prometheus-redis-exporter"; \
+	command -v prometheus-postgres-exporter >/dev/null || missing="$$missing prometheus-postgres-exporter"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
@@ -54,6 +56,17 @@ $(NEO4J_STAMP): $(NEO4J_LAUNCHER)/pom.xml $(shell find $(NEO4J_LAUNCHER)/src -na
 	@mvn -q -B -f $(NEO4J_LAUNCHER)/pom.xml -DskipTests package
 	@touch $@
 
+# Jaeger v2 for `memstack up --with jaeger`, built from the Go module proxy (a cold build takes
+# about 8 minutes on 2 cores; Go caches the modules and the build, and the binary is kept).
+JAEGER_DIR := tools/jaeger
+JAEGER_BIN := $(JAEGER_DIR)/bin/jaeger
+jaeger: $(JAEGER_BIN)
+
+$(JAEGER_BIN): $(JAEGER_DIR)/go.mod $(JAEGER_DIR)/go.sum
+	@command -v go >/dev/null || { echo "missing: go (1.24+) to build Jaeger; install it from https://go.dev/dl" >&2; exit 2; }
+	@echo "building Jaeger v2 from the Go module proxy (first run: several minutes)"
+	@cd $(JAEGER_DIR) && go build -o bin/jaeger github.com/jaegertracing/jaeger/cmd/jaeger
+
 # pytest exits 5 when it collects nothing: that is a failure here, never a pass.
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -72,4 +85,4 @@ down:
 	@test -x $(BIN)/memstack && $(BIN)/memstack down || true
 
 clean: down
-	rm -rf .memstack $(NEO4J_LAUNCHER)/target
+	rm -rf .memstack $(NEO4J_LAUNCHER)/target $(JAEGER_DIR)/bin
