@@ -149,14 +149,19 @@ def test_summary_fails_when_requests_leave_behind_schedule():
 def test_summary_fails_below_95_percent_of_the_offered_rate_and_counts_drops():
     import slo
 
-    served = _entry("working:read GET context/{key}", [1] * 950)
-    summary = slo.summarize([served], 10.0, 10.0, 0.001, offered_rps=100)
-    assert summary["passed"] and summary["generator"]["achieved_rps"] == 95.0
-    summary = slo.summarize([served], 10.0, 10.0, 0.001, offered_rps=101)
-    assert summary["violations"] == ["achieved 95 req/s < 95% of the offered 101 req/s"]
+    served = _entry("working:read GET context/{key}", [1] * 3800)
+    summary = slo.summarize([served], 10.0, 10.0, 0.001, offered_rps=400)
+    assert summary["passed"] and summary["generator"]["achieved_rps"] == 380.0
+    summary = slo.summarize([served], 10.0, 10.0, 0.001, offered_rps=401)
+    assert summary["violations"] == ["achieved 380 req/s < 95% of the offered 401 req/s"]
+    # Few requests: Poisson chance allows 3 standard deviations below the expected count.
+    assert slo.min_sent(20, 10) == 200 - 3 * 200 ** 0.5 and slo.min_sent(400, 10) == 3800
+    few = _entry("working:read GET context/{key}", [1] * 170)
+    assert slo.summarize([few], 10.0, 10.0, 0.001, offered_rps=20)["passed"]
+    assert not slo.summarize([few], 10.0, 10.0, 0.001, offered_rps=22)["passed"]
     # Dropped sends: failures, and not part of the achieved rate.
-    dropped = _entry(slo.DROPPED_NAME, [], failures=50)
-    summary = slo.summarize([served, dropped], 10.0, 10.0, 0.001, offered_rps=100)
-    assert summary["generator"]["achieved_rps"] == 95.0
-    assert summary["total"]["failures"] == 50 and summary["groups"]["dropped"]["failures"] == 50
-    assert summary["violations"] == [f"failure ratio {50 / 1000:.4%} > {0.001:.4%}"]
+    dropped = _entry(slo.DROPPED_NAME, [], failures=200)
+    summary = slo.summarize([served, dropped], 10.0, 10.0, 0.001, offered_rps=400)
+    assert summary["generator"]["achieved_rps"] == 380.0
+    assert summary["total"]["failures"] == 200 and summary["groups"]["dropped"]["failures"] == 200
+    assert summary["violations"] == [f"failure ratio {200 / 4000:.4%} > {0.001:.4%}"]
