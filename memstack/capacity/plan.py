@@ -17,6 +17,7 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 from memstack.errors import MemstackError
 
@@ -89,15 +90,30 @@ def read_stack(path: Path):
     return document
 
 
-def stack_config(document):
-    """The typed stack settings (defaults filled in) of a stack file's document."""
-    _infra_importable()
-    from infra.config import ConfigError, load_config, raw_project_config
+# The stack-file sections the plan reads and writes, and their models in infra/config.py.
+SECTIONS = {"memoryService": ("memory_service", "MemoryService"), "postgres": ("postgres", "Postgres"),
+            "neo4j": ("neo4j", "Neo4j"), "redis": ("redis", "Redis")}
 
-    try:
-        return load_config(raw_project_config(dict(document.get("config") or {})))
-    except ConfigError as exc:
-        raise MemstackError(f"stack file: {exc}") from None
+
+def stack_config(document) -> SimpleNamespace:
+    """The sections of a stack document the plan uses, each checked by its own model of the
+    Pulumi program's config (defaults filled in). Stack-wide rules (an image that CI sets at
+    deploy time, backups that prod requires) are the deployment's to enforce, not the plan's."""
+    _infra_importable()
+    from pydantic import ValidationError
+
+    import infra.config as stack_model
+
+    raw = stack_model.raw_project_config(dict(document.get("config") or {}))
+    sections = {}
+    for key, (attribute, model) in SECTIONS.items():
+        try:
+            sections[attribute] = getattr(stack_model, model).model_validate(raw.get(key) or {})
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where = ".".join(str(part) for part in (key, *error["loc"]))
+            raise MemstackError(f"stack file: memstack:{where}: {error['msg']}") from None
+    return SimpleNamespace(**sections)
 
 
 def _infra_importable() -> None:

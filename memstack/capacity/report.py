@@ -20,7 +20,11 @@ COMPONENTS = ("service", "redis", "postgres", "neo4j")
 GI = 2**30
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig, ax, path: Path, title: str, xlabel: str, ylabel: str, legend_size: int = 7) -> Path:
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=legend_size)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -46,11 +50,9 @@ def plot_throughput(measurement: dict, path: Path) -> Path:
                     label=f"{profile}: USL σ={fit['sigma']:.3g} κ={fit['kappa']:.2g} λ={fit['lam']:.3g}")
             if show_peak:
                 ax.axvline(peak, color=points.get_color(), linestyle=":", label=f"{profile}: N*={peak:.1f}")
-    ax.set_xlabel(f"concurrency ({'users' if measurement['step_by'] == 'users' else 'requests in flight'})")
-    ax.set_ylabel("throughput (req/s)")
-    ax.set_title("Throughput against concurrency, one service process")
-    ax.legend(fontsize=7)
-    return _save(fig, path)
+    return _save(fig, ax, path, "Throughput against concurrency, one service process",
+                 f"concurrency ({'users' if measurement['step_by'] == 'users' else 'requests in flight'})",
+                 "throughput (req/s)")
 
 
 def plot_latency(measurement: dict, path: Path) -> Path:
@@ -62,11 +64,8 @@ def plot_latency(measurement: dict, path: Path) -> Path:
             ax.plot(load, [s["working"][q] for s in steps], style, marker=".", label=f"{profile} {q[:3]}")
     slo = measurement["slo"]["working_p99_ms"]
     ax.axhline(slo, color="red", label=f"SLO: p99 {slo:g} ms")
-    ax.set_xlabel("offered load (req/s; achieved when stepping users)")
-    ax.set_ylabel("working-memory latency (ms)")
-    ax.set_title("Working-memory latency against load")
-    ax.legend(fontsize=7)
-    return _save(fig, path)
+    return _save(fig, ax, path, "Working-memory latency against load",
+                 "offered load (req/s; achieved when stepping users)", "working-memory latency (ms)")
 
 
 def plot_cpu(measurement: dict, path: Path) -> Path:
@@ -78,10 +77,8 @@ def plot_cpu(measurement: dict, path: Path) -> Path:
         values = [(cpu.get(c) or 0) * 1000 for c in COMPONENTS]
         ax.bar(np.arange(len(COMPONENTS)) + i * width, values, width, label=profile)
     ax.set_xticks(np.arange(len(COMPONENTS)) + width * (len(profiles) - 1) / 2, COMPONENTS)
-    ax.set_ylabel("CPU ms per request")
-    ax.set_title("CPU per request per component, at the per-pod SLO throughput")
-    ax.legend()
-    return _save(fig, path)
+    return _save(fig, ax, path, "CPU per request per component, at the per-pod SLO throughput", "component",
+                 "CPU ms per request", legend_size=10)
 
 
 def plot_storage(plan: dict, path: Path) -> Path:
@@ -92,13 +89,9 @@ def plot_storage(plan: dict, path: Path) -> Path:
         line = ax.plot(days, [r[f"{store}_disk"] / GI for r in series], label=f"{store} disk")[0]
         ax.axhline(plan["stores"][store]["volume"] / GI, color=line.get_color(), linestyle="--",
                    label=f"{store} volume {plan['stores'][store]['volume'] / GI:g} Gi")
-    ax.set_xlabel("days from today")
-    ax.set_ylabel("GiB")
     ax.set_yscale("log")
     ax.set_ylim(bottom=1e-3)
-    ax.set_title("Storage growth per store against the stack's volume sizes")
-    ax.legend(fontsize=7)
-    return _save(fig, path)
+    return _save(fig, ax, path, "Storage growth per store against the stack's volume sizes", "days from today", "GiB")
 
 
 def benchmark_rows(results: Path) -> list[dict]:

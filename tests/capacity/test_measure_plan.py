@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -152,11 +153,18 @@ def test_write_refuses_an_unparsable_stack_file_and_leaves_it_whole(workdir, run
 
 def test_report_page_renders_in_a_headless_browser(workdir, run_env, tmp_path):
     work, results = workdir
-    run = _cli(["capacity", "report", "--measurement", str(results)], run_env, work)
+    benchmarks = tmp_path / "benchmarks.json"
+    benchmarks.write_text(json.dumps({"working_memory": {
+        "get_working_context_key": {"p50_ms": 0.2, "p95_ms": 0.5, "p99_ms": 0.9, "target": "p99 <= 2x floor",
+                                    "passed": True},
+        "push_thought": {"p50_ms": 0.3, "p95_ms": 0.8, "p99_ms": 3.1, "target": "p99 <= 2x floor", "passed": False}}}))
+    run = _cli(["capacity", "report", "--measurement", str(results), "--benchmarks", str(benchmarks)], run_env, work)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     page = results / "report.html"
     text = page.read_text()
     assert "working profile" in text and "Proposed stack keys" in text and text.count("data:image/png;base64,") == 4
+    assert re.search(r"<td>get_working_context_key</td>(<td>[^<]*</td>)*<td>pass</td></tr>", text)
+    assert re.search(r"<td>push_thought</td>(<td>[^<]*</td>)*<td>FAIL</td></tr>", text)
     for name in ("throughput", "latency", "cpu", "storage"):
         assert (results / f"{name}.png").stat().st_size > 5000
     chromium = shutil.which("chromium")

@@ -98,3 +98,14 @@ def test_no_passing_step_and_bad_inputs_are_refused():
         planner.plan(planner.PlanInputs(peak_rps=100, profile="working"), _measurement(), None, _local())
     with pytest.raises(MemstackError, match="--target-utilisation"):
         planner.PlanInputs(peak_rps=100, target_utilisation=1.5).check()
+
+
+def test_a_section_the_plan_uses_is_checked_by_the_stack_model(tmp_path):
+    path = tmp_path / "Pulumi.bad.yaml"
+    path.write_text("config:\n  memstack:redis:\n    maxMemory: lots\n")
+    with pytest.raises(MemstackError, match="memstack:redis.maxMemory: .*not a Kubernetes quantity"):
+        planner.plan(planner.PlanInputs(peak_rps=100), _measurement(), None, planner.read_stack(path))
+    text = path.read_text()
+    with pytest.raises(MemstackError):
+        planner.write_stack(path, {"redis.storageSize": "2Gi"})
+    assert path.read_text() == text
