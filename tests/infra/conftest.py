@@ -34,6 +34,8 @@ DEPLOY_INPUTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
              (f"memstack:memoryService={json.dumps({'image': RELEASED_IMAGE})}",)),
     "local": ((), ()),
 }
+# A second production stack: the standby region (a Postgres replica cluster and nothing that writes).
+DEPLOY_INPUTS["prod-dr"] = DEPLOY_INPUTS["prod"]
 # API groups served by Kubernetes itself; everything else under `kubernetes:` is a custom resource.
 CORE_GROUPS = {"core", "apps", "batch", "autoscaling", "policy", "networking.k8s.io", "rbac.authorization.k8s.io"}
 RUN_TIMEOUT_SECONDS = 90

@@ -27,15 +27,16 @@ def error_for(values: dict) -> str:
     return message
 
 
-def test_there_are_exactly_the_four_stacks():
-    assert [p.name for p in STACK_FILES] == ["Pulumi.dev.yaml", "Pulumi.local.yaml", "Pulumi.prod.yaml",
-                                             "Pulumi.staging.yaml"]
+def test_there_are_exactly_the_five_stacks():
+    assert [p.name for p in STACK_FILES] == ["Pulumi.dev.yaml", "Pulumi.local.yaml", "Pulumi.prod-dr.yaml",
+                                             "Pulumi.prod.yaml", "Pulumi.staging.yaml"]
 
 
-@pytest.mark.parametrize("stack", ["dev", "staging", "prod", "local"])
+@pytest.mark.parametrize("stack", ["dev", "staging", "prod", "local", "prod-dr"])
 def test_every_stack_file_loads_and_names_its_environment(stack):
     cfg = load_config(stack_values(stack))
-    assert cfg.environment == stack
+    assert cfg.environment == stack.removesuffix("-dr")
+    assert cfg.standby is (stack == "prod-dr")
 
 
 def test_project_file_points_at_the_program():
