@@ -1,6 +1,7 @@
 """The stores: Redis and Postgres from their exporters (CloudNativePG's metrics on Kubernetes,
-postgres_exporter locally: each Postgres query reads whichever is there), and Neo4j from the
-service's own backend histograms, since Neo4j Community has no Prometheus endpoint."""
+postgres_exporter locally: each Postgres query reads whichever is there), and Neo4j from our own
+backend histograms (the service's operations, the worker's round trips), since Neo4j Community
+has no Prometheus endpoint."""
 from __future__ import annotations
 
 from memory_core import metrics as m
@@ -60,7 +61,9 @@ def build():
          "{{datname}}"), width=8))
     board = board.with_row(row("Neo4j and every store, from the service"))
     board = board.with_panel(graph(
-        "Neo4j operation latency p99", "p99 of memory operations that run on Neo4j, by operation.", "s",
+        "Neo4j operation latency p99",
+        "p99 of operations on Neo4j by operation, as the service and the worker time them (`ping`: the worker's"
+        " round trip at each scrape).", "s",
         (f'histogram_quantile(0.99, sum by (le, operation) (rate({B}_bucket{{store="neo4j"}}[{RATE}])))',
          "{{operation}}")))
     board = board.with_panel(graph(

@@ -26,6 +26,7 @@ MONITOR_ROLE = "memstack_monitor"
 # so the panel that shows it on Kubernetes (from CloudNativePG) has a series here too.
 EXTRA_QUERIES = """\
 pg_replication:
+  master: true
   query: "SELECT CASE WHEN NOT pg_is_in_recovery() THEN 0 ELSE GREATEST(0, EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())) END AS lag"
   metrics:
     - lag:
@@ -126,7 +127,7 @@ class PostgresExporter(Exporter):
 
     def launch(self, port: int) -> Launch:
         return Launch(
-            argv=[self.binary, f"--web.listen-address=127.0.0.1:{port}", "--auto-discover-databases",
+            argv=[self.binary, f"--web.listen-address=127.0.0.1:{port}",
                   f"--extend.query-path={self.data_dir / 'queries.yaml'}"],
             env={**os.environ, "DATA_SOURCE_NAME": self._dsn()},
             log=self.log,
