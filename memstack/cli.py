@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from memstack import load as load_runner
-from memstack import service
+from memstack import observability, service
 from memstack.capacity.commands import app as capacity_app
 from memstack.errors import MemstackError
 from memstack.local.backend import BACKEND_ENV, CORE_SERVICES, OPTIONAL_SERVICES, check_service, get_backend
@@ -93,7 +93,7 @@ def _print_status(backend_name: Optional[str]) -> None:
 @app.command()
 def up(
     backend: BackendOption = None,
-    with_: Annotated[list[str], typer.Option("--with", help="Optional services to add: prometheus")] = [],
+    with_: Annotated[list[str], typer.Option("--with", help=f"Optional services to add: {', '.join(OPTIONAL_SERVICES)}")] = [],
     port: Annotated[list[str], typer.Option("--port", help="Pin a port: SERVICE=PORT (repeatable)")] = [],
     appendfsync: Annotated[Optional[str], typer.Option(help="Redis AOF fsync policy: everysec | always")] = None,
     wal_dir: Annotated[Optional[Path], typer.Option(help=f"Postgres WAL archive (default ${WAL_DIR_ENV} or $MEMSTACK_HOME/backups/wal)")] = None,
@@ -139,6 +139,8 @@ def env(backend: BackendOption = None) -> None:
             print(f"export {name}={shlex.quote(values[name])}")
         else:
             print(f"unset {name}")
+    for name in sorted(set(values) - set(CONNECTION_ENV_VARS)):  # OpenTelemetry's, while Jaeger runs
+        print(f"export {name}={shlex.quote(values[name])}")
 
 
 @app.command()
@@ -159,6 +161,7 @@ def start(service: str, backend: BackendOption = None) -> None:
 
 token_app = typer.Typer(help="Bearer tokens of the memory service.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
+app.add_typer(observability.app, name="dashboards")
 
 
 @app.command()
@@ -294,6 +297,8 @@ def demo(
                                       results=_results_dir(None), backend=backend))
     finally:
         _print_status(backend)
+        for line in observability.where_to_see_metrics(backend):
+            out.print(line, highlight=False)
 
 
 app.add_typer(capacity_app, name="capacity")

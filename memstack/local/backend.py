@@ -14,6 +14,9 @@ from memory_core.settings import Settings
 from memstack.errors import MemstackError
 
 BACKEND_ENV = "MEMSTACK_BACKEND"
+# OpenTelemetry's own variable names (the SDK reads them; memory_core.telemetry checks them).
+OTLP_ENDPOINT_ENV = "OTEL_EXPORTER_OTLP_ENDPOINT"
+OTLP_PROTOCOL_ENV = "OTEL_EXPORTER_OTLP_PROTOCOL"
 BACKENDS = ("process", "containers", "external")
 CORE_SERVICES = ("redis", "postgres", "neo4j")
 # What `--with` adds. Prometheus brings the store exporters along (COMPANIONS).
@@ -45,14 +48,19 @@ class Endpoints:
     neo4j_user: str
     neo4j_password: str
     prometheus_url: str | None = None
+    # Where the service and the worker send traces (OTLP over HTTP), when Jaeger runs.
+    otlp_endpoint: str | None = None
 
     def env(self) -> dict[str, str]:
-        """The environment variables that configure memory_core, named as Settings reads them."""
+        """The environment variables that configure memory_core, named as Settings reads them,
+        plus OpenTelemetry's standard exporter variables when there is somewhere to send traces."""
         out = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if value is not None:
+            if value is not None and f.name != "otlp_endpoint":
                 out[Settings.model_fields[f.name].validation_alias] = value
+        if self.otlp_endpoint:
+            out |= {OTLP_ENDPOINT_ENV: self.otlp_endpoint, OTLP_PROTOCOL_ENV: "http/protobuf"}
         return out
 
     def settings(self) -> Settings:

@@ -219,6 +219,8 @@ class ProcessBackend:
             neo4j_user=NEO4J_USER,
             neo4j_password=state.credentials.neo4j_password,
             prometheus_url=prometheus.url if self._running(prometheus) else None,
+            otlp_endpoint=(self._service("jaeger", state).otlp_endpoint()
+                           if self._running(state.services.get("jaeger")) else None),
         )
 
     def _require_running(self) -> StackState:
