@@ -92,6 +92,61 @@ def test_backup_manifest_names_every_file_and_position(migrated, backup_id):
     assert manifest["redis"]["last_save"]
 
 
+_VOLATILE = {"version", "last_accessed", "last_used"}  # the write's own id and clock, not the data
+
+
+def _graph(stack: LocalStack, tenant: str) -> tuple[list, list]:
+    """Every node of `tenant` (labels, properties) and relationship (ends, type, properties)."""
+    state = stack.state()
+    key = "coalesce(n.id, n.name)"
+    with GraphDatabase.driver(state.services["neo4j"].url, auth=(NEO4J_USER, state.credentials.neo4j_password)) as d:
+        nodes, _, _ = d.execute_query("MATCH (n {tenant_id: $t}) RETURN labels(n) AS l, properties(n) AS p", t=tenant)
+        rels, _, _ = d.execute_query(
+            f"MATCH (n {{tenant_id: $t}})-[r]->(m) RETURN labels(n) AS a, {key} AS ak, type(r) AS t,"
+            f" labels(m) AS b, coalesce(m.id, m.name) AS bk, properties(r) AS p", t=tenant)
+    def strip(props: dict) -> list:
+        # Embeddings: the request path projects the embedder's floats, a rebuild the float4
+        # values Postgres stored; equal to float4 precision.
+        return sorted((k, str([round(x, 6) for x in v] if k == "embedding" else v))
+                      for k, v in props.items() if k not in _VOLATILE)
+
+    return (sorted((sorted(r["l"]), strip(r["p"])) for r in nodes),
+            sorted((sorted(r["a"]), r["ak"], r["t"], sorted(r["b"]), r["bk"], strip(r["p"])) for r in rels))
+
+
+def test_rebuild_from_postgres_reproduces_the_projected_graph(migrated):
+    """What inline projection wrote, a rebuild from Postgres writes again: every event kind."""
+    from memstack.recovery.graph import rebuild_sync
+
+    tenant = "t-rebuild"
+
+    async def write() -> None:
+        settings = migrated.backend.endpoints().settings()
+        async with AgentMemory(tenant, "u1", "c1", settings=settings) as m:
+            first = await m.store_turn("user", "I met Ada at the conference")
+            await m.store_turn("assistant", "Noted.")
+            ada = await m.upsert_entity("Ada", "Person", aliases=["Countess"], description="mathematician")
+            engine = await m.upsert_entity("Analytical Engine", "Product", properties={"year": 1837})
+            await m.relate(ada.id, engine.id, "CREATED_BY", weight=0.5)
+            await m.learn_fact("Ada wrote the first program", entity_ids=[ada.id, engine.id], source_turn_id=first.id)
+            blocker = await m.add_goal("find the notes")
+            goal = await m.add_goal("publish", blocked_by=[blocker.id])
+            await m.update_goal(goal.id, status="completed")
+            await m.record_tool_usage("search", {"q": "ada"}, {"hits": 3}, True, 12)
+        async with AgentMemory(tenant, "u1", settings=settings) as m:
+            await m.learn_strategy("search, then summarise", tool_sequence=["search", "summarise"])
+
+    asyncio.run(write())
+    projected = _graph(migrated, tenant)
+    assert len(projected[0]) >= 10 and len(projected[1]) >= 10
+    state = migrated.state()
+    with GraphDatabase.driver(state.services["neo4j"].url, auth=(NEO4J_USER, state.credentials.neo4j_password)) as d:
+        d.execute_query("MATCH (n {tenant_id: $t}) DETACH DELETE n", t=tenant)
+    assert _graph(migrated, tenant) == ([], [])
+    rebuild_sync(migrated)
+    assert _graph(migrated, tenant) == projected
+
+
 def test_refusals(migrated, backup_id):
     _refused(memstack(migrated, "restore", "no-such-backup", "--force"), "unknown backup id")
     _refused(memstack(migrated, "restore", backup_id), "running")
