@@ -13,6 +13,7 @@ import time
 from contextlib import contextmanager
 from typing import Awaitable, Callable
 
+from opentelemetry import trace
 from redis.exceptions import ResponseError
 
 from .. import metrics
@@ -30,16 +31,22 @@ PERIODIC_JOBS: dict[str, Callable[[MemoryClients, str | None], Awaitable[object]
 }
 
 
+_tracer = trace.get_tracer("memory_core.worker")
+
+
 @contextmanager
 def timed(task: str):
-    """Observe one run of `task` in the job-duration histogram, with its outcome."""
+    """One run of `task`: a span (exported when tracing is configured, else a no-op) and an
+    observation in the job-duration histogram, with its outcome."""
     started = time.perf_counter()
     outcome = "error"
-    try:
-        yield
-        outcome = "ok"
-    finally:
-        metrics.worker_job_duration.labels(task=task, outcome=outcome).observe(time.perf_counter() - started)
+    with _tracer.start_as_current_span(f"worker {task}") as span:
+        try:
+            yield
+            outcome = "ok"
+        finally:
+            span.set_attribute("memory.outcome", outcome)
+            metrics.worker_job_duration.labels(task=task, outcome=outcome).observe(time.perf_counter() - started)
 
 
 class Worker:

@@ -13,18 +13,15 @@ import pytest
 
 from dashboards.build import GENERATED
 from dashboards.external_metrics import KUBERNETES_ONLY
+from dashboards.rules import RULE_FILES
 from memstack import load as load_runner
+from memstack import observability
 
 from .conftest import service_and_worker
 
-# What Grafana substitutes: the rate interval (4 scrape intervals of the local 5 s, and then
-# some), and every template variable at its "All" value.
-SUBSTITUTIONS = {"$__rate_interval": "1m", "$instance": ".*"}
-
-
 def substitute(expr: str) -> str:
-    for variable, value in SUBSTITUTIONS.items():
-        expr = expr.replace(variable, value)
+    """As Grafana would (memstack.observability.SUBSTITUTIONS), leaving no variable behind."""
+    expr = observability.substitute(expr)
     assert "$" not in expr.replace('"$1"', ""), f"unsubstituted variable in {expr}"
     return expr
 
@@ -85,8 +82,20 @@ def test_every_panel_query_returns_data_on_the_local_stack(stack, prometheus_url
                 allowed_empty.append(where)
             else:
                 failures.append(f"{where}: no data: {expr}")
+    # The local Prometheus evaluates the kit's rules too (the burn-rate panels read them).
+    with urllib.request.urlopen(f"{prometheus_url}/api/v1/rules", timeout=10) as resp:
+        groups = json.load(resp)["data"]["groups"]
+    rules = [r for g in groups for r in g["rules"]]
+    assert {g["name"] for g in groups} >= {g["name"] for build in RULE_FILES.values() for g in build()["groups"]}
+    assert [r["name"] for r in rules if r["health"] != "ok"] == []
     total = len(list(panels()))
     print(f"\npanel queries: {total} run on real metrics, {with_data} returned data, "
           f"{len(allowed_empty)} empty as Kubernetes-only: {allowed_empty}")
     assert not failures, "\n".join(failures)
     assert with_data + len(allowed_empty) == total
+
+    # `memstack dashboards snapshot` draws the same panels from the same Prometheus.
+    pictures = observability.snapshot(prometheus_url, tmp_path / "snapshots", minutes=5, step_s=5)
+    assert sorted(p.name for p in pictures) == sorted(f"{json.loads(p.read_text())['uid']}.png" for p in GENERATED.glob("*.json"))
+    for picture in pictures:
+        assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and picture.stat().st_size > 20_000
