@@ -7,7 +7,7 @@ NEO4J_LAUNCHER := tools/neo4j-local
 NEO4J_STAMP := $(NEO4J_LAUNCHER)/target/.built
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps python-deps neo4j-launcher checkov jaeger test bench demo down clean
+.PHONY: setup system-deps python-deps lock lint neo4j-launcher checkov jaeger test bench demo down clean
 
 setup: system-deps python-deps neo4j-launcher checkov jaeger
 
@@ -33,11 +33,30 @@ system-deps:
 
 python-deps: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# Exact versions from requirements.lock (uv installs them; the project itself adds nothing), so
+# every checkout tests against the same packages. `uv pip check` fails when the lock lacks a
+# dependency pyproject.toml declares: run `make lock` after changing them.
+$(VENV)/.installed: pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@$(BIN)/pip install -q --upgrade pip
-	@$(BIN)/pip install -q -e '.[dev]'
+	@$(BIN)/pip install -q --upgrade pip "$$(grep '^uv==' requirements.lock)"
+	@$(BIN)/uv pip install -q --python $(BIN)/python -r requirements.lock
+	@$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
+	@$(BIN)/uv pip check -q --python $(BIN)/python
 	@touch $@
+
+# Re-resolve the `dev` extra (everything the suite needs) to the newest versions pyproject.toml allows.
+lock: $(BIN)/python
+	@test -x $(BIN)/uv || $(BIN)/pip install -q uv
+	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 -q -o requirements.lock
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Lint, format and strict types on memory_core; part of `make test`.
+lint: python-deps
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 # checkov (the Kubernetes manifest scan of tests/infra) in its own virtualenv: its pins
 # (packaging<24 among them) cannot share one with pulumi's. Version: pyproject's `checkov` extra.
@@ -68,7 +87,7 @@ $(JAEGER_BIN): $(JAEGER_DIR)/go.mod $(JAEGER_DIR)/go.sum
 	@cd $(JAEGER_DIR) && go build -o bin/jaeger github.com/jaegertracing/jaeger/cmd/jaeger
 
 # pytest exits 5 when it collects nothing: that is a failure here, never a pass.
-test: setup
+test: setup lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The benchmarks of benchmarks/ on the local stack; a missed target fails the run.

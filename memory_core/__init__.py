@@ -7,6 +7,7 @@ truth, vector search) and Neo4j (the relationship graph).
         await memory.store_turn("user", "hello")
         bundle = await memory.remember("hello")
 """
+
 from .clients import MemoryClients
 from .embeddings import Embedder, HashingEmbedder
 from .errors import (

@@ -3,6 +3,7 @@
 Create one `MemoryClients` per process (a service holds it for all tenants) and pass it to
 `AgentMemory(..., clients=clients)`; constructing an AgentMemory is then free of I/O.
 """
+
 from __future__ import annotations
 
 import logging
@@ -93,7 +94,7 @@ class MemoryClients:
         self.working_scripts = WorkingScripts(redis)
 
     @classmethod
-    async def connect(cls, settings: Settings | None = None, *, embedder: Embedder | None = None) -> "MemoryClients":
+    async def connect(cls, settings: Settings | None = None, *, embedder: Embedder | None = None) -> MemoryClients:
         settings = settings or Settings()
         # Pooled connections outlive a Redis restart and fail once each on first use; without a
         # retry, every request that draws one answers 503 although Redis is back. (from_url
@@ -101,8 +102,10 @@ class MemoryClients:
         # a command whose answer was lost to a dropped connection may run twice; working-memory
         # writes are idempotent except appending a turn or thought.
         redis = aioredis.Redis.from_url(
-            settings.redis_url.get_secret_value(), decode_responses=False,
-            retry=Retry(ExponentialWithJitterBackoff(base=0.005, cap=0.05), retries=2))
+            settings.redis_url.get_secret_value(),
+            decode_responses=False,
+            retry=Retry(ExponentialWithJitterBackoff(base=0.005, cap=0.05), retries=2),
+        )
 
         pool = AsyncConnectionPool(
             settings.postgres_url.get_secret_value(),
@@ -129,7 +132,7 @@ class MemoryClients:
         if aclose is not None:
             await aclose()
 
-    async def __aenter__(self) -> "MemoryClients":
+    async def __aenter__(self) -> MemoryClients:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

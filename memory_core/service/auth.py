@@ -9,6 +9,7 @@ only protect low-entropy secrets. A fast hash lets every request be checked with
 lookup on the hash. That lookup is constant-time with respect to the token: timing can only
 reveal something about the hash of what the caller sent, never about a stored token.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -16,6 +17,7 @@ import hashlib
 import logging
 import re
 import secrets
+from pathlib import Path
 
 from ..validation import check_id
 from .config import ServiceSettings
@@ -51,7 +53,7 @@ class TokenTable:
         return len(self._tenants_by_hash)
 
     @classmethod
-    def parse(cls, text: str, source: str) -> "TokenTable":
+    def parse(cls, text: str, source: str) -> TokenTable:
         table: dict[str, str] = {}
         for number, raw in enumerate(text.splitlines(), 1):
             line = raw.strip()
@@ -67,7 +69,7 @@ class TokenTable:
         return cls(table)
 
     @classmethod
-    def load(cls, settings: ServiceSettings) -> "TokenTable":
+    def load(cls, settings: ServiceSettings) -> TokenTable:
         """Tokens from MEMSTACK_TOKENS_FILE and MEMSTACK_TOKENS together; neither set means none."""
         table = cls({})
         if settings.tokens_file is not None:
@@ -78,10 +80,12 @@ class TokenTable:
                 raise TokenFileError(f"cannot read tokens file {settings.tokens_file}: {exc.strerror}") from None
             table._tenants_by_hash.update(cls.parse(text, str(settings.tokens_file))._tenants_by_hash)
         if settings.tokens is not None:
-            table._tenants_by_hash.update(cls.parse(settings.tokens.get_secret_value(), "MEMSTACK_TOKENS")._tenants_by_hash)
+            table._tenants_by_hash.update(
+                cls.parse(settings.tokens.get_secret_value(), "MEMSTACK_TOKENS")._tenants_by_hash
+            )
         return table
 
-    def replace(self, other: "TokenTable") -> None:
+    def replace(self, other: TokenTable) -> None:
         self._tenants_by_hash = other._tenants_by_hash
         self.file_stamp = other.file_stamp
 
@@ -109,7 +113,7 @@ async def watch_tokens_file(table: TokenTable, settings: ServiceSettings, interv
             log.error("keeping the previous tokens: %s", exc)
 
 
-def _stamp(path) -> tuple[int, int] | None:
+def _stamp(path: Path) -> tuple[int, int] | None:
     try:
         st = path.stat()
     except OSError:

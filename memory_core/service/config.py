@@ -3,6 +3,7 @@
 Environment names carry the MEMSTACK_ prefix: MEMSTACK_TOKENS_FILE (the name the Kubernetes
 Deployment sets, checked against infra's contract by a test), MEMSTACK_TOKENS, MEMSTACK_MAX_BODY_BYTES...
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,9 +1,11 @@
 """Readiness: one cheap round trip per store, each under a short timeout, run concurrently.
 Shared by the service's /ready and the worker's probe server."""
+
 from __future__ import annotations
 
 import asyncio
-from typing import Iterable
+from collections.abc import Awaitable, Iterable
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -12,7 +14,7 @@ from ..clients import MemoryClients
 # What keeps working when exactly this store is down (the degraded-mode contract).
 STILL_WORKS = {
     "neo4j": "working memory (Redis) and episodic writes (Postgres; the outbox replays them to the graph) "
-             "keep working; remember() answers without graph expansion",
+    "keep working; remember() answers without graph expansion",
     "redis": "episodic, semantic, procedural and goal operations keep working; working memory does not",
     "postgres": "working memory keeps working; every durable write and recall fails",
 }
@@ -48,7 +50,7 @@ async def check_stores(clients: MemoryClients, timeout: float) -> dict[str, str]
         "neo4j": _neo4j(clients),
     }
 
-    async def run(name: str, probe) -> tuple[str, str]:
+    async def run(name: str, probe: Awaitable[None]) -> tuple[str, str]:
         try:
             await asyncio.wait_for(probe, timeout)
             return name, "ok"
@@ -59,11 +61,11 @@ async def check_stores(clients: MemoryClients, timeout: float) -> dict[str, str]
     return dict(await asyncio.gather(*(run(n, p) for n, p in probes.items())))
 
 
-def readiness(checks: dict[str, str], required: Iterable[str]) -> tuple[int, dict]:
+def readiness(checks: dict[str, str], required: Iterable[str]) -> tuple[int, dict[str, Any]]:
     """The /ready status code and body for these check results."""
     down = [name for name, result in checks.items() if result != "ok"]
     failing = [name for name in down if name in set(required)]
-    body: dict = {"status": "unavailable" if failing else ("degraded" if down else "ready"), "checks": checks}
+    body: dict[str, Any] = {"status": "unavailable" if failing else ("degraded" if down else "ready"), "checks": checks}
     if failing:
         body["detail"] = "not ready: " + ", ".join(f"{n} {checks[n]}" for n in failing)
     if len(down) == 1:

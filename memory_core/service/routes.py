@@ -4,16 +4,36 @@ so no path, body or header can name another tenant's data.
 Working-memory routes answer with pre-encoded JSON (no response-model pass) because they
 are the hot path; the others return memory_core's models.
 """
+
 from __future__ import annotations
 
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request, Response
+from fastapi import (
+    APIRouter,
+    Depends,
+    Header,
+    HTTPException,
+    Path,
+    Query,
+    Request,
+    Response,
+)
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
 from ..errors import InvalidInput, NotFound
-from ..models import Entity, Fact, FactSource, Goal, GoalStatus, MemoryBundle, Role, Strategy, Turn
+from ..models import (
+    Entity,
+    Fact,
+    FactSource,
+    Goal,
+    GoalStatus,
+    MemoryBundle,
+    Role,
+    Strategy,
+    Turn,
+)
 from ..validation import MAX_ID_CHARS, PRIORITY_MAX, PRIORITY_MIN
 from .errors import documented
 from .runtime import Runtime
@@ -25,7 +45,9 @@ MAX_TTL_S = 10 * 365 * 86400
 
 # Declared in the OpenAPI document by app.py; read here directly, because one flat dependency
 # per request costs a fraction of FastAPI's nested security-dependency machinery.
-BEARER_SCHEME = {"bearer": {"type": "http", "scheme": "bearer", "description": "A token made by `memstack token create`"}}
+BEARER_SCHEME = {
+    "bearer": {"type": "http", "scheme": "bearer", "description": "A token made by `memstack token create`"}
+}
 
 
 class Caller:
@@ -53,8 +75,15 @@ Auth = Annotated[Caller, Depends(caller)]
 UserId = Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS)]
 ConversationId = Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS)]
 Key = Annotated[str, Path(min_length=1, max_length=MAX_KEY_CHARS)]
-AgentId = Annotated[str | None, Header(alias="X-Agent-Id", min_length=1, max_length=MAX_ID_CHARS,
-                                       description="The calling agent; needed for shared spaces")]
+AgentId = Annotated[
+    str | None,
+    Header(
+        alias="X-Agent-Id",
+        min_length=1,
+        max_length=MAX_ID_CHARS,
+        description="The calling agent; needed for shared spaces",
+    ),
+]
 Ttl = Annotated[float | None, Field(gt=0, le=MAX_TTL_S)]
 Priority = Annotated[int, Field(ge=PRIORITY_MIN, le=PRIORITY_MAX)]
 OptionalId = Annotated[str | None, Field(min_length=1, max_length=MAX_ID_CHARS)]
@@ -84,8 +113,9 @@ class Body(BaseModel):
 
 
 def _json(payload: Any, status: int = 200) -> Response:
-    return Response(json.dumps(payload, separators=(",", ":"), default=str), status_code=status,
-                    media_type="application/json")
+    return Response(
+        json.dumps(payload, separators=(",", ":"), default=str), status_code=status, media_type="application/json"
+    )
 
 
 def _at_most(value: float | None, limit: float, field: str, setting: str) -> None:
@@ -119,13 +149,16 @@ class Thought(Body):
 
 
 @router.put(WORKING + "/context/{key}", status_code=204, tags=["working"])
-async def put_context(c: Auth, user_id: UserId, conversation_id: ConversationId, key: Key,
-                      body: ContextValue) -> Response:
+async def put_context(
+    c: Auth, user_id: UserId, conversation_id: ConversationId, key: Key, body: ContextValue
+) -> Response:
     if body.value is None:
         raise InvalidInput("value: must not be null (DELETE the key instead)")
     _at_most(body.ttl_seconds, c.rt.clients.settings.working_max_ttl_s, "ttl_seconds", "MEMORY_WORKING_MAX_TTL_S")
     m = c.rt.memory(c.tenant, user_id, conversation_id)
-    await c.rt.run("redis", "set_working_context", m.set_working_context(key, body.value, body.ttl_seconds, body.priority))
+    await c.rt.run(
+        "redis", "set_working_context", m.set_working_context(key, body.value, body.ttl_seconds, body.priority)
+    )
     return NO_CONTENT
 
 
@@ -162,18 +195,23 @@ async def clear_context(c: Auth, user_id: UserId, conversation_id: ConversationI
 
 
 @router.post(WORKING + "/turns", status_code=201, tags=["working"])
-async def add_working_turn(c: Auth, user_id: UserId, conversation_id: ConversationId,
-                           body: WorkingTurn) -> Response:
+async def add_working_turn(c: Auth, user_id: UserId, conversation_id: ConversationId, body: WorkingTurn) -> Response:
     """Append a turn to working memory only (Redis); POST /v1/episodic/... stores it durably."""
-    _at_most(len(body.content), c.rt.clients.settings.working_max_value_bytes // 4, "content", "MEMORY_WORKING_MAX_VALUE_BYTES / 4")
+    _at_most(
+        len(body.content),
+        c.rt.clients.settings.working_max_value_bytes // 4,
+        "content",
+        "MEMORY_WORKING_MAX_VALUE_BYTES / 4",
+    )
     m = c.rt.memory(c.tenant, user_id, conversation_id)
     turn = await c.rt.run("redis", "add_working_turn", m.add_working_turn(body.role, body.content))
     return _json({"turn": turn}, 201)
 
 
 @router.get(WORKING + "/turns", tags=["working"])
-async def get_working_turns(c: Auth, user_id: UserId, conversation_id: ConversationId,
-                            limit: Annotated[int, Query(ge=1)] = 10) -> Response:
+async def get_working_turns(
+    c: Auth, user_id: UserId, conversation_id: ConversationId, limit: Annotated[int, Query(ge=1)] = 10
+) -> Response:
     _at_most(limit, c.rt.clients.settings.working_max_turns, "limit", "MEMORY_WORKING_MAX_TURNS")
     m = c.rt.memory(c.tenant, user_id, conversation_id)
     return _json({"turns": await c.rt.run("redis", "recent_turns", m.recent_working_turns(limit))})
@@ -187,14 +225,16 @@ async def push_thought(c: Auth, user_id: UserId, conversation_id: ConversationId
 
 
 @router.get(WORKING + "/thoughts", tags=["working"])
-async def get_thoughts(c: Auth, user_id: UserId, conversation_id: ConversationId,
-                       limit: Annotated[int, Query(ge=1)] = 10) -> Response:
+async def get_thoughts(
+    c: Auth, user_id: UserId, conversation_id: ConversationId, limit: Annotated[int, Query(ge=1)] = 10
+) -> Response:
     _at_most(limit, c.rt.clients.settings.working_max_thoughts, "limit", "MEMORY_WORKING_MAX_THOUGHTS")
     m = c.rt.memory(c.tenant, user_id, conversation_id)
     return _json({"thoughts": await c.rt.run("redis", "get_thoughts", m.get_thoughts(limit))})
 
 
 # --- episodic (Postgres, projected to Neo4j) --------------------------------------------------
+
 
 class EpisodicTurn(Body):
     role: Annotated[Role, Lax]
@@ -213,9 +253,18 @@ class TurnList(BaseModel):
 async def store_turn(c: Auth, user_id: UserId, conversation_id: ConversationId, body: EpisodicTurn) -> Turn:
     """Store a turn durably (Postgres, then the graph), and in working memory."""
     m = c.rt.memory(c.tenant, user_id, conversation_id)
-    return await c.rt.run("postgres", "store_turn", m.store_turn(
-        body.role, body.content, turn_index=body.turn_index, token_count=body.token_count,
-        metadata=body.metadata, ttl_seconds=body.ttl_seconds))
+    return await c.rt.run(
+        "postgres",
+        "store_turn",
+        m.store_turn(
+            body.role,
+            body.content,
+            turn_index=body.turn_index,
+            token_count=body.token_count,
+            metadata=body.metadata,
+            ttl_seconds=body.ttl_seconds,
+        ),
+    )
 
 
 @router.get("/episodic/{user_id}/{conversation_id}/turns", response_model=TurnList, tags=["episodic"])
@@ -225,6 +274,7 @@ async def get_conversation(c: Auth, user_id: UserId, conversation_id: Conversati
 
 
 # --- retrieval ----------------------------------------------------------------------------------
+
 
 class RememberQuery(Body):
     query: str = Field(min_length=1)
@@ -243,13 +293,24 @@ async def remember(c: Auth, user_id: UserId, body: RememberQuery, agent_id: Agen
     """Relevant memories for a query, ranked across the episodic, semantic and procedural stores."""
     _at_most(body.top_k, c.rt.settings.max_top_k, "top_k", "MEMSTACK_MAX_TOP_K")
     m = c.rt.memory(c.tenant, user_id, body.conversation_id, agent_id)
-    return await c.rt.run("postgres", "remember", m.remember(
-        body.query, top_k=body.top_k, include_episodic=body.include_episodic, include_semantic=body.include_semantic,
-        include_procedural=body.include_procedural, time_window_hours=body.time_window_hours,
-        since=body.since, until=body.until))
+    return await c.rt.run(
+        "postgres",
+        "remember",
+        m.remember(
+            body.query,
+            top_k=body.top_k,
+            include_episodic=body.include_episodic,
+            include_semantic=body.include_semantic,
+            include_procedural=body.include_procedural,
+            time_window_hours=body.time_window_hours,
+            since=body.since,
+            until=body.until,
+        ),
+    )
 
 
 # --- semantic -----------------------------------------------------------------------------------
+
 
 class EntityIn(Body):
     name: str = Field(min_length=1, max_length=1000)
@@ -284,17 +345,40 @@ class RelationIn(Body):
 @router.post("/semantic/{user_id}/entities", status_code=201, response_model=Entity, tags=["semantic"])
 async def upsert_entity(c: Auth, user_id: UserId, body: EntityIn, agent_id: AgentId = None) -> Entity:
     m = c.rt.memory(c.tenant, user_id, agent_id=agent_id)
-    return await c.rt.run("postgres", "upsert_entity", m.upsert_entity(
-        body.name, body.type, aliases=body.aliases, description=body.description, salience=body.salience,
-        properties=body.properties, ttl_seconds=body.ttl_seconds, priority=body.priority, space=body.space))
+    return await c.rt.run(
+        "postgres",
+        "upsert_entity",
+        m.upsert_entity(
+            body.name,
+            body.type,
+            aliases=body.aliases,
+            description=body.description,
+            salience=body.salience,
+            properties=body.properties,
+            ttl_seconds=body.ttl_seconds,
+            priority=body.priority,
+            space=body.space,
+        ),
+    )
 
 
 @router.post("/semantic/{user_id}/facts", status_code=201, response_model=Fact, tags=["semantic"])
 async def learn_fact(c: Auth, user_id: UserId, body: FactIn, agent_id: AgentId = None) -> Fact:
     m = c.rt.memory(c.tenant, user_id, agent_id=agent_id)
-    return await c.rt.run("postgres", "learn_fact", m.learn_fact(
-        body.claim, source=body.source, confidence=body.confidence, entity_ids=body.entity_ids,
-        source_turn_id=body.source_turn_id, ttl_seconds=body.ttl_seconds, priority=body.priority, space=body.space))
+    return await c.rt.run(
+        "postgres",
+        "learn_fact",
+        m.learn_fact(
+            body.claim,
+            source=body.source,
+            confidence=body.confidence,
+            entity_ids=body.entity_ids,
+            source_turn_id=body.source_turn_id,
+            ttl_seconds=body.ttl_seconds,
+            priority=body.priority,
+            space=body.space,
+        ),
+    )
 
 
 @router.post("/semantic/{user_id}/relations", status_code=204, tags=["semantic"])
@@ -305,6 +389,7 @@ async def relate(c: Auth, user_id: UserId, body: RelationIn) -> Response:
 
 
 # --- goals --------------------------------------------------------------------------------------
+
 
 class GoalIn(Body):
     description: str = Field(min_length=1)
@@ -331,29 +416,50 @@ class GoalList(BaseModel):
 @router.post("/goals/{user_id}", status_code=201, response_model=Goal, tags=["goals"])
 async def add_goal(c: Auth, user_id: UserId, body: GoalIn, agent_id: AgentId = None) -> Goal:
     m = c.rt.memory(c.tenant, user_id, body.conversation_id, agent_id)
-    return await c.rt.run("postgres", "add_goal", m.add_goal(
-        body.description, priority=body.priority, parent_goal_id=body.parent_goal_id, blocked_by=body.blocked_by,
-        deadline=body.deadline, ttl_seconds=body.ttl_seconds, space=body.space))
+    return await c.rt.run(
+        "postgres",
+        "add_goal",
+        m.add_goal(
+            body.description,
+            priority=body.priority,
+            parent_goal_id=body.parent_goal_id,
+            blocked_by=body.blocked_by,
+            deadline=body.deadline,
+            ttl_seconds=body.ttl_seconds,
+            space=body.space,
+        ),
+    )
 
 
 @router.get("/goals/{user_id}", response_model=GoalList, tags=["goals"])
-async def get_active_goals(c: Auth, user_id: UserId, limit: Annotated[int, Query(ge=1)] = 50,
-                           agent_id: AgentId = None) -> GoalList:
+async def get_active_goals(
+    c: Auth, user_id: UserId, limit: Annotated[int, Query(ge=1)] = 50, agent_id: AgentId = None
+) -> GoalList:
     _at_most(limit, c.rt.settings.max_list_limit, "limit", "MEMSTACK_MAX_LIST_LIMIT")
     m = c.rt.memory(c.tenant, user_id, agent_id=agent_id)
     return GoalList(goals=await c.rt.run("postgres", "get_active_goals", m.get_active_goals(limit)))
 
 
 @router.patch("/goals/{user_id}/{goal_id}", response_model=Goal, tags=["goals"])
-async def update_goal(c: Auth, user_id: UserId, goal_id: Annotated[str, Path(max_length=64)],
-                      body: GoalUpdate, agent_id: AgentId = None) -> Goal:
+async def update_goal(
+    c: Auth, user_id: UserId, goal_id: Annotated[str, Path(max_length=64)], body: GoalUpdate, agent_id: AgentId = None
+) -> Goal:
     m = c.rt.memory(c.tenant, user_id, agent_id=agent_id)
-    return await c.rt.run("postgres", "update_goal", m.update_goal(
-        goal_id, status=body.status, priority=body.priority, parent_goal_id=body.parent_goal_id,
-        blocked_by=body.blocked_by))
+    return await c.rt.run(
+        "postgres",
+        "update_goal",
+        m.update_goal(
+            goal_id,
+            status=body.status,
+            priority=body.priority,
+            parent_goal_id=body.parent_goal_id,
+            blocked_by=body.blocked_by,
+        ),
+    )
 
 
 # --- procedural ---------------------------------------------------------------------------------
+
 
 class ToolInvocation(Body):
     tool_name: str = Field(min_length=1, max_length=200)
@@ -369,7 +475,9 @@ class ToolInvocation(Body):
 class StrategyIn(Body):
     description: str = Field(min_length=1)
     context_pattern: str = Field("", max_length=10_000)
-    tool_sequence: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(default_factory=list, max_length=100)
+    tool_sequence: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+        default_factory=list, max_length=100
+    )
     success: bool = True
     space: OptionalId = None
 
@@ -389,9 +497,19 @@ class StrategyList(BaseModel):
 @router.post("/procedural/{user_id}/tool-invocations", status_code=204, tags=["procedural"])
 async def record_tool_usage(c: Auth, user_id: UserId, body: ToolInvocation, agent_id: AgentId = None) -> Response:
     m = c.rt.memory(c.tenant, user_id, body.conversation_id, agent_id)
-    await c.rt.run("postgres", "record_tool_usage", m.record_tool_usage(
-        body.tool_name, body.tool_input, body.tool_output, body.success, body.latency_ms,
-        turn_index=body.turn_index, error_message=body.error_message))
+    await c.rt.run(
+        "postgres",
+        "record_tool_usage",
+        m.record_tool_usage(
+            body.tool_name,
+            body.tool_input,
+            body.tool_output,
+            body.success,
+            body.latency_ms,
+            turn_index=body.turn_index,
+            error_message=body.error_message,
+        ),
+    )
     return NO_CONTENT
 
 
@@ -405,27 +523,42 @@ async def get_tool_stats(c: Auth, user_id: UserId, agent_id: AgentId = None) -> 
 @router.post("/procedural/{user_id}/strategies", status_code=201, response_model=Strategy, tags=["procedural"])
 async def learn_strategy(c: Auth, user_id: UserId, body: StrategyIn, agent_id: AgentId = None) -> Strategy:
     m = c.rt.memory(c.tenant, user_id, agent_id=agent_id)
-    return await c.rt.run("postgres", "learn_strategy", m.learn_strategy(
-        body.description, context_pattern=body.context_pattern, tool_sequence=body.tool_sequence,
-        success=body.success, space=body.space))
+    return await c.rt.run(
+        "postgres",
+        "learn_strategy",
+        m.learn_strategy(
+            body.description,
+            context_pattern=body.context_pattern,
+            tool_sequence=body.tool_sequence,
+            success=body.success,
+            space=body.space,
+        ),
+    )
 
 
 @router.post("/procedural/{user_id}/strategies/{strategy_id}/outcomes", response_model=Strategy, tags=["procedural"])
-async def reinforce_strategy(c: Auth, user_id: UserId, strategy_id: Annotated[str, Path(max_length=64)],
-                             body: Outcome, agent_id: AgentId = None) -> Strategy:
+async def reinforce_strategy(
+    c: Auth, user_id: UserId, strategy_id: Annotated[str, Path(max_length=64)], body: Outcome, agent_id: AgentId = None
+) -> Strategy:
     m = c.rt.memory(c.tenant, user_id, agent_id=agent_id)
     return await c.rt.run("postgres", "reinforce_strategy", m.reinforce_strategy(strategy_id, body.success))
 
 
 @router.get("/procedural/{user_id}/strategies", response_model=StrategyList, tags=["procedural"])
-async def what_worked_for(c: Auth, user_id: UserId, task: Annotated[str, Query(min_length=1, max_length=10_000)],
-                          top_k: Annotated[int, Query(ge=1)] = 5, agent_id: AgentId = None) -> StrategyList:
+async def what_worked_for(
+    c: Auth,
+    user_id: UserId,
+    task: Annotated[str, Query(min_length=1, max_length=10_000)],
+    top_k: Annotated[int, Query(ge=1)] = 5,
+    agent_id: AgentId = None,
+) -> StrategyList:
     _at_most(top_k, c.rt.settings.max_top_k, "top_k", "MEMSTACK_MAX_TOP_K")
     m = c.rt.memory(c.tenant, user_id, agent_id=agent_id)
     return StrategyList(strategies=await c.rt.run("postgres", "what_worked_for", m.what_worked_for(task, top_k)))
 
 
 # --- user model ---------------------------------------------------------------------------------
+
 
 class Preferences(Body):
     preferences: dict[str, Any] = Field(max_length=200)
@@ -456,6 +589,7 @@ async def get_user_context(c: Auth, user_id: UserId, agent_id: AgentId = None) -
 
 
 # --- reflections (queued for the consolidation worker) -----------------------------------------
+
 
 class ReflectionIn(Body):
     conversation_id: OptionalId = None
@@ -493,17 +627,27 @@ async def create_space(c: Auth, user_id: UserId, space: SpaceName, agent_id: Age
 
 
 @router.put("/spaces/{user_id}/{space}/grants/{grantee}", status_code=204, tags=["spaces"])
-async def grant(c: Auth, user_id: UserId, space: SpaceName,
-                grantee: Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS)], body: Grant,
-                agent_id: AgentId = None) -> Response:
+async def grant(
+    c: Auth,
+    user_id: UserId,
+    space: SpaceName,
+    grantee: Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS)],
+    body: Grant,
+    agent_id: AgentId = None,
+) -> Response:
     m = c.rt.memory(c.tenant, user_id, agent_id=agent_id)
     await c.rt.run("postgres", "grant", m.grant(space, grantee, read=body.read, write=body.write))
     return NO_CONTENT
 
 
 @router.delete("/spaces/{user_id}/{space}/grants/{grantee}", status_code=204, tags=["spaces"])
-async def revoke(c: Auth, user_id: UserId, space: SpaceName,
-                 grantee: Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS)], agent_id: AgentId = None) -> Response:
+async def revoke(
+    c: Auth,
+    user_id: UserId,
+    space: SpaceName,
+    grantee: Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS)],
+    agent_id: AgentId = None,
+) -> Response:
     m = c.rt.memory(c.tenant, user_id, agent_id=agent_id)
     await c.rt.run("postgres", "revoke", m.revoke(space, grantee))
     return NO_CONTENT

@@ -1,9 +1,11 @@
 """What the routes share per process: the clients, the token table, the tracer, the limits."""
+
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Iterator
 from time import perf_counter
-from typing import Awaitable, TypeVar
+from typing import TypeVar
 
 from fastapi import HTTPException
 from opentelemetry import trace
@@ -11,7 +13,12 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .. import metrics
 from ..clients import MemoryClients
-from ..errors import MemoryCoreError, SchemaNotMigrated, StoreUnavailable, from_store_exception
+from ..errors import (
+    MemoryCoreError,
+    SchemaNotMigrated,
+    StoreUnavailable,
+    from_store_exception,
+)
 from ..memory import AgentMemory
 from .auth import TokenTable
 from .config import ServiceSettings
@@ -26,8 +33,9 @@ class Runtime:
         self.tracer = tracer
         self.settings = settings
 
-    def memory(self, tenant_id: str, user_id: str, conversation_id: str | None = None,
-               agent_id: str | None = None) -> AgentMemory:
+    def memory(
+        self, tenant_id: str, user_id: str, conversation_id: str | None = None, agent_id: str | None = None
+    ) -> AgentMemory:
         return AgentMemory(tenant_id, user_id, conversation_id, agent_id=agent_id, clients=self.clients)
 
     async def run(self, store: str, operation: str, call: Awaitable[T]) -> T:
@@ -35,8 +43,9 @@ class Runtime:
         timeout as `StoreUnavailable` (memory_core's refusals pass through to their handlers)."""
         start = perf_counter()
         outcome = "error"
-        with self.tracer.start_as_current_span(f"{store} {operation}", kind=SpanKind.CLIENT,
-                                               record_exception=False, set_status_on_exception=False) as span:
+        with self.tracer.start_as_current_span(
+            f"{store} {operation}", kind=SpanKind.CLIENT, record_exception=False, set_status_on_exception=False
+        ) as span:
             try:
                 async with asyncio.timeout(self.settings.request_timeout_s):
                     result = await call
@@ -65,7 +74,7 @@ class Runtime:
                     span.set_attribute("memory.outcome", outcome)
 
 
-def pool_usage(clients: MemoryClients):
+def pool_usage(clients: MemoryClients) -> Iterator[tuple[str, str, float]]:
     """(store, state, value) for the pool collector in memory_core.metrics; read at scrape time."""
     stats = clients.pg_pool.get_stats()
     size, idle = stats.get("pool_size", 0), stats.get("pool_available", 0)

@@ -1,6 +1,7 @@
 """Episodic memory: conversation turns in Postgres (the source of truth) with a graph outbox row
 written by the same statement. Search is exact or HNSW cosine over `conversation_logs.embedding`,
 always filtered by tenant and user."""
+
 from __future__ import annotations
 
 import hashlib
@@ -11,7 +12,7 @@ from typing import Any
 
 from ..errors import Forbidden
 from .graph import OutboxRow
-from .sql import LIVE, fetch_dicts, vector
+from .sql import LIVE, Conn, fetch_dicts, vector
 
 # One statement: allocate the turn index (or honour the caller's), upsert the turn idempotently
 # on (tenant, conversation, turn_index), and queue its projection.
@@ -54,7 +55,7 @@ _TURN_COLUMNS = """turn_id::text AS id, conversation_id, turn_index AS index, ro
 
 
 async def store_turn(
-    conn,
+    conn: Conn,
     *,
     tenant_id: str,
     user_id: str,
@@ -90,8 +91,16 @@ async def store_turn(
     if row is None:
         raise Forbidden(f"conversation {conversation_id!r} belongs to another user of this tenant")
     turn_id, index, ts, outbox_id, payload = row
-    turn = {"id": str(turn_id), "conversation_id": conversation_id, "index": index, "role": role,
-            "content": content, "timestamp": ts, "token_count": token_count, "metadata": metadata}
+    turn = {
+        "id": str(turn_id),
+        "conversation_id": conversation_id,
+        "index": index,
+        "role": role,
+        "content": content,
+        "timestamp": ts,
+        "token_count": token_count,
+        "metadata": metadata,
+    }
     return turn, OutboxRow(outbox_id, tenant_id, "turn", payload)
 
 
@@ -104,7 +113,7 @@ def time_filter(since: datetime | None, until: datetime | None) -> tuple[str, di
 
 
 async def search_turns(
-    conn,
+    conn: Conn,
     *,
     tenant_id: str,
     user_id: str,
@@ -124,7 +133,7 @@ async def search_turns(
 
 
 async def recent_turns(
-    conn,
+    conn: Conn,
     *,
     tenant_id: str,
     user_id: str,
@@ -142,13 +151,19 @@ async def recent_turns(
         f" WHERE tenant_id = %(tenant_id)s AND user_id = %(user_id)s AND {LIVE}{where}"
         " AND (%(conversation_id)s::text IS NULL OR conversation_id = %(conversation_id)s)"
         ' ORDER BY "timestamp" DESC LIMIT %(limit)s',
-        {"tenant_id": tenant_id, "user_id": user_id, "conversation_id": conversation_id, "limit": limit,
-         "q": vector(embedding) if embedding is not None else None, **params},
+        {
+            "tenant_id": tenant_id,
+            "user_id": user_id,
+            "conversation_id": conversation_id,
+            "limit": limit,
+            "q": vector(embedding) if embedding is not None else None,
+            **params,
+        },
     )
     return await fetch_dicts(cur)
 
 
-async def conversation_turns(conn, *, tenant_id: str, user_id: str, conversation_id: str) -> list[dict[str, Any]]:
+async def conversation_turns(conn: Conn, *, tenant_id: str, user_id: str, conversation_id: str) -> list[dict[str, Any]]:
     cur = await conn.execute(
         f"SELECT {_TURN_COLUMNS} FROM conversation_logs WHERE tenant_id = %s AND user_id = %s"
         f" AND conversation_id = %s AND {LIVE} ORDER BY turn_index",

@@ -1,34 +1,59 @@
 """Goals (rows in `memory_timeline`, hierarchy and blockers projected as SUBGOAL_OF / BLOCKED_BY)
 and the user profile."""
+
 from __future__ import annotations
 
 import json
 from datetime import datetime
 from typing import Any
 
-from ..models import GoalStatus
 from ..errors import InvalidInput, NotFound
-from .semantic import ITEM_COLUMNS, VISIBLE, WRITABLE, Caller, insert_item, item_uuid, require_items
-from .sql import fetch_dicts
+from ..models import GoalStatus
+from .semantic import (
+    ITEM_COLUMNS,
+    VISIBLE,
+    WRITABLE,
+    Caller,
+    insert_item,
+    item_uuid,
+    require_items,
+)
+from .sql import Conn, fetch_dicts
 
 
 def goal_payload(row: dict[str, Any], user_id: str) -> dict[str, Any]:
     g = as_goal(row)
-    return {"user_id": user_id, "id": g["id"], "created_at": g["created_at"].isoformat(), "description": g["description"],
-            "status": g["status"], "priority": g["priority"], "parent_goal_id": g["parent_goal_id"],
-            "blocked_by": g["blocked_by"], "deadline": g["deadline"]}
+    return {
+        "user_id": user_id,
+        "id": g["id"],
+        "created_at": g["created_at"].isoformat(),
+        "description": g["description"],
+        "status": g["status"],
+        "priority": g["priority"],
+        "parent_goal_id": g["parent_goal_id"],
+        "blocked_by": g["blocked_by"],
+        "deadline": g["deadline"],
+    }
 
 
 def as_goal(row: dict[str, Any]) -> dict[str, Any]:
     a = row["attributes"]
-    return {"id": row["id"], "description": row["summary"], "status": a["status"], "priority": row["priority"],
-            "parent_goal_id": a.get("parent_goal_id"), "blocked_by": a.get("blocked_by", []),
-            "deadline": a.get("deadline"), "conversation_id": a.get("conversation_id"),
-            "created_at": row["event_time"], "space": row["space"]}
+    return {
+        "id": row["id"],
+        "description": row["summary"],
+        "status": a["status"],
+        "priority": row["priority"],
+        "parent_goal_id": a.get("parent_goal_id"),
+        "blocked_by": a.get("blocked_by", []),
+        "deadline": a.get("deadline"),
+        "conversation_id": a.get("conversation_id"),
+        "created_at": row["event_time"],
+        "space": row["space"],
+    }
 
 
 async def add_goal(
-    conn,
+    conn: Conn,
     caller: Caller,
     *,
     description: str,
@@ -44,15 +69,27 @@ async def add_goal(
     related = ([parent_goal_id] if parent_goal_id else []) + blocked_by
     await require_items(conn, caller, related, "goal")
     return await insert_item(
-        conn, caller, memory_type="goal", summary=description, embedding=embedding, importance=0.5,
-        priority=priority, ttl_seconds=ttl_seconds, space=space,
-        attributes={"status": GoalStatus.ACTIVE.value, "parent_goal_id": parent_goal_id, "blocked_by": blocked_by,
-                    "deadline": deadline.isoformat() if deadline else None, "conversation_id": conversation_id},
+        conn,
+        caller,
+        memory_type="goal",
+        summary=description,
+        embedding=embedding,
+        importance=0.5,
+        priority=priority,
+        ttl_seconds=ttl_seconds,
+        space=space,
+        attributes={
+            "status": GoalStatus.ACTIVE.value,
+            "parent_goal_id": parent_goal_id,
+            "blocked_by": blocked_by,
+            "deadline": deadline.isoformat() if deadline else None,
+            "conversation_id": conversation_id,
+        },
     )
 
 
 async def update_goal(
-    conn,
+    conn: Conn,
     caller: Caller,
     goal_id: str,
     *,
@@ -85,7 +122,7 @@ async def update_goal(
     return rows[0]
 
 
-async def active_goals(conn, caller: Caller, limit: int = 50) -> list[dict[str, Any]]:
+async def active_goals(conn: Conn, caller: Caller, limit: int = 50) -> list[dict[str, Any]]:
     cur = await conn.execute(
         f"SELECT {ITEM_COLUMNS} FROM memory_timeline WHERE {VISIBLE} AND memory_type = 'goal'"
         " AND attributes->>'status' = 'active' ORDER BY priority DESC, event_time LIMIT %(limit)s",
@@ -99,7 +136,7 @@ async def active_goals(conn, caller: Caller, limit: int = 50) -> list[dict[str, 
 PROFILE_FIELDS = ("preferences", "communication_style", "metadata")
 
 
-async def update_profile(conn, caller: Caller, field: str, values: dict[str, Any]) -> None:
+async def update_profile(conn: Conn, caller: Caller, field: str, values: dict[str, Any]) -> None:
     if field not in PROFILE_FIELDS:
         raise ValueError(f"unknown profile field {field!r}")
     # `field` is one of the constant column names above, never caller text.
@@ -111,7 +148,7 @@ async def update_profile(conn, caller: Caller, field: str, values: dict[str, Any
     )
 
 
-async def set_expertise(conn, caller: Caller, areas: list[str]) -> None:
+async def set_expertise(conn: Conn, caller: Caller, areas: list[str]) -> None:
     await conn.execute(
         "INSERT INTO user_profiles (tenant_id, user_id, expertise_areas) VALUES (%s, %s, %s)"
         " ON CONFLICT (tenant_id, user_id) DO UPDATE SET expertise_areas = EXCLUDED.expertise_areas, updated_at = now()",
@@ -119,7 +156,7 @@ async def set_expertise(conn, caller: Caller, areas: list[str]) -> None:
     )
 
 
-async def user_context(conn, caller: Caller) -> dict[str, Any]:
+async def user_context(conn: Conn, caller: Caller) -> dict[str, Any]:
     cur = await conn.execute(
         "SELECT preferences, expertise_areas, communication_style, metadata, created_at, updated_at"
         " FROM user_profiles WHERE tenant_id = %s AND user_id = %s",
@@ -129,5 +166,10 @@ async def user_context(conn, caller: Caller) -> dict[str, Any]:
     if not rows:
         return {"user_id": caller.user_id, "preferences": {}, "expertise": [], "communication_style": {}}
     r = rows[0]
-    return {"user_id": caller.user_id, "preferences": r["preferences"], "expertise": r["expertise_areas"],
-            "communication_style": r["communication_style"], "metadata": r["metadata"]}
+    return {
+        "user_id": caller.user_id,
+        "preferences": r["preferences"],
+        "expertise": r["expertise_areas"],
+        "communication_style": r["communication_style"],
+        "metadata": r["metadata"],
+    }

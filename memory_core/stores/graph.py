@@ -9,21 +9,27 @@ records the outbox id (`version`) of the state it holds and ignores older ones.
 Every statement is a constant with parameters. Node labels and relationship types that vary
 come from the whitelists in `memory_core.models`, looked up in dicts built at import time.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from neo4j import AsyncDriver, AsyncManagedTransaction, AsyncTransaction
 from neo4j.exceptions import ServiceUnavailable, SessionExpired
 
 try:
     from neo4j.exceptions import ConnectionPoolError
 except ImportError:  # older 5.x drivers report an acquisition timeout as a ClientError
-    ConnectionPoolError = ServiceUnavailable
+    ConnectionPoolError = ServiceUnavailable  # type: ignore[misc,assignment]
 
 from ..models import ENTITY_LABELS, ENTITY_RELATIONS
+from .sql import Conn, fetch_row
+
+if TYPE_CHECKING:
+    from ..clients import MemoryClients
 
 log = logging.getLogger(__name__)
 
@@ -41,22 +47,22 @@ class OutboxRow:
     payload: dict[str, Any]
 
 
-async def record(conn, tenant_id: str, event: str, payload: dict[str, Any]) -> OutboxRow:
+async def record(conn: Conn, tenant_id: str, event: str, payload: dict[str, Any]) -> OutboxRow:
     if event not in EVENTS:
         raise ValueError(f"unknown graph event {event!r}")
     cur = await conn.execute(
         "INSERT INTO graph_outbox (tenant_id, event, payload) VALUES (%s, %s, %s) RETURNING id",
         (tenant_id, event, json.dumps(payload)),
     )
-    (outbox_id,) = await cur.fetchone()
+    (outbox_id,) = await fetch_row(cur)
     return OutboxRow(outbox_id, tenant_id, event, payload)
 
 
-async def apply_rows(driver, rows: list[OutboxRow], *, retry: bool = True) -> None:
+async def apply_rows(driver: AsyncDriver, rows: list[OutboxRow], *, retry: bool = True) -> None:
     """Apply rows to Neo4j in one transaction, in id order. `retry=False` is for the request
     path: one attempt, no driver back-off, the outbox covers a failure."""
 
-    async def work(tx) -> None:
+    async def work(tx: AsyncManagedTransaction | AsyncTransaction) -> None:
         for row in sorted(rows, key=lambda r: r.id):
             await _apply(tx, row)
 
@@ -93,7 +99,6 @@ FOREACH (n IN CASE WHEN next IS NULL THEN [] ELSE [next] END | MERGE (t)-[:FOLLO
 """
 
 
-
 _ENTITY = """
 MERGE (e:Entity {id: $id})
 ON CREATE SET e.tenant_id = $tenant_id
@@ -104,7 +109,6 @@ SET e.version = $version, e.name = $name, e.type = $type, e.aliases = $aliases,
     e.embedding = $embedding, e.last_accessed = datetime()
 """
 _ENTITY_LABEL = {label: f"MATCH (e:Entity {{id: $id, tenant_id: $tenant_id}}) SET e:{label}" for label in ENTITY_LABELS}
-
 
 
 _FACT = """
@@ -122,7 +126,6 @@ FOREACH (entity_id IN $entity_ids |
 """
 
 
-
 _RELATE = {
     rel: f"""
 MERGE (s:Entity {{id: $source_id}}) ON CREATE SET s.tenant_id = $tenant_id
@@ -134,7 +137,6 @@ SET r.version = $version, r.tenant_id = $tenant_id, r.weight = $weight
 """
     for rel in ENTITY_RELATIONS
 }
-
 
 
 _GOAL = """
@@ -158,7 +160,6 @@ FOREACH (blocker_id IN $blocked_by |
 """
 
 
-
 _TOOL = """
 MERGE (t:Tool {tenant_id: $tenant_id, name: $name})
 WITH t WHERE coalesce(t.version, -1) <= $version
@@ -170,7 +171,6 @@ FOREACH (conversation_id IN CASE WHEN $conversation_id IS NULL THEN [] ELSE [$co
   MERGE (c:Conversation {tenant_id: $tenant_id, id: conversation_id})
   MERGE (c)-[:USED_TOOL]->(t))
 """
-
 
 
 _STRATEGY = """
@@ -192,7 +192,6 @@ FOREACH (conversation_id IN CASE WHEN $conversation_id IS NULL OR $success THEN 
 """
 
 
-
 _REFLECTION = """
 MERGE (r:Reflection {id: $id})
 ON CREATE SET r.tenant_id = $tenant_id, r.created_at = datetime($created_at)
@@ -204,13 +203,11 @@ FOREACH (conversation_id IN CASE WHEN $conversation_id IS NULL THEN [] ELSE [$co
 """
 
 
-
 _FORGET = """
 MATCH (n) WHERE n.id IN $ids AND n.tenant_id = $tenant_id
   AND (n:Entity OR n:Fact OR n:Goal OR n:Strategy OR n:Reflection OR n:Turn)
 DETACH DELETE n
 """
-
 
 
 _SALIENCE = """
@@ -220,12 +217,10 @@ SET e.salience = item.salience
 """
 
 
-
 _ARCHIVE = """
 MATCH (c:Conversation) WHERE c.tenant_id = $tenant_id AND c.id IN $conversation_ids
 SET c.archived = true
 """
-
 
 
 _QUERIES: dict[str, str] = {
@@ -243,7 +238,7 @@ _QUERIES: dict[str, str] = {
 EVENTS = frozenset(_QUERIES) | {"relation"}
 
 
-async def _apply(tx, row: OutboxRow) -> None:
+async def _apply(tx: AsyncManagedTransaction | AsyncTransaction, row: OutboxRow) -> None:
     """Run an event's statement with its payload as parameters, plus `tenant_id` and `version`
     (the outbox id). The payload keys are the statement's parameter names."""
     params = dict(row.payload)
@@ -257,7 +252,7 @@ async def _apply(tx, row: OutboxRow) -> None:
         await tx.run(_ENTITY_LABEL[params["type"]], id=params["id"], tenant_id=row.tenant_id)
 
 
-async def project_now(clients, rows: list[OutboxRow]) -> bool:
+async def project_now(clients: MemoryClients, rows: list[OutboxRow]) -> bool:
     """Best-effort inline projection after the Postgres commit. On success the outbox rows are
     deleted; on failure they stay for the worker. Returns whether the graph is up to date."""
     if not rows or clients.graph_circuit.is_open:
@@ -268,7 +263,7 @@ async def project_now(clients, rows: list[OutboxRow]) -> bool:
         clients.graph_circuit.trip()
         log.warning("graph projection deferred to the outbox: %s", exc)
         return False
-    except Exception as exc:  # noqa: BLE001 - see below
+    except Exception as exc:
         # The graph is up but rejected these rows: leave them for the worker, which retries
         # them singly and records the error, rather than pausing projection for everyone.
         # Nothing may propagate from here: the caller's write is committed already, and an

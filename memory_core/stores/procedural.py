@@ -1,14 +1,22 @@
 """Procedural memory: the tool-invocation audit trail, per-tool aggregates, and strategies
 (found by vector similarity x smoothed success rate)."""
+
 from __future__ import annotations
 
 from typing import Any
 
-from ..validation import check_json
 from ..errors import NotFound
+from ..validation import check_json
 from .graph import OutboxRow
-from .semantic import ITEM_COLUMNS, WRITABLE, Caller, insert_item, item_uuid, search_items
-from .sql import fetch_dicts
+from .semantic import (
+    ITEM_COLUMNS,
+    WRITABLE,
+    Caller,
+    insert_item,
+    item_uuid,
+    search_items,
+)
+from .sql import Conn, fetch_dicts, fetch_row
 
 _RECORD_TOOL = """
 WITH invocation AS (
@@ -36,7 +44,7 @@ RETURNING id, payload
 
 
 async def record_tool_usage(
-    conn,
+    conn: Conn,
     caller: Caller,
     *,
     conversation_id: str | None,
@@ -50,16 +58,23 @@ async def record_tool_usage(
 ) -> OutboxRow:
     cur = await conn.execute(
         _RECORD_TOOL,
-        {**caller.params, "conversation_id": conversation_id, "turn_index": turn_index, "tool_name": tool_name,
-         "tool_input": check_json(tool_input, "tool_input"),
-         "tool_output": None if tool_output is None else check_json(tool_output, "tool_output"),
-         "success": bool(success), "latency_ms": latency_ms, "error_message": error_message},
+        {
+            **caller.params,
+            "conversation_id": conversation_id,
+            "turn_index": turn_index,
+            "tool_name": tool_name,
+            "tool_input": check_json(tool_input, "tool_input"),
+            "tool_output": None if tool_output is None else check_json(tool_output, "tool_output"),
+            "success": bool(success),
+            "latency_ms": latency_ms,
+            "error_message": error_message,
+        },
     )
-    outbox_id, payload = await cur.fetchone()
+    outbox_id, payload = await fetch_row(cur)
     return OutboxRow(outbox_id, caller.tenant_id, "tool", payload)
 
 
-async def tool_stats(conn, caller: Caller) -> list[dict[str, Any]]:
+async def tool_stats(conn: Conn, caller: Caller) -> list[dict[str, Any]]:
     cur = await conn.execute(
         "SELECT tool_name AS name, usage_count, success_count,"
         " total_latency_ms::float8 / greatest(usage_count, 1) AS avg_latency_ms"
@@ -69,16 +84,25 @@ async def tool_stats(conn, caller: Caller) -> list[dict[str, Any]]:
     return await fetch_dicts(cur)
 
 
-def strategy_payload(row: dict[str, Any], embedding: list[float], conversation_id: str | None, success: bool) -> dict[str, Any]:
+def strategy_payload(
+    row: dict[str, Any], embedding: list[float], conversation_id: str | None, success: bool
+) -> dict[str, Any]:
     a = row["attributes"]
-    return {"id": row["id"], "description": row["summary"], "context_pattern": a["context_pattern"],
-            "tool_sequence": a["tool_sequence"], "success_count": a["success_count"],
-            "failure_count": a["failure_count"], "embedding": embedding, "conversation_id": conversation_id,
-            "success": success}
+    return {
+        "id": row["id"],
+        "description": row["summary"],
+        "context_pattern": a["context_pattern"],
+        "tool_sequence": a["tool_sequence"],
+        "success_count": a["success_count"],
+        "failure_count": a["failure_count"],
+        "embedding": embedding,
+        "conversation_id": conversation_id,
+        "success": success,
+    }
 
 
 async def learn_strategy(
-    conn,
+    conn: Conn,
     caller: Caller,
     *,
     description: str,
@@ -89,14 +113,27 @@ async def learn_strategy(
     space: str | None,
 ) -> dict[str, Any]:
     return await insert_item(
-        conn, caller, memory_type="strategy", summary=description, embedding=embedding, importance=0.5, priority=0,
-        ttl_seconds=None, space=space,
-        attributes={"context_pattern": context_pattern, "tool_sequence": tool_sequence,
-                    "success_count": int(success), "failure_count": int(not success)},
+        conn,
+        caller,
+        memory_type="strategy",
+        summary=description,
+        embedding=embedding,
+        importance=0.5,
+        priority=0,
+        ttl_seconds=None,
+        space=space,
+        attributes={
+            "context_pattern": context_pattern,
+            "tool_sequence": tool_sequence,
+            "success_count": int(success),
+            "failure_count": int(not success),
+        },
     )
 
 
-async def reinforce_strategy(conn, caller: Caller, strategy_id: str, success: bool) -> tuple[dict[str, Any], list[float]]:
+async def reinforce_strategy(
+    conn: Conn, caller: Caller, strategy_id: str, success: bool
+) -> tuple[dict[str, Any], list[float]]:
     counter = "success_count" if success else "failure_count"
     cur = await conn.execute(
         f"UPDATE memory_timeline SET updated_at = now(), last_accessed = now(),"
@@ -112,7 +149,7 @@ async def reinforce_strategy(conn, caller: Caller, strategy_id: str, success: bo
     return row, row.pop("embedding").to_list()
 
 
-async def find_strategies(conn, caller: Caller, embedding: list[float], top_k: int) -> list[dict[str, Any]]:
+async def find_strategies(conn: Conn, caller: Caller, embedding: list[float], top_k: int) -> list[dict[str, Any]]:
     rows = await search_items(conn, caller, memory_types=["strategy"], embedding=embedding, limit=top_k * 4)
     found = []
     for row in rows:
@@ -130,11 +167,13 @@ async def find_strategies(conn, caller: Caller, embedding: list[float], top_k: i
 def as_strategy(row: dict[str, Any]) -> dict[str, Any]:
     a = row["attributes"]
     total = a["success_count"] + a["failure_count"]
-    return {"id": row["id"], "description": row["summary"], "context_pattern": a["context_pattern"],
-            "tool_sequence": a["tool_sequence"], "success_count": a["success_count"],
-            "failure_count": a["failure_count"], "success_rate": a["success_count"] / total if total else 0.0,
-            "space": row["space"]}
-
-
-
-
+    return {
+        "id": row["id"],
+        "description": row["summary"],
+        "context_pattern": a["context_pattern"],
+        "tool_sequence": a["tool_sequence"],
+        "success_count": a["success_count"],
+        "failure_count": a["failure_count"],
+        "success_rate": a["success_count"] / total if total else 0.0,
+        "space": row["space"],
+    }

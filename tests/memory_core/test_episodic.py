@@ -1,3 +1,5 @@
+from datetime import UTC
+
 import pytest
 
 from memory_core import AgentMemory
@@ -8,12 +10,23 @@ async def test_turns_get_consecutive_indexes_and_are_projected(memory, graph_cou
     assert [t.index for t in turns] == [0, 1, 2]
     stored = await memory.get_conversation()
     assert [(t.index, t.role.value, t.content) for t in stored] == [
-        (0, "user", "message 0"), (1, "assistant", "message 1"), (2, "user", "message 2")]
-    assert await graph_count(
-        "MATCH (c:Conversation {tenant_id: $t, id: 'conv-1'})-[:HAS_TURN]->(t:Turn) RETURN count(t)", t=tenant_id) == 3
-    assert await graph_count(
-        "MATCH (a:Turn {tenant_id: $t})-[:FOLLOWED_BY]->(b:Turn) WHERE b.index = a.index + 1 RETURN count(*)",
-        t=tenant_id) == 2
+        (0, "user", "message 0"),
+        (1, "assistant", "message 1"),
+        (2, "user", "message 2"),
+    ]
+    assert (
+        await graph_count(
+            "MATCH (c:Conversation {tenant_id: $t, id: 'conv-1'})-[:HAS_TURN]->(t:Turn) RETURN count(t)", t=tenant_id
+        )
+        == 3
+    )
+    assert (
+        await graph_count(
+            "MATCH (a:Turn {tenant_id: $t})-[:FOLLOWED_BY]->(b:Turn) WHERE b.index = a.index + 1 RETURN count(*)",
+            t=tenant_id,
+        )
+        == 2
+    )
 
 
 async def test_explicit_index_is_idempotent(memory, clients, graph_count, tenant_id):
@@ -51,9 +64,9 @@ async def test_remember_finds_similar_turns_and_honours_time_window(memory):
     await memory.store_turn("user", "the weather in paris is rainy today")
     bundle = await memory.remember("which database do I like, postgres?", top_k=1)
     assert bundle.relevant_turns[0]["content"] == "my favourite database is postgres with pgvector"
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
-    future = datetime.now(timezone.utc) + timedelta(hours=1)
+    future = datetime.now(UTC) + timedelta(hours=1)
     assert (await memory.remember("postgres", since=future)).relevant_turns == []
 
 

@@ -1,4 +1,5 @@
 """Hostile strings are stored verbatim or rejected with InvalidInput; never executed."""
+
 import math
 
 import pytest
@@ -20,7 +21,8 @@ HOSTILE = [
 async def test_hostile_text_is_stored_verbatim(memory, clients, text, graph_count, tenant_id):
     async def memory_graph(tenant: str):
         return await clients.neo4j.execute_query(
-            "MATCH (n {tenant_id: $t}) RETURN labels(n) AS labels, count(*) AS n", t=tenant)
+            "MATCH (n {tenant_id: $t}) RETURN labels(n) AS labels, count(*) AS n", t=tenant
+        )
 
     turn = await memory.store_turn("user", text, metadata={"note": text})
     entity = await memory.upsert_entity(text, "Concept", aliases=[text + "!"], description=text)
@@ -31,12 +33,26 @@ async def test_hostile_text_is_stored_verbatim(memory, clients, text, graph_coun
     assert stored[-1].content == text and stored[-1].metadata == {"note": text}
     assert entity.name == text and fact.claim == text and goal.description == text
     assert await memory.get_working_context(text) == text
-    assert await graph_count("MATCH (e:Entity {id: $id}) WHERE e.name = $text RETURN count(e)", id=entity.id, text=text) == 1
-    assert await graph_count("MATCH (t:Turn {id: $id}) WHERE t.content_preview = $text RETURN count(t)", id=turn.id, text=text) == 1
+    assert (
+        await graph_count("MATCH (e:Entity {id: $id}) WHERE e.name = $text RETURN count(e)", id=entity.id, text=text)
+        == 1
+    )
+    assert (
+        await graph_count(
+            "MATCH (t:Turn {id: $id}) WHERE t.content_preview = $text RETURN count(t)", id=turn.id, text=text
+        )
+        == 1
+    )
     # The graph holds exactly this tenant's nodes: nothing was deleted or injected.
     records, _, _ = await memory_graph(tenant_id)
     assert sorted((sorted(r["labels"]), r["n"]) for r in records) == [
-        (["Concept", "Entity"], 1), (["Conversation"], 1), (["Fact"], 1), (["Goal"], 1), (["Turn"], 1), (["User"], 1)]
+        (["Concept", "Entity"], 1),
+        (["Conversation"], 1),
+        (["Fact"], 1),
+        (["Goal"], 1),
+        (["Turn"], 1),
+        (["User"], 1),
+    ]
     bundle = await memory.remember(text)
     assert any(f["claim"] == text for f in bundle.facts)
 

@@ -1,4 +1,5 @@
 """Neo4j down: turns are still stored, and the worker's outbox replay projects each exactly once."""
+
 import time
 
 import pytest
@@ -30,13 +31,20 @@ async def test_turns_stored_while_neo4j_is_down_are_replayed_exactly_once(stack,
     await replay_outbox(clients)
     await replay_outbox(clients)  # a second pass (or a crashed first one) must not duplicate
 
-    assert await graph_count(
-        "MATCH (c:Conversation {tenant_id: $t, id: 'conv-down'})-[:HAS_TURN]->(t:Turn) RETURN count(t)", t=tenant_id
-    ) == 100
+    assert (
+        await graph_count(
+            "MATCH (c:Conversation {tenant_id: $t, id: 'conv-down'})-[:HAS_TURN]->(t:Turn) RETURN count(t)", t=tenant_id
+        )
+        == 100
+    )
     assert await graph_count("MATCH (t:Turn {tenant_id: $t}) RETURN count(DISTINCT t.index)", t=tenant_id) == 100
-    assert await graph_count(
-        "MATCH (a:Turn {tenant_id: $t})-[r:FOLLOWED_BY]->(b:Turn) WHERE b.index = a.index + 1 RETURN count(r)",
-        t=tenant_id) == 99
+    assert (
+        await graph_count(
+            "MATCH (a:Turn {tenant_id: $t})-[r:FOLLOWED_BY]->(b:Turn) WHERE b.index = a.index + 1 RETURN count(r)",
+            t=tenant_id,
+        )
+        == 99
+    )
     async with clients.tenant_transaction(tenant_id) as conn:
         cur = await conn.execute("SELECT count(*) FROM graph_outbox WHERE tenant_id = %s", (tenant_id,))
         assert (await cur.fetchone())[0] == 0
@@ -50,7 +58,7 @@ def _start_when_port_is_free(stack, service: str, timeout_s: float = 120.0) -> N
         try:
             stack.start(service)
             return
-        except Exception as exc:  # noqa: BLE001 - the backend's own error type is not ours to import
+        except Exception as exc:
             if "taken" not in str(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(2)
@@ -71,8 +79,9 @@ async def test_replay_of_an_already_projected_row_changes_nothing(memory, client
     assert await graph_count("MATCH (:Entity {tenant_id: $t})-[r:KNOWS]->() RETURN count(r)", t=tenant_id) == 1
 
 
-async def test_an_older_relation_row_replayed_late_does_not_overwrite_a_newer_weight(memory, clients, tenant_id,
-                                                                                      graph_count):
+async def test_an_older_relation_row_replayed_late_does_not_overwrite_a_newer_weight(
+    memory, clients, tenant_id, graph_count
+):
     a = await memory.upsert_entity("Older")
     b = await memory.upsert_entity("Newer")
     # relate(weight=1) whose projection failed (left in the outbox), then relate(weight=2) projected inline.
@@ -82,16 +91,26 @@ async def test_an_older_relation_row_replayed_late_does_not_overwrite_a_newer_we
             "'source_id', %s::text, 'target_id', %s::text, 'rel_type', 'KNOWS', 'weight', 1.0)",
             (tenant_id, a.id, b.id),
         )
-        await conn.execute("INSERT INTO entity_relations (tenant_id, source_id, target_id, rel_type, weight)"
-                           " VALUES (%s, %s, %s, 'KNOWS', 1.0)", (tenant_id, a.id, b.id))
+        await conn.execute(
+            "INSERT INTO entity_relations (tenant_id, source_id, target_id, rel_type, weight)"
+            " VALUES (%s, %s, %s, 'KNOWS', 1.0)",
+            (tenant_id, a.id, b.id),
+        )
     await memory.relate(a.id, b.id, "KNOWS", weight=2.0)
     await replay_outbox(clients)
-    assert await graph_count("MATCH (:Entity {id: $a})-[r:KNOWS]->(:Entity {id: $b}) WHERE r.weight = 2.0"
-                             " RETURN count(r)", a=a.id, b=b.id) == 1
+    assert (
+        await graph_count(
+            "MATCH (:Entity {id: $a})-[r:KNOWS]->(:Entity {id: $b}) WHERE r.weight = 2.0 RETURN count(r)",
+            a=a.id,
+            b=b.id,
+        )
+        == 1
+    )
 
 
-async def test_an_older_turn_row_replayed_late_does_not_overwrite_a_rewritten_turn(memory, clients, tenant_id,
-                                                                                   graph_count):
+async def test_an_older_turn_row_replayed_late_does_not_overwrite_a_rewritten_turn(
+    memory, clients, tenant_id, graph_count
+):
     first = await memory.store_turn("user", "first draft", turn_index=0)
     # The row of an earlier write of this turn, left in the outbox, replayed after the rewrite below.
     async with clients.tenant_transaction(tenant_id) as conn:
@@ -108,12 +127,17 @@ async def test_an_older_turn_row_replayed_late_does_not_overwrite_a_rewritten_tu
 
 
 async def test_a_saturated_graph_pool_defers_projection_instead_of_failing_a_committed_write(
-        memory, clients, tenant_id, graph_count):
+    memory, clients, tenant_id, graph_count
+):
     from neo4j import AsyncGraphDatabase
 
     s = clients.settings
-    saturated = AsyncGraphDatabase.driver(s.neo4j_uri, auth=(s.neo4j_user, s.neo4j_password.get_secret_value()),
-                                          max_connection_pool_size=1, connection_acquisition_timeout=0.5)
+    saturated = AsyncGraphDatabase.driver(
+        s.neo4j_uri,
+        auth=(s.neo4j_user, s.neo4j_password.get_secret_value()),
+        max_connection_pool_size=1,
+        connection_acquisition_timeout=0.5,
+    )
     original, clients.neo4j = clients.neo4j, saturated
     try:
         async with saturated.session() as holder:
@@ -135,16 +159,32 @@ async def test_a_row_that_cannot_be_applied_does_not_wedge_the_outbox(memory, cl
     # A row this version cannot apply at all (an unknown relationship type: from another version,
     # or a bug) fails with a non-driver error; it must be counted, not stop every later row.
     async with clients.tenant_transaction(tenant_id) as conn:
-        bad = await record(conn, tenant_id, "relation", {"source_id": "a", "target_id": "b", "rel_type": "BOGUS",
-                                                         "weight": 1.0})
-        good = await record(conn, tenant_id, "reflection", {"id": f"r-{tenant_id}", "created_at": "2024-01-01T00:00:00Z",
-                                                            "content": "x", "type": "t", "conversation_id": None})
+        bad = await record(
+            conn, tenant_id, "relation", {"source_id": "a", "target_id": "b", "rel_type": "BOGUS", "weight": 1.0}
+        )
+        good = await record(
+            conn,
+            tenant_id,
+            "reflection",
+            {
+                "id": f"r-{tenant_id}",
+                "created_at": "2024-01-01T00:00:00Z",
+                "content": "x",
+                "type": "t",
+                "conversation_id": None,
+            },
+        )
     await replay_outbox(clients)
-    assert await graph_count("MATCH (r:Reflection {id: $id, tenant_id: $t}) RETURN count(r)",
-                             id=f"r-{tenant_id}", t=tenant_id) == 1
+    assert (
+        await graph_count(
+            "MATCH (r:Reflection {id: $id, tenant_id: $t}) RETURN count(r)", id=f"r-{tenant_id}", t=tenant_id
+        )
+        == 1
+    )
     async with clients.tenant_transaction(tenant_id) as conn:
-        cur = await conn.execute("SELECT id, attempts, last_error FROM graph_outbox WHERE id = ANY(%s)",
-                                 ([bad.id, good.id],))
+        cur = await conn.execute(
+            "SELECT id, attempts, last_error FROM graph_outbox WHERE id = ANY(%s)", ([bad.id, good.id],)
+        )
         rows = await cur.fetchall()
     assert [(r[0], r[1]) for r in rows] == [(bad.id, 1)] and "BOGUS" in rows[0][2]
     async with clients.tenant_transaction(tenant_id) as conn:

@@ -11,8 +11,10 @@ async def test_entity_upsert_merges_aliases_and_labels_the_node(memory, graph_co
     assert second.description == "admiral"  # kept: the second upsert gave none
     assert second.salience == 0.9
     assert await graph_count("MATCH (e:Entity:Person {tenant_id: $t}) RETURN count(e)", t=tenant_id) == 1
-    assert await graph_count(
-        "MATCH (e:Entity {id: $id}) WHERE 'Grandma COBOL' IN e.aliases RETURN count(e)", id=first.id) == 1
+    assert (
+        await graph_count("MATCH (e:Entity {id: $id}) WHERE 'Grandma COBOL' IN e.aliases RETURN count(e)", id=first.id)
+        == 1
+    )
     other_type = await memory.upsert_entity("Grace Hopper", "Concept")
     assert other_type.id != first.id
 
@@ -20,13 +22,24 @@ async def test_entity_upsert_merges_aliases_and_labels_the_node(memory, graph_co
 async def test_facts_link_to_entities_and_source_turns(memory, graph_count):
     turn = await memory.store_turn("user", "Ada wrote the first program")
     ada = await memory.upsert_entity("Ada Lovelace", "Person")
-    fact = await memory.learn_fact("Ada wrote the first program", entity_ids=[ada.id], source_turn_id=turn.id,
-                                   source="user_stated", confidence=0.95)
+    fact = await memory.learn_fact(
+        "Ada wrote the first program",
+        entity_ids=[ada.id],
+        source_turn_id=turn.id,
+        source="user_stated",
+        confidence=0.95,
+    )
     assert fact.entity_ids == [ada.id] and fact.confidence == 0.95
-    assert await graph_count(
-        "MATCH (f:Fact {id: $f})-[:ABOUT]->(:Entity {id: $e}) RETURN count(*)", f=fact.id, e=ada.id) == 1
-    assert await graph_count(
-        "MATCH (f:Fact {id: $f})-[:DERIVED_FROM]->(:Turn {id: $t}) RETURN count(*)", f=fact.id, t=turn.id) == 1
+    assert (
+        await graph_count("MATCH (f:Fact {id: $f})-[:ABOUT]->(:Entity {id: $e}) RETURN count(*)", f=fact.id, e=ada.id)
+        == 1
+    )
+    assert (
+        await graph_count(
+            "MATCH (f:Fact {id: $f})-[:DERIVED_FROM]->(:Turn {id: $t}) RETURN count(*)", f=fact.id, t=turn.id
+        )
+        == 1
+    )
     with pytest.raises(NotFound):
         await memory.learn_fact("x", entity_ids=["00000000-0000-0000-0000-000000000000"])
     with pytest.raises(NotFound):
@@ -68,10 +81,18 @@ async def test_goals_hierarchy_blockers_and_status(memory, graph_count):
     blocker = await memory.add_goal("fix the flaky test", priority=4)
     updated = await memory.update_goal(child.id, blocked_by=[blocker.id], status=GoalStatus.BLOCKED)
     assert updated.status == GoalStatus.BLOCKED and updated.blocked_by == [blocker.id]
-    assert await graph_count("MATCH (:Goal {id: $c})-[:SUBGOAL_OF]->(:Goal {id: $p}) RETURN count(*)",
-                             c=child.id, p=parent.id) == 1
-    assert await graph_count("MATCH (:Goal {id: $c})-[:BLOCKED_BY]->(:Goal {id: $b}) RETURN count(*)",
-                             c=child.id, b=blocker.id) == 1
+    assert (
+        await graph_count(
+            "MATCH (:Goal {id: $c})-[:SUBGOAL_OF]->(:Goal {id: $p}) RETURN count(*)", c=child.id, p=parent.id
+        )
+        == 1
+    )
+    assert (
+        await graph_count(
+            "MATCH (:Goal {id: $c})-[:BLOCKED_BY]->(:Goal {id: $b}) RETURN count(*)", c=child.id, b=blocker.id
+        )
+        == 1
+    )
     active = await memory.get_active_goals()
     assert [g.description for g in active] == ["ship the release", "fix the flaky test"]  # by priority
     await memory.update_goal(blocker.id, status="completed")
@@ -92,17 +113,23 @@ async def test_tool_usage_is_audited_and_aggregated(memory, clients, graph_count
     stats = {s.name: s for s in await memory.get_tool_stats()}
     assert stats["web_search"].usage_count == 2 and stats["web_search"].success_count == 1
     assert stats["web_search"].avg_latency_ms == 200
-    assert await graph_count(
-        "MATCH (t:Tool {tenant_id: $t, name: 'web_search'}) WHERE t.usage_count = 2 AND t.success_count = 1 "
-        "RETURN count(t)", t=tenant_id) == 1
+    assert (
+        await graph_count(
+            "MATCH (t:Tool {tenant_id: $t, name: 'web_search'}) WHERE t.usage_count = 2 AND t.success_count = 1 "
+            "RETURN count(t)",
+            t=tenant_id,
+        )
+        == 1
+    )
     async with clients.tenant_transaction(tenant_id) as conn:
         cur = await conn.execute("SELECT count(*) FROM tool_invocations WHERE tenant_id = %s", (tenant_id,))
         assert (await cur.fetchone())[0] == 3
 
 
 async def test_strategies_rank_by_similarity_and_success(memory, graph_count):
-    good = await memory.learn_strategy("use pandas to analyse csv spreadsheets", context_pattern="csv",
-                                       tool_sequence=["code_interpreter"])
+    good = await memory.learn_strategy(
+        "use pandas to analyse csv spreadsheets", context_pattern="csv", tool_sequence=["code_interpreter"]
+    )
     bad = await memory.learn_strategy("use pandas to analyse csv files by hand", tool_sequence=["calculator"])
     for _ in range(3):
         await memory.reinforce_strategy(good.id, True)
@@ -111,8 +138,14 @@ async def test_strategies_rank_by_similarity_and_success(memory, graph_count):
     assert found[0].id == good.id and found[0].success_count == 4
     reinforced_bad = next(s for s in found if s.id == bad.id)
     assert reinforced_bad.failure_count == 3
-    assert await graph_count("MATCH (s:Strategy {id: $id})-[:USES_TOOL]->(:Tool {name: 'code_interpreter'}) "
-                             "WHERE s.success_count = 4 RETURN count(*)", id=good.id) == 1
+    assert (
+        await graph_count(
+            "MATCH (s:Strategy {id: $id})-[:USES_TOOL]->(:Tool {name: 'code_interpreter'}) "
+            "WHERE s.success_count = 4 RETURN count(*)",
+            id=good.id,
+        )
+        == 1
+    )
     never_worked = await memory.learn_strategy("use pandas to analyse csv by guessing", success=False)
     assert never_worked.id not in [s.id for s in await memory.what_worked_for("pandas csv")]
     with pytest.raises(NotFound):

@@ -2,6 +2,7 @@
 
 Each test makes the same calls as tenant A too, and checks they do find or change A's data:
 an empty answer for B means something only because A's own answer is not empty."""
+
 import psycopg
 import pytest
 
@@ -113,8 +114,7 @@ async def test_row_level_security_confines_a_transaction_to_its_tenant(clients, 
         assert cur.rowcount > 0, "tenant A cannot update its own rows"
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         async with clients.tenant_transaction(other_tenant) as conn:
-            await conn.execute(
-                "INSERT INTO user_profiles (tenant_id, user_id) VALUES (%s, 'planted')", (a.tenant_id,))
+            await conn.execute("INSERT INTO user_profiles (tenant_id, user_id) VALUES (%s, 'planted')", (a.tenant_id,))
     async with clients.tenant_transaction(a.tenant_id) as conn:
         await conn.execute("INSERT INTO user_profiles (tenant_id, user_id) VALUES (%s, 'planted')", (a.tenant_id,))
     # A connection that names no tenant sees no tenant's rows at all.

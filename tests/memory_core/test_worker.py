@@ -1,4 +1,5 @@
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -7,8 +8,7 @@ import uuid
 
 import pytest
 
-from memory_core.worker import Worker
-from memory_core.worker import jobs
+from memory_core.worker import Worker, jobs
 
 
 @pytest.fixture
@@ -16,9 +16,14 @@ def private_queue(clients):
     """Give the test its own stream, group and lease keys, restored afterwards."""
     original = clients.settings
     suffix = uuid.uuid4().hex[:12]
-    clients.settings = original.model_copy(update={
-        "reflection_stream": f"mc:test:{suffix}", "working_key_prefix": f"mct{suffix}",
-        "job_claim_idle_ms": 1, "reflection_max_deliveries": 2})
+    clients.settings = original.model_copy(
+        update={
+            "reflection_stream": f"mc:test:{suffix}",
+            "working_key_prefix": f"mct{suffix}",
+            "job_claim_idle_ms": 1,
+            "reflection_max_deliveries": 2,
+        }
+    )
     yield clients.settings
     clients.settings = original
 
@@ -37,14 +42,22 @@ async def test_reflection_job_is_applied_once(memory, clients, private_queue, te
     found = await memory.what_worked_for("search the docs")
     assert found[0].success_count == 2
     # A redelivered job (crash between apply and XACK) changes nothing.
-    fields = {"job_id": job_id, "tenant_id": tenant_id, "user_id": memory.user_id, "conversation_id": "conv-1",
-              "agent_id": "", "outcome": '{"success": true, "summary": "docs answered it", "strategy_id": "%s"}' % strategy.id}
+    fields = {
+        "job_id": job_id,
+        "tenant_id": tenant_id,
+        "user_id": memory.user_id,
+        "conversation_id": "conv-1",
+        "agent_id": "",
+        "outcome": json.dumps({"success": True, "summary": "docs answered it", "strategy_id": strategy.id}),
+    }
     assert await jobs.process_reflection(clients, fields) is False
     assert (await memory.what_worked_for("search the docs"))[0].success_count == 2
     async with clients.tenant_transaction(tenant_id) as conn:
         cur = await conn.execute("SELECT count(*) FROM memory_timeline WHERE memory_type = 'reflection'")
         assert (await cur.fetchone())[0] == 1
-    assert (await clients.redis.xpending(private_queue.reflection_stream, private_queue.reflection_group))["pending"] == 0
+    assert (await clients.redis.xpending(private_queue.reflection_stream, private_queue.reflection_group))[
+        "pending"
+    ] == 0
 
 
 async def test_reflection_with_tools_learns_a_strategy(memory, clients, private_queue):
@@ -67,7 +80,9 @@ async def test_failing_job_is_retried_then_dead_lettered(clients, private_queue)
     await worker.process_reflections(block_ms=10)  # delivered twice already: dead-lettered
     dead = await clients.redis.xrange(worker.dead_letter_stream)
     assert len(dead) == 1 and dead[0][1][b"job_id"] == b"broken"
-    assert (await clients.redis.xpending(private_queue.reflection_stream, private_queue.reflection_group))["pending"] == 0
+    assert (await clients.redis.xpending(private_queue.reflection_stream, private_queue.reflection_group))[
+        "pending"
+    ] == 0
     await clients.redis.delete(private_queue.reflection_stream, worker.dead_letter_stream)
 
 
@@ -83,8 +98,12 @@ async def test_cleanup_deletes_only_orphan_idle_low_salience_entities(memory, cl
     orphan = await memory.upsert_entity("Forgotten Thing", salience=0.05)
     cited = await memory.upsert_entity("Cited Thing", salience=0.05)
     await memory.learn_fact("a fact about the cited thing", entity_ids=[cited.id])
-    await _age(clients, tenant_id, "UPDATE memory_timeline SET last_accessed = now() - interval '60 days',"
-               " updated_at = now() - interval '60 days' WHERE memory_type = 'entity'")
+    await _age(
+        clients,
+        tenant_id,
+        "UPDATE memory_timeline SET last_accessed = now() - interval '60 days',"
+        " updated_at = now() - interval '60 days' WHERE memory_type = 'entity'",
+    )
     counts = await jobs.cleanup(clients, tenant_id)
     assert counts["orphan_entities"] == 1
     assert await graph_count("MATCH (e:Entity {id: $id}) RETURN count(e)", id=orphan.id) == 0
@@ -98,8 +117,12 @@ async def test_decay_is_idempotent_within_a_day(memory, clients, tenant_id, grap
     assert await jobs.decay_salience(clients, tenant_id) == 1
     assert await jobs.decay_salience(clients, tenant_id) == 0
     expected = 0.8 * clients.settings.salience_decay_rate
-    assert await graph_count("MATCH (e:Entity {id: $id}) WHERE abs(e.salience - $s) < 1e-9 RETURN count(e)",
-                             id=entity.id, s=expected) == 1
+    assert (
+        await graph_count(
+            "MATCH (e:Entity {id: $id}) WHERE abs(e.salience - $s) < 1e-9 RETURN count(e)", id=entity.id, s=expected
+        )
+        == 1
+    )
 
 
 async def test_archival_hides_old_conversations(memory, clients, tenant_id):
@@ -146,8 +169,12 @@ async def test_an_undecodable_job_does_not_block_the_batch(memory, clients, priv
 async def test_cleanup_removes_expired_turns_from_the_graph(memory, clients, tenant_id, graph_count):
     kept = await memory.store_turn("user", "a turn that stays")
     expired = await memory.store_turn("user", "a secret that must not outlive its ttl", ttl_seconds=3600)
-    await _age(clients, tenant_id, "UPDATE conversation_logs SET expires_at = now() - interval '1 second'"
-               " WHERE turn_id = %s", expired.id)
+    await _age(
+        clients,
+        tenant_id,
+        "UPDATE conversation_logs SET expires_at = now() - interval '1 second' WHERE turn_id = %s",
+        expired.id,
+    )
     assert (await jobs.cleanup(clients, tenant_id))["expired_turns"] == 1
     assert await graph_count("MATCH (t:Turn {id: $id}) RETURN count(t)", id=expired.id) == 0
     assert await graph_count("MATCH (t:Turn {id: $id}) RETURN count(t)", id=kept.id) == 1

@@ -1,5 +1,6 @@
 """Fixtures for the memory service: the app in-process over real stores (httpx + ASGITransport),
 tokens for two tenants, and an in-memory span exporter."""
+
 from __future__ import annotations
 
 import asyncio

@@ -1,5 +1,6 @@
 """Bearer tokens: no token or a wrong one is 401 on every /v1 route; the tenant comes only
 from the token, so another tenant's data is unreachable."""
+
 from __future__ import annotations
 
 import re
@@ -19,8 +20,12 @@ def _url(template: str) -> str:
 def test_every_agent_memory_route_is_listed(api):
     """The parametrized tests below cover V1_ROUTES: it must be every /v1 operation the app serves."""
     schema = api.client._transport.app.openapi()  # type: ignore[attr-defined]
-    served = sorted((method.upper(), path) for path, operations in schema["paths"].items()
-                    if path.startswith("/v1/") for method in operations)
+    served = sorted(
+        (method.upper(), path)
+        for path, operations in schema["paths"].items()
+        if path.startswith("/v1/")
+        for method in operations
+    )
     assert sorted(V1_ROUTES) == served
     assert len(V1_ROUTES) == 30
 
@@ -52,7 +57,11 @@ async def test_other_tenant_sees_nothing_on_the_same_paths(api):
 
     other = api.other_auth
     assert (await api.call("GET", f"{W}/context/secret", auth=other)).status_code == 404
-    assert (await api.call("GET", f"{W}/context", auth=other)).json() == {"context": {}, "recent_turns": [], "thoughts": []}
+    assert (await api.call("GET", f"{W}/context", auth=other)).json() == {
+        "context": {},
+        "recent_turns": [],
+        "thoughts": [],
+    }
     assert (await api.call("GET", f"{W}/turns", auth=other)).json() == {"turns": []}
     assert (await api.call("GET", "/v1/episodic/user-1/conv-1/turns", auth=other)).json() == {"turns": []}
     bundle = (await api.call("POST", "/v1/remember/user-1", json={"query": "alpha secret zebra"}, auth=other)).json()
@@ -73,7 +82,9 @@ def test_token_file_stores_hashes_only(tmp_path):
     assert table.tenant_for(token) == "acme" and table.tenant_for(token + "x") is None
 
 
-@pytest.mark.parametrize("text", ["acme mst_plain_token", "sha256:abc acme", f"sha256:{'0' * 64} ", f"sha256:{'0' * 64}  padded "])
+@pytest.mark.parametrize(
+    "text", ["acme mst_plain_token", "sha256:abc acme", f"sha256:{'0' * 64} ", f"sha256:{'0' * 64}  padded "]
+)
 def test_malformed_token_lines_name_the_line(text):
     with pytest.raises(TokenFileError, match=r"^tokens:2: "):
         TokenTable.parse(f"# header\n{text}\n", "tokens")

@@ -1,5 +1,6 @@
 """A store that is down: /ready answers 503 naming it, routes that need it answer a clear 503
 naming it, and routes that do not need it keep working. Never a 500."""
+
 from __future__ import annotations
 
 import asyncio
@@ -32,8 +33,12 @@ async def test_redis_down_gives_503_naming_redis(api, stack):
         r = await api.client.get("/ready")
         assert r.status_code == 503 and "redis" in r.json()["detail"]
         assert r.json()["checks"]["postgres"] == "ok"
-        for method, url, body in (("GET", f"{W}/context/k", None), ("PUT", f"{W}/context/k", {"value": 1}),
-                                  ("GET", f"{W}/turns", None), ("POST", "/v1/reflections/user-1", {})):
+        for method, url, body in (
+            ("GET", f"{W}/context/k", None),
+            ("PUT", f"{W}/context/k", {"value": 1}),
+            ("GET", f"{W}/turns", None),
+            ("POST", "/v1/reflections/user-1", {}),
+        ):
             r = await api.call(method, url, json=body)
             assert r.status_code == 503, (url, r.text)
             assert r.json()["detail"].startswith("redis is unavailable") and r.headers["retry-after"] == "1"
@@ -61,11 +66,14 @@ async def test_requests_after_a_redis_restart_do_not_fail(api, stack):
 
 
 async def test_requests_after_a_postgres_restart_do_not_fail(api, stack):
+    # Four connections out at once (none is returned before all are out), so four are pooled.
+    all_out = asyncio.Barrier(4)
+
     async def hold():
         async with api.clients.pg_pool.connection():
-            await asyncio.sleep(0.1)
+            await all_out.wait()
 
-    await asyncio.gather(*(hold() for _ in range(4)))
+    await asyncio.wait_for(asyncio.gather(*(hold() for _ in range(4))), timeout=30)
     assert api.clients.pg_pool.get_stats()["pool_available"] >= 4  # several pooled, soon stale
     stack.kill("postgres")
     stack.start("postgres")
@@ -79,9 +87,11 @@ async def test_postgres_down_gives_503_naming_postgres(api, stack):
     try:
         r = await api.client.get("/ready")
         assert r.status_code == 503 and "postgres" in r.json()["detail"]
-        for method, url, body in (("POST", "/v1/episodic/user-1/conv-1/turns", {"role": "user", "content": "x"}),
-                                  ("GET", "/v1/goals/user-1", None),
-                                  ("POST", "/v1/remember/user-1", {"query": "x"})):
+        for method, url, body in (
+            ("POST", "/v1/episodic/user-1/conv-1/turns", {"role": "user", "content": "x"}),
+            ("GET", "/v1/goals/user-1", None),
+            ("POST", "/v1/remember/user-1", {"query": "x"}),
+        ):
             r = await api.call(method, url, json=body)
             assert r.status_code == 503, (url, r.text)
             assert r.json()["detail"].startswith("postgres is unavailable")
@@ -103,7 +113,9 @@ async def test_neo4j_down_keeps_working_memory_and_episodic_writes(api, stack):
         assert "neo4j" in body["detail"] and "working memory" in body["still_working"]
         assert (await api.call("PUT", f"{W}/context/k", json={"value": 1})).status_code == 204
         assert (await api.call("GET", f"{W}/context/k")).json() == {"value": 1}
-        r = await api.call("POST", "/v1/episodic/user-1/conv-1/turns", json={"role": "user", "content": "while the graph is down"})
+        r = await api.call(
+            "POST", "/v1/episodic/user-1/conv-1/turns", json={"role": "user", "content": "while the graph is down"}
+        )
         assert r.status_code == 201, r.text
         r = await api.call("POST", "/v1/remember/user-1", json={"query": "while the graph is down"})
         assert r.status_code == 200 and any("down" in t["content"] for t in r.json()["relevant_turns"])

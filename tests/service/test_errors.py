@@ -1,5 +1,6 @@
 """Every failure has one body shape; memory_core's typed refusals map to their status; a bug is a
 logged 500 with a request id, never blamed on the caller."""
+
 from __future__ import annotations
 
 import logging
@@ -12,14 +13,17 @@ from memory_core.service.errors import ErrorBody
 URL = "/v1/episodic/u/c/turns"
 
 
-@pytest.mark.parametrize(("raised", "status"), [
-    (InvalidInput("content: bad"), 422),
-    (NotFound("unknown turn"), 404),
-    (Forbidden("not yours"), 403),
-    (Conflict("full"), 409),
-    (StoreUnavailable("postgres", "connection refused"), 503),
-    (SchemaNotMigrated("relation \"conversations\" does not exist"), 503),
-])
+@pytest.mark.parametrize(
+    ("raised", "status"),
+    [
+        (InvalidInput("content: bad"), 422),
+        (NotFound("unknown turn"), 404),
+        (Forbidden("not yours"), 403),
+        (Conflict("full"), 409),
+        (StoreUnavailable("postgres", "connection refused"), 503),
+        (SchemaNotMigrated('relation "conversations" does not exist'), 503),
+    ],
+)
 async def test_typed_refusals_map_to_their_status(api, monkeypatch, raised, status):
     async def refuse(self):
         raise raised
@@ -33,7 +37,7 @@ async def test_typed_refusals_map_to_their_status(api, monkeypatch, raised, stat
 
 async def test_schema_not_migrated_names_the_fix(api, monkeypatch):
     async def refuse(self):
-        raise SchemaNotMigrated("relation \"conversations\" does not exist")
+        raise SchemaNotMigrated('relation "conversations" does not exist')
 
     monkeypatch.setattr(AgentMemory, "get_conversation", refuse)
     r = await api.call("GET", URL)
@@ -64,15 +68,18 @@ async def test_an_unusable_request_id_is_replaced(api, monkeypatch):
     assert r.status_code == 500 and len(r.json()["request_id"]) == 32 and "forged" not in r.text
 
 
-@pytest.mark.parametrize(("method", "url", "kwargs", "status"), [
-    ("GET", URL, {"auth": {}}, 401),
-    ("GET", "/v1/nowhere", {}, 404),
-    ("DELETE", URL, {}, 405),
-    ("POST", URL, {"content": b"{not json", "headers": {"content-type": "application/json"}}, 400),
-    ("POST", URL, {"json": {"role": "robot", "content": ""}}, 422),
-    ("POST", URL, {"json": {"role": "user", "content": "x", "turn_index": "1"}}, 422),
-    ("PUT", "/v1/working/u/c/context/k", {"content": b"x" * 2_000_000}, 413),
-])
+@pytest.mark.parametrize(
+    ("method", "url", "kwargs", "status"),
+    [
+        ("GET", URL, {"auth": {}}, 401),
+        ("GET", "/v1/nowhere", {}, 404),
+        ("DELETE", URL, {}, 405),
+        ("POST", URL, {"content": b"{not json", "headers": {"content-type": "application/json"}}, 400),
+        ("POST", URL, {"json": {"role": "robot", "content": ""}}, 422),
+        ("POST", URL, {"json": {"role": "user", "content": "x", "turn_index": "1"}}, 422),
+        ("PUT", "/v1/working/u/c/context/k", {"content": b"x" * 2_000_000}, 413),
+    ],
+)
 async def test_every_error_has_the_documented_body(api, method, url, kwargs, status):
     r = await api.call(method, url, **kwargs)
     assert r.status_code == status, r.text
@@ -89,7 +96,9 @@ def test_every_operation_documents_the_error_statuses(api):
     for path, operations in schema["paths"].items():
         for method, operation in operations.items():
             documented = set(operation["responses"])
-            expected = {"400", "413", "500"} | ({"401", "403", "404", "409", "422", "503"} if path.startswith("/v1/") else set())
+            expected = {"400", "413", "500"} | (
+                {"401", "403", "404", "409", "422", "503"} if path.startswith("/v1/") else set()
+            )
             assert expected <= documented, (method, path, expected - documented)
             for status in expected:
                 ref = operation["responses"][status]["content"]["application/json"]["schema"]["$ref"]

@@ -1,5 +1,6 @@
 """Every other AgentMemory operation over HTTP: episodic, retrieval, semantic, goals,
 procedural, user model, reflections and shared spaces."""
+
 from __future__ import annotations
 
 import uuid
@@ -8,8 +9,11 @@ U = "user-1"
 
 
 async def test_episodic_turns_are_durable_and_listed(api):
-    r = await api.call("POST", f"/v1/episodic/{U}/conv-1/turns",
-                       json={"role": "user", "content": "I like hiking in the Alps", "metadata": {"lang": "en"}})
+    r = await api.call(
+        "POST",
+        f"/v1/episodic/{U}/conv-1/turns",
+        json={"role": "user", "content": "I like hiking in the Alps", "metadata": {"lang": "en"}},
+    )
     assert r.status_code == 201
     turn = r.json()
     assert turn["content"] == "I like hiking in the Alps" and turn["metadata"] == {"lang": "en"}
@@ -29,18 +33,30 @@ async def test_remember_finds_stored_memories(api):
 
 
 async def test_entities_facts_relations(api):
-    alice = (await api.call("POST", f"/v1/semantic/{U}/entities",
-                            json={"name": "Alice", "type": "Person", "aliases": ["Al"]})).json()
+    alice = (
+        await api.call(
+            "POST", f"/v1/semantic/{U}/entities", json={"name": "Alice", "type": "Person", "aliases": ["Al"]}
+        )
+    ).json()
     acme = await api.call("POST", f"/v1/semantic/{U}/entities", json={"name": "Acme", "type": "Organization"})
     assert acme.status_code == 201 and alice["aliases"] == ["Al"]
-    r = await api.call("POST", f"/v1/semantic/{U}/relations",
-                       json={"source_id": alice["id"], "target_id": acme.json()["id"], "rel_type": "WORKS_FOR"})
+    r = await api.call(
+        "POST",
+        f"/v1/semantic/{U}/relations",
+        json={"source_id": alice["id"], "target_id": acme.json()["id"], "rel_type": "WORKS_FOR"},
+    )
     assert r.status_code == 204
-    fact = await api.call("POST", f"/v1/semantic/{U}/facts",
-                          json={"claim": "Alice works for Acme", "entity_ids": [alice["id"]], "confidence": 0.9})
+    fact = await api.call(
+        "POST",
+        f"/v1/semantic/{U}/facts",
+        json={"claim": "Alice works for Acme", "entity_ids": [alice["id"]], "confidence": 0.9},
+    )
     assert fact.status_code == 201 and fact.json()["entity_ids"] == [alice["id"]]
-    r = await api.call("POST", f"/v1/semantic/{U}/relations",
-                       json={"source_id": alice["id"], "target_id": acme.json()["id"], "rel_type": "DROP_ALL"})
+    r = await api.call(
+        "POST",
+        f"/v1/semantic/{U}/relations",
+        json={"source_id": alice["id"], "target_id": acme.json()["id"], "rel_type": "DROP_ALL"},
+    )
     assert r.status_code == 422 and "relationship type" in r.json()["detail"]
 
 
@@ -56,14 +72,21 @@ async def test_goals_add_list_update(api):
 
 
 async def test_tools_and_strategies(api):
-    r = await api.call("POST", f"/v1/procedural/{U}/tool-invocations",
-                       json={"tool_name": "search", "tool_input": {"q": "x"}, "tool_output": [1], "success": True,
-                             "latency_ms": 12})
+    r = await api.call(
+        "POST",
+        f"/v1/procedural/{U}/tool-invocations",
+        json={"tool_name": "search", "tool_input": {"q": "x"}, "tool_output": [1], "success": True, "latency_ms": 12},
+    )
     assert r.status_code == 204
     stats = (await api.call("GET", f"/v1/procedural/{U}/tool-stats")).json()["tools"]
     assert [(s["name"], s["usage_count"]) for s in stats] == [("search", 1)]
-    strategy = (await api.call("POST", f"/v1/procedural/{U}/strategies",
-                               json={"description": "search then summarise", "tool_sequence": ["search"]})).json()
+    strategy = (
+        await api.call(
+            "POST",
+            f"/v1/procedural/{U}/strategies",
+            json={"description": "search then summarise", "tool_sequence": ["search"]},
+        )
+    ).json()
     r = await api.call("POST", f"/v1/procedural/{U}/strategies/{strategy['id']}/outcomes", json={"success": False})
     assert r.status_code == 200 and r.json()["failure_count"] == 1
     found = (await api.call("GET", f"/v1/procedural/{U}/strategies", params={"task": "search then summarise"})).json()
@@ -71,7 +94,9 @@ async def test_tools_and_strategies(api):
 
 
 async def test_user_model(api):
-    assert (await api.call("PATCH", f"/v1/users/{U}/preferences", json={"preferences": {"tone": "brief"}})).status_code == 204
+    assert (
+        await api.call("PATCH", f"/v1/users/{U}/preferences", json={"preferences": {"tone": "brief"}})
+    ).status_code == 204
     assert (await api.call("PUT", f"/v1/users/{U}/expertise", json={"areas": ["rust", "k8s"]})).status_code == 204
     context = (await api.call("GET", f"/v1/users/{U}/context")).json()
     assert context["preferences"] == {"tone": "brief"}
@@ -79,13 +104,17 @@ async def test_user_model(api):
 
 
 async def test_reflection_is_queued_for_the_worker(api, settings):
-    r = await api.call("POST", f"/v1/reflections/{U}", json={"conversation_id": "conv-1", "success": True,
-                                                             "summary": "went well", "tools": ["search"]})
+    r = await api.call(
+        "POST",
+        f"/v1/reflections/{U}",
+        json={"conversation_id": "conv-1", "success": True, "summary": "went well", "tools": ["search"]},
+    )
     assert r.status_code == 202
     job_id = r.json()["job_id"]
     entries = await api.clients.redis.xrevrange(settings.reflection_stream, count=200)
-    assert any(fields[b"job_id"].decode() == job_id and fields[b"tenant_id"].decode() == api.tenant_id
-               for _, fields in entries)
+    assert any(
+        fields[b"job_id"].decode() == job_id and fields[b"tenant_id"].decode() == api.tenant_id for _, fields in entries
+    )
 
 
 async def test_shared_spaces_need_an_agent_and_its_ownership(api):
@@ -93,14 +122,21 @@ async def test_shared_spaces_need_an_agent_and_its_ownership(api):
     r = await api.call("PUT", space)
     assert r.status_code == 403 and "agent_id" in r.json()["detail"]
     assert (await api.call("PUT", space, headers={"X-Agent-Id": "owner"})).status_code == 204
-    r = await api.call("PUT", f"{space}/grants/helper", json={"read": True, "write": True}, headers={"X-Agent-Id": "owner"})
+    r = await api.call(
+        "PUT", f"{space}/grants/helper", json={"read": True, "write": True}, headers={"X-Agent-Id": "owner"}
+    )
     assert r.status_code == 204
-    fact = await api.call("POST", f"/v1/semantic/{U}/facts", json={"claim": "shared", "space": "team"},
-                          headers={"X-Agent-Id": "helper"})
+    fact = await api.call(
+        "POST", f"/v1/semantic/{U}/facts", json={"claim": "shared", "space": "team"}, headers={"X-Agent-Id": "helper"}
+    )
     assert fact.status_code == 201 and fact.json()["space"] == "team"
     r = await api.call("PUT", f"{space}/grants/other", json={"read": True}, headers={"X-Agent-Id": "helper"})
     assert r.status_code == 403
     assert (await api.call("DELETE", f"{space}/grants/helper", headers={"X-Agent-Id": "owner"})).status_code == 204
-    fact = await api.call("POST", f"/v1/semantic/{U}/facts", json={"claim": "no longer", "space": "team"},
-                          headers={"X-Agent-Id": "helper"})
+    fact = await api.call(
+        "POST",
+        f"/v1/semantic/{U}/facts",
+        json={"claim": "no longer", "space": "team"},
+        headers={"X-Agent-Id": "helper"},
+    )
     assert fact.status_code == 403

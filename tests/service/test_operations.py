@@ -1,4 +1,5 @@
 """/health, /ready, /metrics, the OpenAPI document, request and backend spans, JSON logs."""
+
 from __future__ import annotations
 
 import io
@@ -35,23 +36,34 @@ async def test_metrics_expose_every_declared_metric_after_traffic(api):
     assert f'{metrics.HTTP_REQUEST_DURATION}_count{{method="GET",route="{route}",status="200"}}' in text
     assert f'{metrics.HTTP_REQUEST_DURATION}_bucket{{le="0.00025",method="GET",route="{route}",status="200"}}' in text
     assert 'route="unmatched",status="404"' in text
-    assert f'{metrics.BACKEND_OPERATION_DURATION}_count{{operation="get_working_context",outcome="ok",store="redis"}}' in text
+    assert (
+        f'{metrics.BACKEND_OPERATION_DURATION}_count{{operation="get_working_context",outcome="ok",store="redis"}}'
+        in text
+    )
     assert f'{metrics.POOL_CONNECTIONS}{{state="max",store="postgres"}}' in text
-    assert f'{metrics.BUILD_INFO}{{python=' in text
+    assert f"{metrics.BUILD_INFO}{{python=" in text
     assert f"{metrics.HTTP_REQUESTS_IN_FLIGHT} 1.0" in text  # the scrape itself
 
 
 async def test_openapi_lists_the_working_memory_routes(api):
     paths = (await api.client.get("/openapi.json")).json()["paths"]
-    assert set(paths[W.replace("user-1", "{user_id}").replace("conv-1", "{conversation_id}") + "/context/{key}"]) == {"put", "get", "delete"}
+    assert set(paths[W.replace("user-1", "{user_id}").replace("conv-1", "{conversation_id}") + "/context/{key}"]) == {
+        "put",
+        "get",
+        "delete",
+    }
     assert set(paths["/v1/working/{user_id}/{conversation_id}/context"]) == {"get", "delete"}
     assert set(paths["/v1/working/{user_id}/{conversation_id}/turns"]) == {"post", "get"}
-    assert "bearer" in json.dumps((await api.client.get("/openapi.json")).json()["components"]["securitySchemes"]).lower()
+    assert (
+        "bearer" in json.dumps((await api.client.get("/openapi.json")).json()["components"]["securitySchemes"]).lower()
+    )
 
 
 async def test_request_and_backend_spans(api, span_exporter):
     span_exporter.clear()
-    r = await api.call("GET", f"{W}/context/k", headers={"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"})
+    r = await api.call(
+        "GET", f"{W}/context/k", headers={"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+    )
     assert r.status_code == 404
     spans = {s.name: s for s in span_exporter.get_finished_spans()}
     server = spans["GET /v1/working/{user_id}/{conversation_id}/context/{key}"]

@@ -1,5 +1,6 @@
 """The service and the worker as real processes: graceful shutdown on SIGTERM, worker probes,
 and the CLI's token and startup errors."""
+
 from __future__ import annotations
 
 import asyncio
@@ -20,7 +21,6 @@ from memory_core import AgentMemory, MemoryClients
 from memory_core.service.auth import TokenTable
 from memstack.load import free_port, wait_ready
 
-
 CLI = [sys.executable, "-c", "from memstack.cli import main; main()"]
 
 
@@ -39,13 +39,17 @@ def get(url: str) -> tuple[int, str]:
 @pytest.fixture
 def token_env(tmp_path, tenant_id):
     tokens = tmp_path / "tokens"
-    result = subprocess.run(CLI + ["token", "create", "--tenant", tenant_id, "--file", str(tokens)],
-                            capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        CLI + ["token", "create", "--tenant", tenant_id, "--file", str(tokens)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return result.stdout.strip(), {"MEMSTACK_TOKENS_FILE": str(tokens)}
 
 
 def test_token_create_prints_the_token_once_and_stores_its_hash(token_env, tenant_id, tmp_path):
-    token, env = token_env
+    token, _ = token_env
     stored = (tmp_path / "tokens").read_text()
     assert token.startswith("mst_") and token not in stored
     assert oct((tmp_path / "tokens").stat().st_mode & 0o777) == "0o600"
@@ -55,8 +59,13 @@ def test_token_create_prints_the_token_once_and_stores_its_hash(token_env, tenan
 def test_serve_with_a_bad_tokens_file_is_one_line_and_exit_2(tmp_path, stack):
     bad = tmp_path / "tokens"
     bad.write_text("not a hash line\n")
-    result = subprocess.run(CLI + ["serve", "--port", str(free_port())], capture_output=True, text=True, timeout=60,
-                            env={**os.environ, **stack.env(), "MEMSTACK_TOKENS_FILE": str(bad)})
+    result = subprocess.run(
+        CLI + ["serve", "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **stack.env(), "MEMSTACK_TOKENS_FILE": str(bad)},
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"memstack: {bad}:1: expected 'sha256:<64 hex> <tenant>'"]
 
@@ -70,8 +79,10 @@ def test_sigterm_drains_in_flight_requests_then_closes_pools(stack, migrated, to
     try:
         wait_ready(f"http://127.0.0.1:{port}", process, log_path)
         body = json.dumps({"value": "written during shutdown"}).encode()
-        head = (f"PUT /v1/working/u/c/context/drain HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
-                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+        head = (
+            f"PUT /v1/working/u/c/context/drain HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode()
         with socket.create_connection(("127.0.0.1", port)) as slow:
             slow.sendall(head + body[:10])  # the request is in flight: its body is not complete
             time.sleep(0.3)
@@ -124,8 +135,9 @@ def test_worker_serves_probes_and_stops_on_sigterm(stack, migrated, tmp_path):
 
 
 def test_migrate_prints_what_it_applied(stack, migrated):
-    result = subprocess.run(CLI + ["migrate"], capture_output=True, text=True, timeout=120,
-                            env={**os.environ, **stack.env()})
+    result = subprocess.run(
+        CLI + ["migrate"], capture_output=True, text=True, timeout=120, env={**os.environ, **stack.env()}
+    )
     assert result.returncode == 0, result.stderr
     assert set(json.loads(result.stdout)) == {"postgres", "neo4j"}
 
@@ -136,8 +148,9 @@ def serving_in(cwd, env: dict):
     port = free_port()
     log_path = cwd / "serve.log"
     with open(log_path, "w") as log:
-        process = subprocess.Popen(CLI + ["serve", "--port", str(port)], cwd=cwd, env=env, stdout=log,
-                                   stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            CLI + ["serve", "--port", str(port)], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
     try:
         wait_ready(f"http://127.0.0.1:{port}", process, log_path)
         yield f"http://127.0.0.1:{port}", log_path
@@ -149,8 +162,15 @@ def serving_in(cwd, env: dict):
 def test_serve_reads_the_tokens_file_token_create_wrote_by_default(stack, migrated, tenant_id, tmp_path):
     """The README's order of commands, with no MEMSTACK_TOKENS_FILE anywhere: the token works."""
     env = {k: v for k, v in os.environ.items() if k not in ("MEMSTACK_TOKENS_FILE", "MEMSTACK_TOKENS")}
-    created = subprocess.run(CLI + ["token", "create", "--tenant", tenant_id], cwd=tmp_path, env=env,
-                             capture_output=True, text=True, timeout=60, check=True)
+    created = subprocess.run(
+        CLI + ["token", "create", "--tenant", tenant_id],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     token = created.stdout.strip()
     assert (tmp_path / "tokens").exists()
     with serving_in(tmp_path, {**env, **stack.env()}) as (base, log_path):
@@ -165,8 +185,11 @@ def test_serve_without_tokens_warns_once(stack, migrated, tmp_path):
     with serving_in(tmp_path, {**env, **stack.env()}) as (base, log_path):
         status, body = get(f"{base}/v1/users/u/context")
         assert status == 401 and json.loads(body) == {"detail": "missing bearer token"}
-    warnings = [json.loads(line) for line in log_path.read_text().splitlines()
-                if line.startswith("{") and "no bearer tokens" in line]
+    warnings = [
+        json.loads(line)
+        for line in log_path.read_text().splitlines()
+        if line.startswith("{") and "no bearer tokens" in line
+    ]
     assert len(warnings) == 1 and warnings[0]["level"] == "warning", warnings
     assert "memstack token create" in warnings[0]["message"]
 
@@ -175,7 +198,12 @@ def test_up_applies_pending_migrations_idempotently(stack, migrated):
     """`memstack up` on a running stack: nothing to start, the schema is checked and already current."""
     if stack.home is None:
         pytest.skip("the external backend has no state directory for `memstack up`")
-    result = subprocess.run(CLI + ["up", "--backend", stack.backend.name], capture_output=True, text=True,
-                            timeout=300, env={**os.environ, "MEMSTACK_HOME": str(stack.home)})
+    result = subprocess.run(
+        CLI + ["up", "--backend", stack.backend.name],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "MEMSTACK_HOME": str(stack.home)},
+    )
     assert result.returncode == 0, result.stderr
     assert "schema: up to date" in result.stdout

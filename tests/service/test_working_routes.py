@@ -1,4 +1,5 @@
 """The working-memory routes, exactly as clients and the load test use them."""
+
 from __future__ import annotations
 
 W = "/v1/working/user-1/conv-1"
@@ -38,7 +39,9 @@ async def test_get_and_clear_all_context(api):
 
 async def test_turns_newest_first_with_limit(api):
     for i in range(5):
-        r = await api.call("POST", f"{W}/turns", json={"role": "assistant" if i % 2 else "user", "content": f"turn {i}"})
+        r = await api.call(
+            "POST", f"{W}/turns", json={"role": "assistant" if i % 2 else "user", "content": f"turn {i}"}
+        )
         assert r.status_code == 201 and r.json()["turn"]["content"] == f"turn {i}"
     r = await api.call("GET", f"{W}/turns", params={"limit": 3})
     assert [t["content"] for t in r.json()["turns"]] == ["turn 4", "turn 3", "turn 2"]
