@@ -307,6 +307,7 @@ app.add_typer(capacity_app, name="capacity")
 app.add_typer(recovery.backup_app, name="backup")
 app.command()(recovery.restore)
 app.command()(recovery.drill)
+app.command("rebuild-graph")(recovery.rebuild_graph)
 
 
 def main() -> None:

@@ -8,6 +8,7 @@
   would still have to be brought forward to Postgres's recovery point by outbox replay. The
   manifest records the outbox position and the graph's node counts at backup time.
 """
+
 from __future__ import annotations
 
 import os
@@ -15,7 +16,7 @@ import re
 import shutil
 import subprocess
 import time
-from datetime import timezone
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from neo4j import GraphDatabase
 
 from memstack.errors import MemstackError
 from memstack.local.neo4j_server import USER as NEO4J_USER
-from memstack.local.postgres_server import ADMIN_ROLE, bin_dir
+from memstack.local.postgres_server import ADMIN_ROLE, bin_dir, wal_segment_bytes
 from memstack.recovery import sets
 from memstack.recovery.stack import LocalStack
 
@@ -36,16 +37,38 @@ def _postgres(stack: LocalStack, dest: Path) -> dict[str, Any]:
     state = stack.state()
     before = stack.row_counts()
     with stack.admin() as conn:
-        outbox_id = conn.execute("SELECT last_value FROM graph_outbox_id_seq").fetchone()[0] \
-            if conn.execute("SELECT to_regclass('graph_outbox_id_seq')").fetchone()[0] else 0
-        pending = conn.execute("SELECT count(*) FROM graph_outbox").fetchone()[0] \
-            if conn.execute("SELECT to_regclass('graph_outbox')").fetchone()[0] else 0
+        outbox_id = (
+            conn.execute("SELECT last_value FROM graph_outbox_id_seq").fetchone()[0]
+            if conn.execute("SELECT to_regclass('graph_outbox_id_seq')").fetchone()[0]
+            else 0
+        )
+        pending = (
+            conn.execute("SELECT count(*) FROM graph_outbox").fetchone()[0]
+            if conn.execute("SELECT to_regclass('graph_outbox')").fetchone()[0]
+            else 0
+        )
     started = time.monotonic()
     result = subprocess.run(
-        [str(bin_dir() / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(stack.port("postgres")), "-U", ADMIN_ROLE,
-         "-D", str(dest), "--format=tar", "--wal-method=stream", "--checkpoint=fast", "--verbose",
-         "--label=memstack backup", "--no-password"],
-        capture_output=True, text=True, env={**os.environ, "PGPASSWORD": state.credentials.postgres_admin_password},
+        [
+            str(bin_dir() / "pg_basebackup"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(stack.port("postgres")),
+            "-U",
+            ADMIN_ROLE,
+            "-D",
+            str(dest),
+            "--format=tar",
+            "--wal-method=stream",
+            "--checkpoint=fast",
+            "--verbose",
+            "--label=memstack backup",
+            "--no-password",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PGPASSWORD": state.credentials.postgres_admin_password},
     )
     if result.returncode != 0:
         last = result.stderr.strip().splitlines()[-1:]
@@ -61,6 +84,7 @@ def _postgres(stack: LocalStack, dest: Path) -> dict[str, Any]:
         "consistent_at": consistent_at.isoformat(),
         "seconds": round(time.monotonic() - started, 3),
         "wal_dir": str(stack.postgres().wal_dir),
+        "wal_segment_bytes": wal_segment_bytes(stack.postgres().pgdata),
         # Rows committed while the backup ran may or may not be in it: the counts bound it.
         "rows_before": before,
         "rows_after": after,
@@ -101,14 +125,19 @@ def _redis(stack: LocalStack, dest: Path) -> dict[str, Any]:
     keys = _KEYS_READ.search(check.stdout)
     if check.returncode != 0 or keys is None:
         raise MemstackError(f"redis-check-rdb rejected the snapshot: {check.stdout.strip().splitlines()[-1:]}")
-    return {"last_save": last_save.astimezone(timezone.utc).isoformat(), "keys": int(keys.group(1)), "seconds": round(time.monotonic() - started, 3),
-            "appendfsync": stack.state().appendfsync}
+    return {
+        "last_save": last_save.astimezone(UTC).isoformat(),
+        "keys": int(keys.group(1)),
+        "seconds": round(time.monotonic() - started, 3),
+        "appendfsync": stack.state().appendfsync,
+    }
 
 
 def neo4j_node_counts(uri: str, password: str) -> dict[str, int]:
     with GraphDatabase.driver(uri, auth=(NEO4J_USER, password), connection_timeout=5) as driver:
         records, _, _ = driver.execute_query(
-            "MATCH (n) UNWIND labels(n) AS label RETURN label, count(*) AS n ORDER BY label")
+            "MATCH (n) UNWIND labels(n) AS label RETURN label, count(*) AS n ORDER BY label"
+        )
         return {r["label"]: r["n"] for r in records}
 
 
@@ -156,3 +185,35 @@ def backup(stack: LocalStack, sets_dir: Path | None = None) -> dict[str, Any]:
     # Only a complete set gets its name: `backup list` never shows a half-written one.
     partial.rename(root)
     return manifest
+
+
+def first_segment(postgres: dict[str, Any]) -> str:
+    """The name of the WAL segment a base backup starts in: the oldest it needs."""
+    high, low = (int(part, 16) for part in postgres["start_lsn"].split("/"))
+    size = postgres["wal_segment_bytes"]
+    segment = ((high << 32) | low) // size
+    per_id = 0x100000000 // size
+    return f"{postgres['timeline']:08X}{segment // per_id:08X}{segment % per_id:08X}"
+
+
+def prune(stack: LocalStack, keep: int, sets_dir: Path | None = None) -> dict[str, Any]:
+    """Delete all but the `keep` newest sets, and the archived WAL that only older sets need."""
+    if keep < 1:
+        raise MemstackError("--keep must be at least 1: the newest set and the WAL after it stay")
+    sets_dir = sets_dir or sets.default_sets_dir(stack.home)
+    found = sets.all_sets(sets_dir)
+    removed = [m["id"] for m in found[:-keep]]
+    for backup_id in removed:
+        shutil.rmtree(sets.set_path(sets_dir, backup_id))
+    kept = found[-keep:]
+    wal_dir = stack.postgres().wal_dir.resolve()
+    before = len(list(wal_dir.iterdir())) if wal_dir.is_dir() else 0
+    if kept and wal_dir.is_dir():
+        oldest = first_segment(kept[0]["postgres"])
+        result = subprocess.run(
+            [str(bin_dir() / "pg_archivecleanup"), str(wal_dir), oldest], capture_output=True, text=True
+        )
+        if result.returncode != 0:
+            raise MemstackError(f"pg_archivecleanup failed: {result.stderr.strip().splitlines()[-1:]}")
+    after = len(list(wal_dir.iterdir())) if wal_dir.is_dir() else 0
+    return {"removed_sets": removed, "kept_sets": [m["id"] for m in kept], "wal_files_removed": before - after}

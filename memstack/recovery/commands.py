@@ -1,23 +1,30 @@
 """The recovery commands of the CLI: `backup` (with `list` and `verify`), `restore`, `drill`."""
+
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from memstack.errors import MemstackError
 from memstack.recovery import sets
 from memstack.recovery.stack import LocalStack
 
 out = Console(width=160, highlight=False)
 
-DirOption = Annotated[Optional[Path], typer.Option("--dir", help=f"Backup sets directory (default ${sets.SETS_DIR_ENV} or $MEMSTACK_HOME/backups/sets)")]
+DirOption = Annotated[
+    Path | None,
+    typer.Option("--dir", help=f"Backup sets directory (default ${sets.SETS_DIR_ENV} or $MEMSTACK_HOME/backups/sets)"),
+]
 
-backup_app = typer.Typer(help="Backup sets of the local stack: take one (no sub-command), list, verify.",
-                         invoke_without_command=True)
+backup_app = typer.Typer(
+    help="Backup sets of the local stack: take one (no sub-command), list, verify.", invoke_without_command=True
+)
 
 
 def _mb(n: int) -> str:
@@ -27,7 +34,7 @@ def _mb(n: int) -> str:
 @backup_app.callback()
 def backup(
     ctx: typer.Context,
-    to: Annotated[Optional[Path], typer.Option("--to", help="Write the set under this directory instead")] = None,
+    to: Annotated[Path | None, typer.Option("--to", help="Write the set under this directory instead")] = None,
 ) -> None:
     """Take a backup set of the running stack, online; the last line printed is its id."""
     if ctx.invoked_subcommand is not None:
@@ -36,7 +43,9 @@ def backup(
 
     manifest = take(LocalStack.at(), to.resolve() if to else None)
     pg, rd, neo = manifest["postgres"], manifest["redis"], manifest["neo4j"]
-    out.print(f"postgres: base backup {pg['start_lsn']}..{pg['stop_lsn']} (timeline {pg['timeline']}) in {pg['seconds']:.1f} s")
+    out.print(
+        f"postgres: base backup {pg['start_lsn']}..{pg['stop_lsn']} (timeline {pg['timeline']}) in {pg['seconds']:.1f} s"
+    )
     out.print(f"redis: snapshot of {rd['keys']} keys saved at {rd['last_save']}, with its AOF")
     out.print(f"neo4j: no files, rebuilt from Postgres on restore (outbox position {neo['last_outbox_id']})")
     out.print(f"{len(manifest['files'])} files, {_mb(manifest['bytes'])}, {manifest['seconds']:.1f} s")
@@ -51,8 +60,14 @@ def backup_list(dir: DirOption = None) -> None:
     for column in ("id", "finished", "size", "postgres stop LSN", "redis keys", "seconds"):
         table.add_column(column)
     for m in sets.all_sets(dir or sets.default_sets_dir(stack.home)):
-        table.add_row(m["id"], m["finished_at"], _mb(m["bytes"]), str(m["postgres"]["stop_lsn"]),
-                      str(m["redis"]["keys"]), f"{m['seconds']:.1f}")
+        table.add_row(
+            m["id"],
+            m["finished_at"],
+            _mb(m["bytes"]),
+            str(m["postgres"]["stop_lsn"]),
+            str(m["redis"]["keys"]),
+            f"{m['seconds']:.1f}",
+        )
     out.print(table)
 
 
@@ -63,14 +78,34 @@ def backup_verify(backup_id: Annotated[str, typer.Argument(metavar="ID")], dir: 
 
     result = verify(LocalStack.at(), backup_id, dir)
     graph = ", ".join(f"{label} {found}" for label, (_, found) in result["graph"].items())
-    out.print(f"checksums ok; postgres {sum(result['rows'].values())} rows in range; redis {result['redis_keys']} keys; "
-              f"graph rebuilt: {graph}; {result['seconds']:.1f} s")
+    out.print(
+        f"checksums ok; postgres {sum(result['rows'].values())} rows in range; redis {result['redis_keys']} keys; "
+        f"graph rebuilt: {graph}; {result['seconds']:.1f} s"
+    )
     print(f"backup {backup_id} verified")
+
+
+@backup_app.command("prune")
+def backup_prune(
+    keep: Annotated[int, typer.Option(help="Sets to keep, newest first")],
+    dir: DirOption = None,
+) -> None:
+    """Delete older sets and the archived WAL only they need (point-in-time recovery then
+    reaches back to the oldest set kept)."""
+    from memstack.recovery.backup import prune
+
+    result = prune(LocalStack.at(), keep, dir)
+    out.print(
+        f"removed {len(result['removed_sets'])} sets and {result['wal_files_removed']} archived WAL files; "
+        f"kept {', '.join(result['kept_sets']) or 'none'}"
+    )
 
 
 def restore(
     backup_id: Annotated[str, typer.Argument(metavar="ID")],
-    to_time: Annotated[Optional[str], typer.Option("--to-time", help="Point in time (ISO 8601, UTC if no offset); default: the latest")] = None,
+    to_time: Annotated[
+        str | None, typer.Option("--to-time", help="Point in time (ISO 8601, UTC if no offset); default: the latest")
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Stop a running stack first")] = False,
     dir: DirOption = None,
 ) -> None:
@@ -78,12 +113,16 @@ def restore(
     from memstack.recovery.restore import parse_time
     from memstack.recovery.restore import restore as run
 
-    report = run(LocalStack.at(), backup_id, to_time=parse_time(to_time) if to_time else None, force=force, sets_dir=dir)
+    report = run(
+        LocalStack.at(), backup_id, to_time=parse_time(to_time) if to_time else None, force=force, sets_dir=dir
+    )
     for name, path in report["moved_aside"].items():
         out.print(f"{name}: damaged data moved aside to {path}")
     neo = report["neo4j"]
-    out.print(f"postgres: recovered to {report['to_time'] or 'the end of the WAL archive'} "
-              f"(timeline {report['postgres']['timeline']}) in {report['postgres']['seconds']:.1f} s")
+    out.print(
+        f"postgres: recovered to {report['to_time'] or 'the end of the WAL archive'} "
+        f"(timeline {report['postgres']['timeline']}) in {report['postgres']['seconds']:.1f} s"
+    )
     out.print(f"redis: from its {'append-only file' if report['redis']['from'] == 'aof' else 'snapshot in the set'}")
     out.print(f"neo4j: rebuilt from Postgres, {sum(neo['events'].values())} events in {neo['seconds']:.1f} s")
     print(f"restored from {backup_id} in {report['seconds']:.1f} s")
@@ -93,7 +132,7 @@ def drill(
     writes: Annotated[int, typer.Option(min=10, help="Writes per round (turns, facts, working-memory keys)")] = 3000,
     rounds: Annotated[int, typer.Option(min=1, help="Rounds; each after the first starts from the restored stack")] = 2,
     concurrency: Annotated[int, typer.Option(min=1, help="Writers in flight at once")] = 16,
-    json_file: Annotated[Optional[Path], typer.Option("--json", help="Write the results here as JSON")] = None,
+    json_file: Annotated[Path | None, typer.Option("--json", help="Write the results here as JSON")] = None,
 ) -> None:
     """Write through the service, back up mid-stream, destroy every store, restore, reconcile."""
     from memstack.recovery.drill import DrillOptions, print_results, run
@@ -104,3 +143,23 @@ def drill(
         json_file.write_text(json.dumps(results, indent=2, default=str))
     if not results["passed"]:
         raise typer.Exit(1)
+
+
+def rebuild_graph() -> None:
+    """Rebuild the Neo4j projection from Postgres (configured by the memory_core environment)."""
+    from memory_core.settings import Settings
+    from memstack.recovery.graph import rebuild
+
+    settings = Settings()
+    try:
+        result = asyncio.run(
+            rebuild(
+                settings.postgres_url.get_secret_value(),
+                settings.neo4j_uri,
+                settings.neo4j_user,
+                settings.neo4j_password.get_secret_value(),
+            )
+        )
+    except OSError as exc:
+        raise MemstackError(f"rebuild-graph: cannot reach a store: {exc}") from None
+    print(json.dumps(result))

@@ -14,6 +14,7 @@ Targets, per store:
 - Neo4j holds exactly what Postgres holds (it is rebuilt from it).
 No store may hold a write twice.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -26,7 +27,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -88,10 +89,11 @@ def _seq(text: str | None, run: str) -> int | None:
     prefix = f"drill {run} #"
     if not text or not text.startswith(prefix):
         return None
-    return int(text[len(prefix):].split("#", 1)[0])
+    return int(text[len(prefix) :].split("#", 1)[0])
 
 
 # --- the memory service ------------------------------------------------------------------------
+
 
 class Service:
     """`memstack serve` on a free port, for tokens of one tenant per round."""
@@ -109,8 +111,20 @@ class Service:
         env = {**os.environ, **endpoints.env(), "MEMSTACK_TOKENS_FILE": str(hashes)}
         with open(self.log, "w") as handle:
             self.process = subprocess.Popen(
-                [sys.executable, "-c", _RUN_CLI, "serve", "--port", self.url.rsplit(":", 1)[1], "--log-level", "warning"],
-                env=env, stdout=handle, stderr=subprocess.STDOUT)
+                [
+                    sys.executable,
+                    "-c",
+                    _RUN_CLI,
+                    "serve",
+                    "--port",
+                    self.url.rsplit(":", 1)[1],
+                    "--log-level",
+                    "warning",
+                ],
+                env=env,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+            )
         wait_ready(self.url, self.process, self.log)
 
     def close(self) -> None:
@@ -148,12 +162,20 @@ async def _write(client: httpx.AsyncClient, ledger: Ledger, seq: int) -> None:
             entry.id = response.json().get("id")
 
 
-async def _write_round(service: Service, token: str, ledger: Ledger, options: DrillOptions,
-                       backup_started: threading.Event, backup_done: threading.Event, start_backup) -> None:
+async def _write_round(
+    service: Service,
+    token: str,
+    ledger: Ledger,
+    options: DrillOptions,
+    backup_started: threading.Event,
+    backup_done: threading.Event,
+    start_backup,
+) -> None:
     """Write until `options.writes` writes are done and the backup has finished."""
     limits = httpx.Limits(max_connections=options.concurrency)
-    async with httpx.AsyncClient(base_url=service.url, headers={"Authorization": f"Bearer {token}"},
-                                 timeout=30, limits=limits) as client:
+    async with httpx.AsyncClient(
+        base_url=service.url, headers={"Authorization": f"Bearer {token}"}, timeout=30, limits=limits
+    ) as client:
         seq = 0
         pending: set[asyncio.Task] = set()
         while seq < options.writes or not backup_done.is_set():
@@ -170,18 +192,25 @@ async def _write_round(service: Service, token: str, ledger: Ledger, options: Dr
 
 # --- reconciliation ------------------------------------------------------------------------------
 
+
 def _present_postgres(stack: LocalStack, tenant: str, run: str) -> dict[str, list[int]]:
     with stack.admin() as conn:
-        turns = conn.execute("SELECT content FROM conversation_logs WHERE tenant_id = %s AND content LIKE %s",
-                             (tenant, f"drill {run} #%")).fetchall()
-        facts = conn.execute("SELECT summary FROM memory_timeline WHERE tenant_id = %s AND memory_type = 'fact'"
-                             " AND summary LIKE %s", (tenant, f"drill {run} #%")).fetchall()
+        turns = conn.execute(
+            "SELECT content FROM conversation_logs WHERE tenant_id = %s AND content LIKE %s",
+            (tenant, f"drill {run} #%"),
+        ).fetchall()
+        facts = conn.execute(
+            "SELECT summary FROM memory_timeline WHERE tenant_id = %s AND memory_type = 'fact' AND summary LIKE %s",
+            (tenant, f"drill {run} #%"),
+        ).fetchall()
     return {"turn": [_seq(r[0], run) for r in turns], "fact": [_seq(r[0], run) for r in facts]}
 
 
 def _present_neo4j(stack: LocalStack, tenant: str, run: str) -> dict[str, list[int]]:
     state = stack.state()
-    with GraphDatabase.driver(state.services["neo4j"].url, auth=(NEO4J_USER, state.credentials.neo4j_password)) as driver:
+    with GraphDatabase.driver(
+        state.services["neo4j"].url, auth=(NEO4J_USER, state.credentials.neo4j_password)
+    ) as driver:
         turns, _, _ = driver.execute_query("MATCH (t:Turn {tenant_id: $t}) RETURN t.content_preview AS text", t=tenant)
         facts, _, _ = driver.execute_query("MATCH (f:Fact {tenant_id: $t}) RETURN f.claim AS text", t=tenant)
     return {"turn": [_seq(r["text"], run) for r in turns], "fact": [_seq(r["text"], run) for r in facts]}
@@ -214,7 +243,11 @@ def _reconcile(store: str, ledger: Ledger, present: dict[str, list[int]]) -> dic
     recovered = [w.acked for key, w in acked.items() if key in seen_set]
     last_ack = max((w.acked for w in acked.values()), default=None)
     last_recovered = max(recovered, default=None)
-    rpo = 0.0 if not lost else (last_ack - last_recovered if last_recovered else last_ack - min(w.sent for w in acked.values()))
+    rpo = (
+        0.0
+        if not lost
+        else (last_ack - last_recovered if last_recovered else last_ack - min(w.sent for w in acked.values()))
+    )
     return {
         "acknowledged": len(acked),
         "present": len(seen_set & set(acked)),
@@ -235,11 +268,14 @@ def _latency(ledger: Ledger, start: float, end: float) -> dict[str, Any]:
         return {"writes": len(values), "p50_ms": round(q[49], 1), "p99_ms": round(q[98], 1)}
 
     done = [w for w in ledger.writes if w.acked is not None]
-    return {"before_backup": summary([w.latency_ms for w in done if w.sent < start]),
-            "during_backup": summary([w.latency_ms for w in done if start <= w.sent and w.acked <= end])}
+    return {
+        "before_backup": summary([w.latency_ms for w in done if w.sent < start]),
+        "during_backup": summary([w.latency_ms for w in done if start <= w.sent and w.acked <= end]),
+    }
 
 
 # --- one round -------------------------------------------------------------------------------------
+
 
 def _disaster(stack: LocalStack) -> dict[str, Any]:
     """SIGKILL every store and move its data dir aside, as the loss of their disks would."""
@@ -258,15 +294,26 @@ def _wait_serving(service: Service, token: str, deadline_s: float = 300) -> dict
     with httpx.Client(base_url=service.url, headers={"Authorization": f"Bearer {token}"}, timeout=10) as client:
         while len(times) < 3:
             if time.monotonic() > end:
-                raise MemstackError(f"the service did not serve again within {deadline_s:.0f}s after the restore; see {service.log}")
+                raise MemstackError(
+                    f"the service did not serve again within {deadline_s:.0f}s after the restore; see {service.log}"
+                )
             try:
                 if "ready" not in times and client.get("/ready").status_code == 200:
                     times["ready"] = time.time()
-                if "ready" in times and "postgres" not in times and client.post(
-                        "/v1/episodic/probe/probe/turns", json={"role": "user", "content": "recovery probe"}).status_code == 201:
+                if (
+                    "ready" in times
+                    and "postgres" not in times
+                    and client.post(
+                        "/v1/episodic/probe/probe/turns", json={"role": "user", "content": "recovery probe"}
+                    ).status_code
+                    == 201
+                ):
                     times["postgres"] = time.time()
-                if "ready" in times and "redis" not in times and client.put(
-                        "/v1/working/probe/probe/context/probe", json={"value": 1}).status_code == 204:
+                if (
+                    "ready" in times
+                    and "redis" not in times
+                    and client.put("/v1/working/probe/probe/context/probe", json={"value": 1}).status_code == 204
+                ):
                     times["redis"] = time.time()
             except httpx.HTTPError:
                 pass
@@ -275,7 +322,9 @@ def _wait_serving(service: Service, token: str, deadline_s: float = 300) -> dict
     return times
 
 
-def run_round(stack: LocalStack, service: Service, tenant: str, token: str, options: DrillOptions, number: int) -> dict[str, Any]:
+def run_round(
+    stack: LocalStack, service: Service, tenant: str, token: str, options: DrillOptions, number: int
+) -> dict[str, Any]:
     ledger = Ledger(run=f"{number}-{os.urandom(3).hex()}")
     backup_started, backup_done = threading.Event(), threading.Event()
     outcome: dict[str, Any] = {}
@@ -317,8 +366,11 @@ def run_round(stack: LocalStack, service: Service, tenant: str, token: str, opti
     appendfsync = stack.state().appendfsync
     # Neo4j is back once rebuilt (ready_s counts from the restore's start) and the service is ready.
     neo4j_back = max(serving["ready"], restore_started + report["ready_s"]["neo4j"])
-    rto = {"postgres": serving["postgres"] - disaster_at, "redis": serving["redis"] - disaster_at,
-           "neo4j": neo4j_back - disaster_at}
+    rto = {
+        "postgres": serving["postgres"] - disaster_at,
+        "redis": serving["redis"] - disaster_at,
+        "neo4j": neo4j_back - disaster_at,
+    }
     archived_ts = archived_until.timestamp() if archived_until else 0.0
     pg = rows["postgres"]
     pg["target"] = "nothing lost acknowledged before the last archived WAL"
@@ -326,8 +378,11 @@ def run_round(stack: LocalStack, service: Service, tenant: str, token: str, opti
     pg["passed"] = pg["lost_before_archive"] == 0 and pg["duplicated"] == 0
     rd = rows["redis"]
     rd["target"] = f"RPO <= {REDIS_RPO_TARGET_S[appendfsync]:g} s (appendfsync {appendfsync})"
-    rd["passed"] = rd["rpo_s"] <= REDIS_RPO_TARGET_S[appendfsync] and (appendfsync != "always" or rd["lost"] == 0) \
+    rd["passed"] = (
+        rd["rpo_s"] <= REDIS_RPO_TARGET_S[appendfsync]
+        and (appendfsync != "always" or rd["lost"] == 0)
         and rd["duplicated"] == 0
+    )
     nj = rows["neo4j"]
     nj["target"] = "the same turns and facts as Postgres"
     nj["passed"] = nj["ids"] == pg["ids"] and nj["duplicated"] == 0 and pg["duplicated"] == 0
@@ -345,7 +400,7 @@ def run_round(stack: LocalStack, service: Service, tenant: str, token: str, opti
         "backup_bytes": manifest["bytes"],
         "backup_latency": _latency(ledger, outcome["backup_start"], outcome["backup_end"]),
         "archived_until": archived_until.isoformat() if archived_until else None,
-        "disaster_at": datetime.fromtimestamp(disaster_at, timezone.utc).isoformat(),
+        "disaster_at": datetime.fromtimestamp(disaster_at, UTC).isoformat(),
         "moved_aside": moved,
         "restore": report,
         "service_rto_s": round(max(serving.values()) - disaster_at, 2),
@@ -361,32 +416,61 @@ def run(stack: LocalStack, options: DrillOptions) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="memstack-drill-") as workdir:
         service = Service(stack, Path(workdir), options.rounds)
         try:
-            rounds = [run_round(stack, service, tenant, token, options, n + 1)
-                      for n, (tenant, token) in enumerate(service.tokens)]
+            rounds = [
+                run_round(stack, service, tenant, token, options, n + 1)
+                for n, (tenant, token) in enumerate(service.tokens)
+            ]
         finally:
             service.close()
-    return {"options": options.__dict__, "rounds": rounds, "seconds": round(time.monotonic() - clock, 1),
-            "passed": all(r["passed"] for r in rounds)}
+    return {
+        "options": options.__dict__,
+        "rounds": rounds,
+        "seconds": round(time.monotonic() - clock, 1),
+        "passed": all(r["passed"] for r in rounds),
+    }
 
 
 def print_results(out, results: dict[str, Any]) -> None:
     from rich.table import Table
 
     for r in results["rounds"]:
-        table = Table(title=f"drill round {r['round']}: {r['writes_acknowledged']} writes acknowledged in "
-                            f"{r['write_seconds']:.1f} s, backup {r['backup_id']} mid-stream, then every store killed "
-                            f"and wiped; service back after {r['service_rto_s']:.1f} s")
-        for column in ("store", "acknowledged", "present", "lost", "duplicated", "unexpected", "RPO s", "RTO s",
-                       "target", "result"):
+        table = Table(
+            title=f"drill round {r['round']}: {r['writes_acknowledged']} writes acknowledged in "
+            f"{r['write_seconds']:.1f} s, backup {r['backup_id']} mid-stream, then every store killed "
+            f"and wiped; service back after {r['service_rto_s']:.1f} s"
+        )
+        for column in (
+            "store",
+            "acknowledged",
+            "present",
+            "lost",
+            "duplicated",
+            "unexpected",
+            "RPO s",
+            "RTO s",
+            "target",
+            "result",
+        ):
             table.add_column(column, justify="left" if column in ("store", "target") else "right")
         for store, row in r["stores"].items():
-            table.add_row(store, str(row["acknowledged"]), str(row["present"]), str(row["lost"]), str(row["duplicated"]),
-                          str(row["unexpected"]), f"{row['rpo_s']:.2f}", f"{row['rto_s']:.1f}", row["target"],
-                          "[green]pass[/]" if row["passed"] else "[red]FAIL[/]")
+            table.add_row(
+                store,
+                str(row["acknowledged"]),
+                str(row["present"]),
+                str(row["lost"]),
+                str(row["duplicated"]),
+                str(row["unexpected"]),
+                f"{row['rpo_s']:.2f}",
+                f"{row['rto_s']:.1f}",
+                row["target"],
+                "[green]pass[/]" if row["passed"] else "[red]FAIL[/]",
+            )
         out.print(table)
         lat = r["backup_latency"]
         before, during = lat["before_backup"], lat["during_backup"]
         if "p99_ms" in before and "p99_ms" in during:
-            out.print(f"write latency before the backup p50 {before['p50_ms']} ms / p99 {before['p99_ms']} ms; during it "
-                      f"p50 {during['p50_ms']} ms / p99 {during['p99_ms']} ms ({during['writes']} writes)")
+            out.print(
+                f"write latency before the backup p50 {before['p50_ms']} ms / p99 {before['p99_ms']} ms; during it "
+                f"p50 {during['p50_ms']} ms / p99 {during['p99_ms']} ms ({during['writes']} writes)"
+            )
     out.print(f"drill {'passed' if results['passed'] else 'FAILED'} in {results['seconds']:.0f} s")

@@ -6,6 +6,7 @@ dirs aside (never delete them); Postgres from the base backup, replaying archive
 the target (or all of it); Redis from its live append-only file when restoring to the latest
 point, else from the set's snapshot; start the stack; rebuild Neo4j from Postgres.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -14,7 +15,7 @@ import shutil
 import signal
 import tarfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,13 @@ from memstack.recovery import graph, sets
 from memstack.recovery.stack import LocalStack
 
 _SEGMENT = re.compile(r"^[0-9A-F]{24}$")
-_RECOVERY_KEYS = ("restore_command", "recovery_target_time", "recovery_target", "recovery_target_action",
-                  "recovery_target_timeline")
+_RECOVERY_KEYS = (
+    "restore_command",
+    "recovery_target_time",
+    "recovery_target",
+    "recovery_target_action",
+    "recovery_target_timeline",
+)
 RECOVERY_TIMEOUT_S = 3600
 AOF_MANIFEST = "appendonly.aof.manifest"
 AOF_BASE = "appendonly.aof.1.base.rdb"
@@ -43,13 +49,13 @@ def parse_time(text: str) -> datetime:
         value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
         raise MemstackError(f"--to-time must be an ISO 8601 time such as 2026-01-31T12:00:00Z, not {text!r}") from None
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def archive_end(wal_dir: Path) -> datetime | None:
     """When the newest archived WAL segment was archived: every commit in the archive is older."""
     times = [p.stat().st_mtime for p in wal_dir.iterdir() if _SEGMENT.match(p.name)] if wal_dir.is_dir() else []
-    return datetime.fromtimestamp(max(times), timezone.utc) if times else None
+    return datetime.fromtimestamp(max(times), UTC) if times else None
 
 
 def flush_archive(stack: LocalStack, timeout_s: float = 60) -> None:
@@ -62,8 +68,10 @@ def flush_archive(stack: LocalStack, timeout_s: float = 60) -> None:
             if last is not None and last[8:] >= segment[8:]:
                 return
             if time.monotonic() > deadline:
-                raise MemstackError(f"postgres did not archive WAL segment {segment} within {timeout_s:.0f}s "
-                                    f"(last archived {last}, last failed {failed}); see its log")
+                raise MemstackError(
+                    f"postgres did not archive WAL segment {segment} within {timeout_s:.0f}s "
+                    f"(last archived {last}, last failed {failed}); see its log"
+                )
             time.sleep(0.1)
 
 
@@ -115,8 +123,15 @@ def _restore_postgres(stack: LocalStack, set_root: Path, target: dict[str, str],
     # A base backup of a restored cluster carries its signal file: start from a clean slate.
     (pgdata / "standby.signal").unlink(missing_ok=True)
     (pgdata / "postmaster.pid").unlink(missing_ok=True)
-    _set_recovery(pgdata, {"restore_command": restore_command(wal_source), "recovery_target_action": "promote",
-                           "recovery_target_timeline": "latest", **target})
+    _set_recovery(
+        pgdata,
+        {
+            "restore_command": restore_command(wal_source),
+            "recovery_target_action": "promote",
+            "recovery_target_timeline": "latest",
+            **target,
+        },
+    )
     (pgdata / "recovery.signal").touch()
     pgdata.chmod(0o700)
     if pg.run_as:
@@ -126,12 +141,14 @@ def _restore_postgres(stack: LocalStack, set_root: Path, target: dict[str, str],
     url = admin_url(port, stack.state().credentials, "postgres")
     launch = pg.launch(port)
     # Without hot standby no client gets in before recovery ends: a probe that answers means promoted.
-    recovering = Launch(argv=[*launch.argv, "-c", "hot_standby=off"], log=launch.log, env=launch.env,
-                        cwd=launch.cwd, user=launch.user)
+    recovering = Launch(
+        argv=[*launch.argv, "-c", "hot_standby=off"], log=launch.log, env=launch.env, cwd=launch.cwd, user=launch.user
+    )
     proc = spawn(recovering)
     try:
-        wait_ready("postgres recovery", proc.poll, lambda: postgres_probe(url),
-                   timeout=RECOVERY_TIMEOUT_S, log=launch.log)
+        wait_ready(
+            "postgres recovery", proc.poll, lambda: postgres_probe(url), timeout=RECOVERY_TIMEOUT_S, log=launch.log
+        )
     except BaseException:
         proc.kill()
         proc.wait()
@@ -176,15 +193,19 @@ def restore(
     wal_source = (wal_source or stack.postgres().wal_dir).resolve()
     running = stack.running()
     if running and not force:
-        raise MemstackError(f"{', '.join(running)} running in {stack.home}; stop the stack (`memstack down`) or pass --force")
+        raise MemstackError(
+            f"{', '.join(running)} running in {stack.home}; stop the stack (`memstack down`) or pass --force"
+        )
     if "postgres" in running:
         # A live Postgres still holds WAL the archive lacks: archive it before stopping.
         flush_archive(stack)
     if to_time is not None:
         start, end = coverage(manifest, wal_source)
         if not start <= to_time <= end:
-            raise MemstackError(f"--to-time {to_time.isoformat()} is outside what backup {backup_id} and the WAL archive "
-                                f"cover: {start.isoformat()} to {end.isoformat()}")
+            raise MemstackError(
+                f"--to-time {to_time.isoformat()} is outside what backup {backup_id} and the WAL archive "
+                f"cover: {start.isoformat()} to {end.isoformat()}"
+            )
     sets.check_files(sets_dir, manifest)
 
     clock = time.monotonic()
@@ -217,7 +238,7 @@ def restore(
     from memory_core import migrate
 
     asyncio.run(migrate(stack.backend.endpoints().settings()))
-    report["neo4j"] = graph.rebuild_sync(stack)
+    report["neo4j"] = graph.rebuild_stack(stack)
     ready["neo4j"] = time.monotonic() - clock
     report["ready_s"] = {k: round(v, 3) for k, v in ready.items()}
     report["seconds"] = round(time.monotonic() - clock, 3)

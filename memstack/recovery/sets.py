@@ -4,13 +4,14 @@ A set is a directory `<sets dir>/<id>/` holding `manifest.json` and one sub-dire
 store. The manifest lists every file with its size and sha256, the position of each store
 (WAL LSNs, last outbox id, Redis last save time) and the time.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import os
 import secrets
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ def new_id(now: datetime) -> str:
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def sha256(path: Path) -> str:
@@ -45,7 +46,8 @@ def sha256(path: Path) -> str:
 def file_entries(root: Path) -> list[dict[str, Any]]:
     return [
         {"path": str(p.relative_to(root)), "bytes": p.stat().st_size, "sha256": sha256(p)}
-        for p in sorted(root.rglob("*")) if p.is_file() and p.name != MANIFEST
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != MANIFEST
     ]
 
 
@@ -67,7 +69,9 @@ def load(sets_dir: Path, backup_id: str) -> dict[str, Any]:
     try:
         manifest = json.loads(path.read_text())
     except FileNotFoundError:
-        raise MemstackError(f"unknown backup id {backup_id!r} in {sets_dir}: `memstack backup list` shows the ids") from None
+        raise MemstackError(
+            f"unknown backup id {backup_id!r} in {sets_dir}: `memstack backup list` shows the ids"
+        ) from None
     except ValueError:
         raise MemstackError(f"backup {backup_id}: {path} is not valid JSON") from None
     if manifest.get("format") != FORMAT_VERSION:
@@ -79,7 +83,7 @@ def all_sets(sets_dir: Path) -> list[dict[str, Any]]:
     found = []
     if sets_dir.is_dir():
         for child in sorted(sets_dir.iterdir()):
-            if (child / MANIFEST).is_file():
+            if (child / MANIFEST).is_file() and not child.name.endswith(".partial"):
                 try:
                     found.append(load(sets_dir, child.name))
                 except MemstackError:

@@ -1,4 +1,5 @@
 """The local stack a recovery command works on: its state, its services and admin connections."""
+
 from __future__ import annotations
 
 import shutil
@@ -25,7 +26,7 @@ class LocalStack:
     home: Path
 
     @classmethod
-    def at(cls, home: Path | None = None) -> "LocalStack":
+    def at(cls, home: Path | None = None) -> LocalStack:
         return cls((home or default_home()).resolve())
 
     @property
@@ -37,7 +38,9 @@ class LocalStack:
         if state is None:
             raise MemstackError(f"no local stack in {self.home}; start one with `memstack up`")
         if state.backend != "process":
-            raise MemstackError(f"backup and restore work on the process backend; {self.home} holds a {state.backend!r} stack")
+            raise MemstackError(
+                f"backup and restore work on the process backend; {self.home} holds a {state.backend!r} stack"
+            )
         return state
 
     def postgres(self) -> PostgresServer:
@@ -52,7 +55,11 @@ class LocalStack:
 
     def running(self) -> list[str]:
         state = self.state()
-        return [n for n in CORE_SERVICES if n in state.services and is_running(state.services[n].pid, state.services[n].started)]
+        return [
+            n
+            for n in CORE_SERVICES
+            if n in state.services and is_running(state.services[n].pid, state.services[n].started)
+        ]
 
     def require_running(self) -> StackState:
         state = self.state()

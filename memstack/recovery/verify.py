@@ -6,6 +6,7 @@ committed meanwhile may or may not be in it; on a quiet stack the two are equal)
 the keys its snapshot holds; the graph rebuilt from the restored Postgres has one node per
 turn, fact, entity, goal, strategy and reflection row. The throw-away home is removed.
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -49,13 +50,17 @@ def verify(stack: LocalStack, backup_id: str, sets_dir: Path | None = None) -> d
     problems: list[str] = []
     try:
         # Same credentials, since the restored Postgres has the roles and passwords of its source.
-        save(scratch.home, StackState(backend="process", credentials=source.credentials, appendfsync=source.appendfsync))
+        save(
+            scratch.home, StackState(backend="process", credentials=source.credentials, appendfsync=source.appendfsync)
+        )
         report = restore(scratch, backup_id, sets_dir=sets_dir, immediate=True, wal_source=stack.postgres().wal_dir)
         rows = scratch.row_counts()
         low, high = manifest["postgres"]["rows_before"], manifest["postgres"]["rows_after"]
         for table in sorted(set(low) | set(high)):
             if not low.get(table, 0) <= rows.get(table, 0) <= high.get(table, 0):
-                problems.append(f"postgres {table}: {rows.get(table, 0)} rows, expected {low.get(table, 0)}..{high.get(table, 0)}")
+                problems.append(
+                    f"postgres {table}: {rows.get(table, 0)} rows, expected {low.get(table, 0)}..{high.get(table, 0)}"
+                )
         client = scratch.redis()
         try:
             keys = client.dbsize()
@@ -74,5 +79,11 @@ def verify(stack: LocalStack, backup_id: str, sets_dir: Path | None = None) -> d
             scratch.remove()
     if problems:
         raise MemstackError(f"backup {backup_id} failed verification: {'; '.join(problems)}", exit_code=1)
-    return {"backup_id": backup_id, "rows": rows, "redis_keys": keys, "graph": graph, "restore": report,
-            "seconds": round(time.monotonic() - clock, 3)}
+    return {
+        "backup_id": backup_id,
+        "rows": rows,
+        "redis_keys": keys,
+        "graph": graph,
+        "restore": report,
+        "seconds": round(time.monotonic() - clock, 3),
+    }

@@ -1,5 +1,6 @@
 """A stack of its own for the recovery tests: they kill, wipe and rewind it, which the shared
 session stack must never see."""
+
 from __future__ import annotations
 
 import tempfile
@@ -24,4 +25,3 @@ def dr_stack() -> LocalStack:
             stack.backend.down()
         finally:
             stack.remove()
-

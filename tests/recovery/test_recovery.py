@@ -3,6 +3,7 @@
 The tests of one module share one stack and run in order: refusals and verification first
 (they leave the stack as it was), then the point-in-time restore, then the drill.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -11,7 +12,7 @@ import os
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from neo4j import GraphDatabase
@@ -43,7 +44,7 @@ def _refused(result, words: str) -> None:
     assert len(lines) == 1 and words in lines[0], lines
 
 
-def _store_turns(stack: LocalStack, tenant: str, contents: list[str], pause_s: float = 0) -> list[datetime]:
+def _store_turns(stack: LocalStack, tenant: str, contents: list[str]) -> list[datetime]:
     """Store each turn; returns the time right after each was acknowledged."""
 
     async def run() -> list[datetime]:
@@ -51,8 +52,7 @@ def _store_turns(stack: LocalStack, tenant: str, contents: list[str], pause_s: f
         async with AgentMemory(tenant, "u1", "c1", settings=stack.backend.endpoints().settings()) as memory:
             for content in contents:
                 await memory.store_turn("user", content)
-                times.append(datetime.now(timezone.utc))
-                time.sleep(pause_s)
+                times.append(datetime.now(UTC))
         return times
 
     return asyncio.run(run())
@@ -86,7 +86,9 @@ def test_backup_manifest_names_every_file_and_position(migrated, backup_id):
     manifest = json.loads((migrated.home / "backups" / "sets" / backup_id / "manifest.json").read_text())
     paths = {f["path"] for f in manifest["files"]}
     assert {"postgres/base.tar", "postgres/pg_wal.tar", "redis/dump.rdb"} <= paths
-    assert all(len(f["sha256"]) == 64 and f["bytes"] > 0 for f in manifest["files"] if f["path"].endswith((".tar", ".rdb")))
+    assert all(
+        len(f["sha256"]) == 64 and f["bytes"] > 0 for f in manifest["files"] if f["path"].endswith((".tar", ".rdb"))
+    )
     assert manifest["postgres"]["stop_lsn"] and manifest["postgres"]["rows_after"]["conversation_logs"] >= 5
     assert manifest["neo4j"]["method"] == "rebuild-from-postgres" and manifest["neo4j"]["last_outbox_id"] >= 5
     assert manifest["redis"]["last_save"]
@@ -103,20 +105,28 @@ def _graph(stack: LocalStack, tenant: str) -> tuple[list, list]:
         nodes, _, _ = d.execute_query("MATCH (n {tenant_id: $t}) RETURN labels(n) AS l, properties(n) AS p", t=tenant)
         rels, _, _ = d.execute_query(
             f"MATCH (n {{tenant_id: $t}})-[r]->(m) RETURN labels(n) AS a, {key} AS ak, type(r) AS t,"
-            f" labels(m) AS b, coalesce(m.id, m.name) AS bk, properties(r) AS p", t=tenant)
+            f" labels(m) AS b, coalesce(m.id, m.name) AS bk, properties(r) AS p",
+            t=tenant,
+        )
+
     def strip(props: dict) -> list:
         # Embeddings: the request path projects the embedder's floats, a rebuild the float4
         # values Postgres stored; equal to float4 precision.
-        return sorted((k, str([round(x, 6) for x in v] if k == "embedding" else v))
-                      for k, v in props.items() if k not in _VOLATILE)
+        return sorted(
+            (k, str([round(x, 6) for x in v] if k == "embedding" else v))
+            for k, v in props.items()
+            if k not in _VOLATILE
+        )
 
-    return (sorted((sorted(r["l"]), strip(r["p"])) for r in nodes),
-            sorted((sorted(r["a"]), r["ak"], r["t"], sorted(r["b"]), r["bk"], strip(r["p"])) for r in rels))
+    return (
+        sorted((sorted(r["l"]), strip(r["p"])) for r in nodes),
+        sorted((sorted(r["a"]), r["ak"], r["t"], sorted(r["b"]), r["bk"], strip(r["p"])) for r in rels),
+    )
 
 
 def test_rebuild_from_postgres_reproduces_the_projected_graph(migrated):
     """What inline projection wrote, a rebuild from Postgres writes again: every event kind."""
-    from memstack.recovery.graph import rebuild_sync
+    from memstack.recovery.graph import rebuild_stack
 
     tenant = "t-rebuild"
 
@@ -143,7 +153,7 @@ def test_rebuild_from_postgres_reproduces_the_projected_graph(migrated):
     with GraphDatabase.driver(state.services["neo4j"].url, auth=(NEO4J_USER, state.credentials.neo4j_password)) as d:
         d.execute_query("MATCH (n {tenant_id: $t}) DETACH DELETE n", t=tenant)
     assert _graph(migrated, tenant) == ([], [])
-    rebuild_sync(migrated)
+    rebuild_stack(migrated)
     assert _graph(migrated, tenant) == projected
 
 
@@ -170,8 +180,12 @@ def test_verify_passes_a_good_set_and_catches_a_corrupt_one(migrated, backup_id,
         byte = f.read(1)
         f.seek(10)
         f.write(bytes([byte[0] ^ 0xFF]))
-    _refused(memstack(migrated, "backup", "verify", corrupt, "--dir", str(other)), "checksum mismatch in redis/dump.rdb")
-    _refused(memstack(migrated, "restore", corrupt, "--force", "--dir", str(other)), "checksum mismatch in redis/dump.rdb")
+    _refused(
+        memstack(migrated, "backup", "verify", corrupt, "--dir", str(other)), "checksum mismatch in redis/dump.rdb"
+    )
+    _refused(
+        memstack(migrated, "restore", corrupt, "--force", "--dir", str(other)), "checksum mismatch in redis/dump.rdb"
+    )
     assert migrated.running() == ["redis", "postgres", "neo4j"]
 
 
@@ -179,7 +193,7 @@ def test_point_in_time_restore_between_two_marked_writes(migrated, backup_id):
     tenant = "t-pitr"
     (first_at,) = _store_turns(migrated, tenant, ["first marked write"])
     time.sleep(1.0)
-    target = datetime.now(timezone.utc)
+    target = datetime.now(UTC)
     time.sleep(1.0)
     _store_turns(migrated, tenant, ["second marked write"])
     flush_archive(migrated)
@@ -193,6 +207,21 @@ def test_point_in_time_restore_between_two_marked_writes(migrated, backup_id):
     assert graph == pg
     # The data dirs it replaced were moved aside, not deleted.
     assert any((d / "postgres").is_dir() for d in (migrated.home / "attic").iterdir())
+
+
+def test_prune_keeps_the_newest_sets_and_the_wal_they_need(migrated, backup_id):
+    newest = _backup(migrated)
+    wal = migrated.postgres().wal_dir.resolve()
+    segments = sorted(p.name for p in wal.iterdir() if len(p.name) == 24)
+    result = memstack(migrated, "backup", "prune", "--keep", "1")
+    assert result.returncode == 0, result.stderr
+    listed = memstack(migrated, "backup", "list").stdout
+    assert newest in listed and backup_id not in listed
+    left = sorted(p.name for p in wal.iterdir() if len(p.name) == 24)
+    removed = set(segments) - set(left)
+    # Everything before the newest set's first segment went (whatever its timeline), nothing after.
+    assert removed and left and max(n[8:] for n in removed) < min(n[8:] for n in left)
+    _refused(memstack(migrated, "restore", backup_id, "--force"), "unknown backup id")
 
 
 @pytest.mark.timeout(1200)
