@@ -28,12 +28,15 @@ SERVICES = CORE_SERVICES + COMPANIONS["prometheus"] + ("prometheus",)
 ALL_SERVICES = SERVICES + ("jaeger",)
 
 
-def with_companions(services: tuple[str, ...]) -> tuple[str, ...]:
-    """`services` in start order, each optional one preceded by the companions it brings."""
+def with_companions(services: tuple[str, ...], *, local_processes: bool = True) -> tuple[str, ...]:
+    """`services` in start order, each optional one preceded by the companions it brings. The
+    companions run as local processes only: other runtimes leave them out."""
+    companions = {c for cs in COMPANIONS.values() for c in cs}
     out: list[str] = []
     for name in services:
-        out += [c for c in COMPANIONS.get(name, ()) if c not in out]
-        if name not in out:
+        if local_processes:
+            out += [c for c in COMPANIONS.get(name, ()) if c not in out]
+        if name not in out and (local_processes or name not in companions):
             out.append(name)
     return tuple(out)
 

@@ -149,7 +149,7 @@ class ProcessBackend:
     def up(self, services: tuple[str, ...] = CORE_SERVICES) -> None:
         for name in services:
             check_service(name)
-        services = with_companions(services)
+        services = with_companions(services, local_processes=self.name == "process")
         with self._locked() as state:
             if self._appendfsync and self._appendfsync != state.appendfsync:
                 if self._running(state.services.get("redis")):

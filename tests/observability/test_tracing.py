@@ -49,6 +49,14 @@ def test_a_request_trace_reaches_jaeger_with_its_backend_spans_and_no_secret(sta
     if stack.backend.name != "process":
         pytest.skip("Jaeger runs only with the process backend")
     stack.backend.up(CORE_SERVICES + ("jaeger",))  # builds Jaeger on first use (make setup does it before)
+    try:
+        check_traces(stack, tmp_path)
+    finally:
+        # The session's other tests see the stack as it was: without Jaeger (in memory: nothing to keep).
+        stack.backend.kill("jaeger")
+
+
+def check_traces(stack, tmp_path):
     endpoints = stack.backend.endpoints()
     jaeger = stack.backend.status()
     jaeger_url = next(row.url for row in jaeger if row.name == "jaeger")
