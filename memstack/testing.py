@@ -52,25 +52,31 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--keep-stack", action="store_true", help="leave a stack this session started running")
 
 
+def start_stack(backend_name: str | None, home: Path | None) -> tuple[Stack, bool]:
+    """The stack of `backend_name` up (data tier and metrics), and whether it was running before.
+    MemstackError when it cannot be had (no engine, a missing binary)."""
+    backend = get_backend(backend_name, home=home)
+    try:
+        # Any running service means someone else's stack: leave all of it running afterwards.
+        already_running = any(row.running for row in backend.status())
+    except MemstackError:
+        already_running = False
+    # Prometheus too where we run the stack ourselves: its smoke test and later metric tests need it.
+    backend.up(CORE_SERVICES if backend.name == "external" else SERVICES)
+    return Stack(backend=backend, endpoints=backend.endpoints(), home=getattr(backend, "home", None)), already_running
+
+
 @pytest.fixture(scope="session")
 def stack(request: pytest.FixtureRequest) -> Stack:
     home_opt = request.config.getoption("--memstack-home")
     home = Path(home_opt).resolve() if home_opt else None
     try:
-        backend = get_backend(request.config.getoption("--backend"), home=home)
-        try:
-            # Any running service means someone else's stack: leave all of it running afterwards.
-            already_running = any(row.running for row in backend.status())
-        except MemstackError:
-            already_running = False
-        # Prometheus too where we run the stack ourselves: its smoke test and later metric tests need it.
-        backend.up(CORE_SERVICES if backend.name == "external" else SERVICES)
-        endpoints = backend.endpoints()
+        running, already_running = start_stack(request.config.getoption("--backend"), home)
     except MemstackError as exc:
         pytest.exit(f"memstack: {exc}", returncode=2)
     if not already_running and not request.config.getoption("--keep-stack"):
-        request.addfinalizer(backend.down)
-    return Stack(backend=backend, endpoints=endpoints, home=getattr(backend, "home", None))
+        request.addfinalizer(running.backend.down)
+    return running
 
 
 @pytest.fixture(scope="session")

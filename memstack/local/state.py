@@ -55,6 +55,8 @@ class StackState(BaseModel):
     appendfsync: str = "everysec"
     # The WAL archive of Postgres, when not the default under the home.
     wal_dir: str | None = None
+    # The containers backend's image source: local (built here) or official (from a registry).
+    images: str | None = None
     services: dict[str, ServiceState] = Field(default_factory=dict)
 
 

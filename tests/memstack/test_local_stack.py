@@ -1,4 +1,5 @@
 """The local stack's services are the real thing: each is checked through its official client."""
+
 from __future__ import annotations
 
 import math
@@ -38,6 +39,31 @@ def cosine_distance(a: list[float], b: list[float]) -> float:
 def near(v: list[float], seed: int, noise: float = 0.05) -> list[float]:
     rng = random.Random(seed)
     return [x + rng.gauss(0, noise / math.sqrt(DIM)) for x in v]
+
+
+# Every test of this module runs against each backend that runs its own servers: the same
+# checks, whichever way the stack runs.
+BACKENDS_UNDER_TEST = ("process", "containers")
+
+
+@pytest.fixture(scope="module", params=BACKENDS_UNDER_TEST)
+def stack(request, stack, tmp_path_factory):
+    """The session's stack for its own backend; for the other, a stack of that backend in a fresh
+    home, removed afterwards (skipped, with the reason, where that backend cannot run here)."""
+    if request.param == stack.backend.name:
+        return stack
+    from memstack.errors import MemstackError
+    from memstack.testing import start_stack
+
+    home = tmp_path_factory.mktemp(f"stack-{request.param}")
+    try:
+        other, _ = start_stack(request.param, home)
+    except MemstackError as exc:
+        if request.param == "containers" and "Docker engine" in str(exc):
+            pytest.skip(str(exc))
+        raise
+    request.addfinalizer(getattr(other.backend, "remove", other.backend.down))
+    return other
 
 
 def memstack_cli(stack, *args: str) -> subprocess.CompletedProcess:
@@ -91,9 +117,14 @@ def test_postgres_hnsw_returns_true_nearest_row(stack):
             with conn.transaction():
                 conn.execute("SET LOCAL enable_seqscan = off")
                 plan = "\n".join(
-                    r[0] for r in conn.execute("EXPLAIN SELECT id FROM items ORDER BY embedding <=> %s::vector LIMIT 1", (query,))
+                    r[0]
+                    for r in conn.execute(
+                        "EXPLAIN SELECT id FROM items ORDER BY embedding <=> %s::vector LIMIT 1", (query,)
+                    )
                 )
-                nearest = conn.execute("SELECT id FROM items ORDER BY embedding <=> %s::vector LIMIT 1", (query,)).fetchone()[0]
+                nearest = conn.execute(
+                    "SELECT id FROM items ORDER BY embedding <=> %s::vector LIMIT 1", (query,)
+                ).fetchone()[0]
             assert "items_embedding" in plan
             assert nearest == exact == 1234
         finally:
@@ -178,7 +209,9 @@ def test_env_prints_exports_for_every_setting(stack):
     assert result.returncode == 0, result.stderr
     names = [line.split()[1].split("=")[0] for line in result.stdout.splitlines()]
     assert names == ["REDIS_URL", "POSTGRES_URL", "NEO4J_URI", "NEO4J_USER", "NEO4J_PASSWORD", "PROMETHEUS_URL"]
-    exported = dict(line.removeprefix("export ").split("=", 1) for line in result.stdout.splitlines() if line.startswith("export"))
+    exported = dict(
+        line.removeprefix("export ").split("=", 1) for line in result.stdout.splitlines() if line.startswith("export")
+    )
     assert exported["NEO4J_URI"] == stack.neo4j_uri
 
 
@@ -245,20 +278,3 @@ def test_external_backend_reaches_the_running_servers(stack, monkeypatch):
     assert backend.endpoints() == stack.endpoints
     rows = {row.name: row.healthy for row in backend.status()}
     assert rows["redis"] and rows["postgres"] and rows["neo4j"]
-
-
-def test_containers_backend_when_docker_is_reachable(tmp_path):
-    from memstack.errors import MemstackError
-    from memstack.local.containers import ContainersBackend
-
-    try:
-        backend = ContainersBackend(tmp_path)
-    except MemstackError as exc:
-        pytest.skip(str(exc))
-    backend.up()
-    try:
-        assert all(row.healthy for row in backend.status())
-        client = redis.Redis.from_url(backend.endpoints().redis_url)
-        assert client.config_get("appendonly") == {"appendonly": "yes"}
-    finally:
-        backend.down()

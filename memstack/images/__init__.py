@@ -1,0 +1,1 @@
+"""Container images built on this machine: a Debian base from debootstrap, one image per service."""
