@@ -8,20 +8,19 @@ cannot blow up the metric's cardinality. The request span is FastAPI's own (see 
 
 from __future__ import annotations
 
-import json
 from time import perf_counter
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import metrics
-from .errors import BodyTooLarge
+from .errors import BodyTooLarge, ErrorBody
 
 UNMATCHED = "unmatched"
 
 
 async def _reject(send: Send, status: int, detail: str) -> None:
-    body = json.dumps({"detail": detail}).encode()
+    body = ErrorBody(detail=detail).model_dump_json(exclude_none=True).encode()
     await send(
         {
             "type": "http.response.start",
