@@ -5,27 +5,28 @@ charts -> custom resources and stores -> schema migration -> memory service and 
 graph rebuild when asked for). A standby stack (a Postgres replica cluster following another
 region) stops after Postgres: nothing may write until it is promoted.
 """
+
 import sys
 from pathlib import Path
 
 # Pulumi puts infra/ on the path; the repository root makes `infra` and `memory_core` packages.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import pulumi  # noqa: E402
+import pulumi
 
-from infra.components.base import Base, BaseArgs  # noqa: E402
-from infra.components.graph_rebuild import GraphRebuild, GraphRebuildArgs, rebuild_requested  # noqa: E402
-from infra.components.memory_service import MemoryService, MemoryServiceArgs  # noqa: E402
-from infra.components.metrics_server import MetricsServer, MetricsServerArgs  # noqa: E402
-from infra.components.migrations import Migrations, MigrationsArgs  # noqa: E402
-from infra.components.neo4j import Neo4j, Neo4jArgs  # noqa: E402
-from infra.components.observability import Observability, ObservabilityArgs  # noqa: E402
-from infra.components.postgres import Postgres, PostgresArgs  # noqa: E402
-from infra.components.redis import Redis, RedisArgs  # noqa: E402
-from infra.components.secrets import Secrets, SecretsArgs  # noqa: E402
-from infra.components.worker import Worker, WorkerArgs  # noqa: E402
-from infra.config import load_config  # noqa: E402
-from infra.names import Endpoints  # noqa: E402
+from infra.components.base import Base, BaseArgs
+from infra.components.graph_rebuild import GraphRebuild, GraphRebuildArgs, rebuild_requested
+from infra.components.memory_service import MemoryService, MemoryServiceArgs
+from infra.components.metrics_server import MetricsServer, MetricsServerArgs
+from infra.components.migrations import Migrations, MigrationsArgs
+from infra.components.neo4j import Neo4j, Neo4jArgs
+from infra.components.observability import Observability, ObservabilityArgs
+from infra.components.postgres import Postgres, PostgresArgs
+from infra.components.redis import Redis, RedisArgs
+from infra.components.secrets import Secrets, SecretsArgs
+from infra.components.worker import Worker, WorkerArgs
+from infra.config import load_config
+from infra.names import Endpoints
 
 
 def after(*resources: pulumi.Resource) -> pulumi.ResourceOptions:

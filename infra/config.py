@@ -8,6 +8,7 @@ The memory service's contract (port, probe paths, metrics path, image, commands,
 environment variable names it reads) lives in `MemoryServiceContract`: the Deployment,
 the Job, the probes and the NetworkPolicies all read it from here.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,7 +16,7 @@ import re
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
@@ -38,8 +39,16 @@ class ConfigError(ValueError):
 
 _QUANTITY = re.compile(r"^(\d+(?:\.\d+)?)(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
 _QUANTITY_FACTORS = {
-    None: 1.0, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12,
-    "Ki": 2.0**10, "Mi": 2.0**20, "Gi": 2.0**30, "Ti": 2.0**40,
+    None: 1.0,
+    "m": 1e-3,
+    "k": 1e3,
+    "M": 1e6,
+    "G": 1e9,
+    "T": 1e12,
+    "Ki": 2.0**10,
+    "Mi": 2.0**20,
+    "Gi": 2.0**30,
+    "Ti": 2.0**40,
 }
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
@@ -73,6 +82,7 @@ def _cron_checker(fields: int):
         if len(text.split()) != fields:
             raise ValueError(f"{text!r} is not a cron schedule of {fields} fields")
         return text
+
     return check
 
 
@@ -94,19 +104,17 @@ def camel_case(name: str) -> str:
 class Model(BaseModel):
     """Stack files spell keys in camelCase, like every Pulumi config key."""
 
-    model_config = ConfigDict(
-        extra="forbid", alias_generator=camel_case, populate_by_name=True, frozen=True
-    )
+    model_config = ConfigDict(extra="forbid", alias_generator=camel_case, populate_by_name=True, frozen=True)
 
 
 class Image(Model):
     repository: str = Field(min_length=1)
     tag: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
     # `sha256:<64 hex>`: the image is then pulled by digest, the tag kept for people.
-    digest: Optional[str] = Field(default=None, pattern=r"^sha256:[0-9a-f]{64}$")
+    digest: str | None = Field(default=None, pattern=r"^sha256:[0-9a-f]{64}$")
 
     @model_validator(mode="after")
-    def _pinned(self) -> "Image":
+    def _pinned(self) -> Image:
         if self.tag == "latest":
             raise ValueError("tag: must be a pinned version, not 'latest'")
         return self
@@ -124,13 +132,11 @@ class Resources(Model):
     memory_limit: Quantity
 
     @model_validator(mode="after")
-    def _requests_within_limits(self) -> "Resources":
+    def _requests_within_limits(self) -> Resources:
         if quantity_value(self.cpu_request) > quantity_value(self.cpu_limit):
             raise ValueError(f"cpuRequest: must be <= cpuLimit ({self.cpu_limit}), got {self.cpu_request}")
         if quantity_value(self.memory_request) > quantity_value(self.memory_limit):
-            raise ValueError(
-                f"memoryRequest: must be <= memoryLimit ({self.memory_limit}), got {self.memory_request}"
-            )
+            raise ValueError(f"memoryRequest: must be <= memoryLimit ({self.memory_limit}), got {self.memory_request}")
         return self
 
     def to_k8s(self) -> dict:
@@ -164,9 +170,7 @@ class Charts(Model):
     barman_cloud_plugin: ChartPin = ChartPin(
         chart="plugin-barman-cloud", repository="https://cloudnative-pg.github.io/charts", version="0.5.0"
     )
-    cert_manager: ChartPin = ChartPin(
-        chart="cert-manager", repository="https://charts.jetstack.io", version="v1.16.2"
-    )
+    cert_manager: ChartPin = ChartPin(chart="cert-manager", repository="https://charts.jetstack.io", version="v1.16.2")
     # The Neo4j image version follows the chart version.
     neo4j: ChartPin = ChartPin(
         chart="neo4j", repository="https://helm.neo4j.com/neo4j", version="5.26.21", timeout_seconds=900
@@ -193,6 +197,7 @@ class Charts(Model):
 
 
 # --- the memory service ---------------------------------------------------------------------
+
 
 def settings_env(field: str) -> str:
     """The environment variable `memory_core.settings.Settings` reads `field` from.
@@ -268,7 +273,7 @@ class MemoryServiceContract(Model):
 
 class ScalingPolicy(Model):
     percent: Percent
-    pods: Optional[PositiveInt] = None
+    pods: PositiveInt | None = None
     period_seconds: Annotated[int, Field(ge=1, le=1800)]
     stabilization_window_seconds: Annotated[int, Field(ge=0, le=3600)]
 
@@ -285,11 +290,9 @@ class Autoscaling(Model):
     scale_down: ScalingPolicy = ScalingPolicy(percent=10, period_seconds=60, stabilization_window_seconds=300)
 
     @model_validator(mode="after")
-    def _min_within_max(self) -> "Autoscaling":
+    def _min_within_max(self) -> Autoscaling:
         if self.min_replicas > self.max_replicas:
-            raise ValueError(
-                f"minReplicas: must be <= maxReplicas ({self.max_replicas}), got {self.min_replicas}"
-            )
+            raise ValueError(f"minReplicas: must be <= maxReplicas ({self.max_replicas}), got {self.min_replicas}")
         return self
 
 
@@ -304,7 +307,7 @@ class TopologySpread(Model):
 class MemoryService(Model):
     # Required outside `local`: no public registry publishes the memstack image, so every
     # shared stack names the one its CI pushed (`pulumi config set --path memoryService.image.tag`).
-    image: Optional[Image] = None
+    image: Image | None = None
     contract: MemoryServiceContract = MemoryServiceContract()
     resources: Resources = _resources("250m", "256Mi", "1", "512Mi")
     autoscaling: Autoscaling = Autoscaling()
@@ -336,23 +339,23 @@ class Embeddings(Model):
     provider: EmbeddingProvider = settings_default("embedding_provider")
     model: str = Field(default=settings_default("embedding_model"), min_length=1)
     dimension: Annotated[
-        int, Field(ge=settings_bound("embedding_dim", "ge"), le=min(settings_bound("embedding_dim", "le"),
-                                                                    HNSW_MAX_DIMENSIONS))
+        int,
+        Field(
+            ge=settings_bound("embedding_dim", "ge"), le=min(settings_bound("embedding_dim", "le"), HNSW_MAX_DIMENSIONS)
+        ),
     ] = settings_default("embedding_dim")
     # An OpenAI-compatible endpoint, e.g. https://api.openai.com/v1; its key is the secret `embeddingApiKey`.
-    api_url: Optional[str] = Field(default=None, pattern=r"^https?://\S+$")
+    api_url: str | None = Field(default=None, pattern=r"^https?://\S+$")
 
     @model_validator(mode="after")
-    def _provider_fits(self) -> "Embeddings":
+    def _provider_fits(self) -> Embeddings:
         if self.provider == "openai" and not self.api_url:
             raise ValueError("apiUrl: provider openai needs the endpoint's URL")
         if self.provider != "openai" and self.api_url:
             raise ValueError(f"apiUrl: only provider openai calls an endpoint, got provider {self.provider}")
         if self.provider == "sentence-transformers":
             if self.model not in BAKED_MODELS:
-                raise ValueError(
-                    f"model: the image bakes in {', '.join(sorted(BAKED_MODELS))}, not {self.model!r}"
-                )
+                raise ValueError(f"model: the image bakes in {', '.join(sorted(BAKED_MODELS))}, not {self.model!r}")
             if self.dimension != BAKED_MODELS[self.model]:
                 raise ValueError(
                     f"dimension: {self.model} produces {BAKED_MODELS[self.model]}-dimensional vectors,"
@@ -363,28 +366,27 @@ class Embeddings(Model):
 
 # --- the stores ---------------------------------------------------------------------------
 
+
 class ObjectStore(Model):
     """Where Barman Cloud sends base backups and WAL (S3 or S3-compatible)."""
 
     destination_path: str = Field(pattern=r"^(s3|gs|https?)://.+")
-    endpoint_url: Optional[str] = None
+    endpoint_url: str | None = None
     # Name of a Secret (created outside the kit) with keys ACCESS_KEY_ID and ACCESS_SECRET_KEY.
-    credentials_secret: Optional[DnsLabel] = None
+    credentials_secret: DnsLabel | None = None
     inherit_from_iam_role: bool = False
     retention_policy: str = Field(default="30d", pattern=r"^[1-9]\d*[dwm]$")
 
     @model_validator(mode="after")
-    def _one_credential_source(self) -> "ObjectStore":
+    def _one_credential_source(self) -> ObjectStore:
         if (self.credentials_secret is None) == (not self.inherit_from_iam_role):
-            raise ValueError(
-                "credentialsSecret: set exactly one of credentialsSecret or inheritFromIamRole=true"
-            )
+            raise ValueError("credentialsSecret: set exactly one of credentialsSecret or inheritFromIamRole=true")
         if self.endpoint_url is not None:
             parts = urlsplit(self.endpoint_url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise ValueError(f"endpointUrl: must be an http(s) URL with a host, got {self.endpoint_url!r}")
             try:
-                parts.port
+                url_port(self.endpoint_url)
             except ValueError:
                 raise ValueError(f"endpointUrl: has an invalid port, got {self.endpoint_url!r}") from None
         return self
@@ -397,7 +399,7 @@ class ObjectStore(Model):
 
 class PostgresBackup(Model):
     schedule: CnpgSchedule = "0 0 3 * * *"
-    object_store: Optional[ObjectStore] = None
+    object_store: ObjectStore | None = None
     # The folder under destinationPath this cluster archives into. A restored cluster takes a
     # new one, so that it never writes into the WAL history it was restored from.
     server_name: DnsLabel = "memstack-pg"
@@ -423,12 +425,12 @@ class PostgresSource(Model):
 
     server_name: DnsLabel
     # Unset: the object store of `postgres.backup`.
-    object_store: Optional[ObjectStore] = None
+    object_store: ObjectStore | None = None
 
 
 class PostgresRestore(PostgresSource):
     # Point-in-time recovery; unset: replay every archived WAL.
-    target_time: Optional[Instant] = None
+    target_time: Instant | None = None
 
 
 class PostgresReplica(PostgresSource):
@@ -450,11 +452,11 @@ class Postgres(Model):
     # The dimension of the schema's vector columns, fixed by the first migration: the embedder
     # must produce exactly this many (a new dimension needs a new database).
     vector_dimension: int = settings_default("embedding_dim")
-    restore: Optional[PostgresRestore] = None
-    replica: Optional[PostgresReplica] = None
+    restore: PostgresRestore | None = None
+    replica: PostgresReplica | None = None
 
     @model_validator(mode="after")
-    def _one_bootstrap(self) -> "Postgres":
+    def _one_bootstrap(self) -> Postgres:
         if self.restore is not None and self.replica is not None:
             raise ValueError("restore: a cluster is bootstrapped from a restore or as a replica, not both")
         for source_key, source in (("restore", self.restore), ("replica", self.replica)):
@@ -517,7 +519,7 @@ class Neo4j(Model):
     admin_image: Image = Image(repository="neo4j", tag="5.26.21-enterprise")
 
     @model_validator(mode="after")
-    def _edition_fits(self) -> "Neo4j":
+    def _edition_fits(self) -> Neo4j:
         if self.edition == "community" and self.servers != 1:
             raise ValueError(f"servers: community edition runs exactly 1 server, got {self.servers}")
         if self.edition == "community" and self.backup.enabled:
@@ -533,8 +535,14 @@ class Neo4j(Model):
 
 
 MaxMemoryPolicy = Literal[
-    "noeviction", "allkeys-lru", "allkeys-lfu", "allkeys-random",
-    "volatile-lru", "volatile-lfu", "volatile-random", "volatile-ttl",
+    "noeviction",
+    "allkeys-lru",
+    "allkeys-lfu",
+    "allkeys-random",
+    "volatile-lru",
+    "volatile-lfu",
+    "volatile-random",
+    "volatile-ttl",
 ]
 
 
@@ -550,14 +558,13 @@ class Redis(Model):
     # A PDB with minAvailable 1 makes a node drain wait for an operator on the single primary.
     block_voluntary_eviction: bool = False
     snapshot: StoreBackup = StoreBackup()
-    restore: Optional[RedisRestore] = None
+    restore: RedisRestore | None = None
 
     @model_validator(mode="after")
-    def _max_memory_fits(self) -> "Redis":
+    def _max_memory_fits(self) -> Redis:
         if quantity_value(self.max_memory) >= quantity_value(self.resources.memory_limit):
             raise ValueError(
-                f"maxMemory: must be below resources.memoryLimit ({self.resources.memory_limit}),"
-                f" got {self.max_memory}"
+                f"maxMemory: must be below resources.memoryLimit ({self.resources.memory_limit}), got {self.max_memory}"
             )
         if self.restore is not None and not self.snapshot.enabled:
             raise ValueError("restore: snapshots live on the snapshot volume; it needs snapshot.enabled true")
@@ -577,10 +584,10 @@ class AlertReceiver(Model):
     kind: Literal["webhook", "slack", "pagerduty"]
     severities: list[Severity] = Field(min_length=1)
     # Slack only: the channel the webhook posts to (the webhook's own default if unset).
-    channel: Optional[str] = None
+    channel: str | None = None
 
     @model_validator(mode="after")
-    def _channel_for_slack(self) -> "AlertReceiver":
+    def _channel_for_slack(self) -> AlertReceiver:
         if self.channel is not None and self.kind != "slack":
             raise ValueError(f"channel: only a slack receiver has a channel, got kind {self.kind}")
         return self
@@ -598,7 +605,7 @@ class Observability(Model):
     jaeger_resources: Resources = _resources("100m", "256Mi", "500m", "1Gi")
 
     @model_validator(mode="after")
-    def _receivers_fit(self) -> "Observability":
+    def _receivers_fit(self) -> Observability:
         names = [receiver.name for receiver in self.alert_receivers]
         if len(set(names)) != len(names):
             raise ValueError(f"alertReceivers: names must be unique, got {', '.join(names)}")
@@ -633,7 +640,7 @@ class MetricsServer(Model):
 class StackConfig(Model):
     environment: Environment
     namespace: DnsLabel = "memstack"
-    storage_class: Optional[str] = None
+    storage_class: str | None = None
     # Relative paths are taken from the repository root. Every *.json dashboard in the first
     # becomes a Grafana ConfigMap; every *.yaml rule file directly in the second a PrometheusRule.
     dashboards_dir: str = "dashboards/generated"
@@ -646,7 +653,7 @@ class StackConfig(Model):
     # Secret: {receiver name: webhook URL, Slack webhook URL or PagerDuty routing key}.
     alert_receiver_secrets: dict[str, str] = {}
     # Unset: Always where images come from a registry, IfNotPresent on `local` (images loaded into kind).
-    image_pull_policy: Optional[PullPolicy] = None
+    image_pull_policy: PullPolicy | None = None
     charts: Charts = Charts()
     memory_service: MemoryService = MemoryService()
     embeddings: Embeddings = Embeddings()
@@ -661,13 +668,12 @@ class StackConfig(Model):
     metrics_server: MetricsServer = MetricsServer()
 
     @model_validator(mode="after")
-    def _deployable(self) -> "StackConfig":
-        if self.memory_service.image is None:
-            if self.environment != "local":
-                raise ValueError(
-                    f"memoryService.image: required on {self.environment}: the {{repository, tag}} your CI pushed"
-                    " (`pulumi config set --path memoryService.image.repository ...` and `.tag`)"
-                )
+    def _deployable(self) -> StackConfig:
+        if self.memory_service.image is None and self.environment != "local":
+            raise ValueError(
+                f"memoryService.image: required on {self.environment}: the {{repository, tag}} your CI pushed"
+                " (`pulumi config set --path memoryService.image.repository ...` and `.tag`)"
+            )
         if self.embeddings.dimension != self.postgres.vector_dimension:
             raise ValueError(
                 f"embeddings.dimension: must equal postgres.vectorDimension ({self.postgres.vector_dimension}),"
@@ -677,7 +683,7 @@ class StackConfig(Model):
         if missing:
             raise ValueError(
                 f"alertReceiverSecrets: no secret for receiver {', '.join(missing)}"
-                " (`pulumi config set --secret alertReceiverSecrets '{\"<name>\": \"<url>\"}'`)"
+                ' (`pulumi config set --secret alertReceiverSecrets \'{"<name>": "<url>"}\'`)'
             )
         if self.metrics_server.install and self.environment not in ("local", "dev"):
             raise ValueError(
@@ -692,12 +698,12 @@ class StackConfig(Model):
             if not self.api_token_hashes.strip():
                 raise ValueError(
                     f"apiTokenHashes: {self.environment} requires at least one token hash, or every request gets 401"
-                    " (`pulumi config set --secret apiTokenHashes \"$(cat tokens)\"`)"
+                    ' (`pulumi config set --secret apiTokenHashes "$(cat tokens)"`)'
                 )
         return self
 
     @model_validator(mode="after")
-    def _production_is_durable(self) -> "StackConfig":
+    def _production_is_durable(self) -> StackConfig:
         if self.environment != "prod":
             return self
         if self.postgres.backup.object_store is None:
@@ -766,6 +772,7 @@ LOCAL_IMAGE = Image(repository="memstack", tag="0.1.0")
 
 # --- reading and reporting ----------------------------------------------------------------
 
+
 def _decode(value: Any) -> Any:
     """The CLI hands every top-level value over as a string; objects arrive as JSON text."""
     if not isinstance(value, str):
@@ -779,7 +786,7 @@ def _decode(value: Any) -> Any:
 def raw_project_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """The `memstack:*` keys of a flat Pulumi config map, without the namespace."""
     prefix = f"{PROJECT}:"
-    return {key[len(prefix):]: _decode(value) for key, value in config.items() if key.startswith(prefix)}
+    return {key[len(prefix) :]: _decode(value) for key, value in config.items() if key.startswith(prefix)}
 
 
 def pulumi_config_map() -> dict[str, Any]:
@@ -791,14 +798,12 @@ def pulumi_config_map() -> dict[str, Any]:
     return merged
 
 
-def _model_at(loc: tuple) -> Optional[type[BaseModel]]:
+def _model_at(loc: tuple) -> type[BaseModel] | None:
     model: Any = StackConfig
     for part in loc:
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
             return None
-        field = next(
-            (f for name, f in model.model_fields.items() if part in (name, f.alias)), None
-        )
+        field = next((f for name, f in model.model_fields.items() if part in (name, f.alias)), None)
         if field is None:
             return None
         annotation = field.annotation
@@ -827,7 +832,7 @@ def _describe(error: Mapping[str, Any]) -> str:
     return f"{'.'.join(loc)}: {message}"
 
 
-def load_config(raw: Optional[Mapping[str, Any]] = None) -> StackConfig:
+def load_config(raw: Mapping[str, Any] | None = None) -> StackConfig:
     """Validate the stack's `memstack:*` settings (from the Pulumi runtime unless given)."""
     values = raw_project_config(pulumi_config_map()) if raw is None else dict(raw)
     try:

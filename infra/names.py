@@ -3,6 +3,7 @@
 Components, the connection Secret and the stack outputs all derive names and URLs from
 here, so a renamed Service cannot leave a stale URL behind.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,4 +1,5 @@
 """What every memstack pod (service, worker, migration) is given: connection env and egress rules."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -25,6 +26,7 @@ class AppWorkloadArgs:
     # The schema migration Job; the workload starts only after it completed.
     migration: pulumi.Resource
 
+
 ALL_STORES: tuple[Store, ...] = ("redis", "postgres", "neo4j")
 
 
@@ -44,12 +46,16 @@ def app_env(cfg: StackConfig, component: str, stores: Iterable[Store] = ALL_STOR
             plain_env(env.neo4j_user, "neo4j"),
             secret_env(env.neo4j_password, names.SECRET_CONNECTIONS, env.neo4j_password),
         ]
-    return variables + embedding_env(cfg) + [
-        plain_env("OTEL_SERVICE_NAME", component),
-        plain_env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoints.otlp_endpoint),
-        plain_env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
-        plain_env("OTEL_RESOURCE_ATTRIBUTES", f"deployment.environment={cfg.environment}"),
-    ]
+    return (
+        variables
+        + embedding_env(cfg)
+        + [
+            plain_env("OTEL_SERVICE_NAME", component),
+            plain_env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoints.otlp_endpoint),
+            plain_env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            plain_env("OTEL_RESOURCE_ATTRIBUTES", f"deployment.environment={cfg.environment}"),
+        ]
+    )
 
 
 def embedding_env(cfg: StackConfig) -> list[dict[str, Any]]:

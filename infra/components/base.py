@@ -1,8 +1,8 @@
 """The application namespace and its guard rails: default-deny traffic, DNS, quotas."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -25,7 +25,7 @@ class Base(Component):
     The observability namespace is created here too, bare: its charts own their pods' traffic.
     """
 
-    def __init__(self, name: str, args: BaseArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
+    def __init__(self, name: str, args: BaseArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("Base", name, opts)
         cfg = args.cfg
         ns = cfg.namespace

@@ -4,10 +4,11 @@ Kubernetes objects built here are typed `pulumi_kubernetes` inputs, so their dic
 written in snake_case and the SDK sends them in camelCase. Custom resources and Helm values
 are sent verbatim and are written in camelCase where they are built.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Optional, Union
+from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -34,11 +35,11 @@ def labels(component: str, cfg: StackConfig) -> dict[str, str]:
 
 def metadata(
     name: str,
-    namespace: Optional[str],
+    namespace: str | None,
     component: str,
     cfg: StackConfig,
-    extra_labels: Optional[Mapping[str, str]] = None,
-    annotations: Optional[Mapping[str, str]] = None,
+    extra_labels: Mapping[str, str] | None = None,
+    annotations: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     meta: dict[str, Any] = {"name": name, "labels": {**labels(component, cfg), **(extra_labels or {})}}
     if namespace is not None:
@@ -56,16 +57,19 @@ class Component(pulumi.ComponentResource):
     migrations) then holds for the objects that reach the cluster, not only for the wrapper.
     """
 
-    def __init__(self, kind: str, name: str, opts: Optional[pulumi.ResourceOptions] = None) -> None:
+    def __init__(self, kind: str, name: str, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(f"memstack:infra:{kind}", name, None, opts)
         inherited = opts.depends_on if opts is not None and opts.depends_on is not None else []
-        self._inherited: list[pulumi.Resource] = list(inherited) if isinstance(inherited, (list, tuple)) else [inherited]
+        self._inherited: list[pulumi.Resource] = (
+            list(inherited) if isinstance(inherited, (list, tuple)) else [inherited]
+        )
 
     def child_opts(self, *depends_on: pulumi.Resource, **kwargs: Any) -> pulumi.ResourceOptions:
         return pulumi.ResourceOptions(parent=self, depends_on=[*self._inherited, *depends_on], **kwargs)
 
 
 # --- containers and pods ------------------------------------------------------------------
+
 
 def container_security_context() -> dict[str, Any]:
     return {
@@ -111,12 +115,12 @@ def container(
     resources: Resources,
     *,
     pull_policy: str,
-    command: Optional[Sequence[str]] = None,
-    args: Optional[Sequence[str]] = None,
+    command: Sequence[str] | None = None,
+    args: Sequence[str] | None = None,
     env: Sequence[Mapping[str, Any]] = (),
     ports: Mapping[str, int] = {},
-    liveness: Optional[Mapping[str, Any]] = None,
-    readiness: Optional[Mapping[str, Any]] = None,
+    liveness: Mapping[str, Any] | None = None,
+    readiness: Mapping[str, Any] | None = None,
     volume_mounts: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """A container with requests, limits and the hardened security context; /tmp is writable."""
@@ -164,8 +168,13 @@ def pod_spec(
 
 
 def service_account(
-    name: str, namespace: str, component: str, cfg: StackConfig, parent: Component,
-    *, automount: bool = False,
+    name: str,
+    namespace: str,
+    component: str,
+    cfg: StackConfig,
+    parent: Component,
+    *,
+    automount: bool = False,
 ) -> k8s.core.v1.ServiceAccount:
     """One ServiceAccount per workload; no API token unless the workload calls the API."""
     return k8s.core.v1.ServiceAccount(
@@ -177,8 +186,15 @@ def service_account(
 
 
 def pod_disruption_budget(
-    name: str, namespace: str, component: str, cfg: StackConfig, parent: Component,
-    *, pod_labels: Mapping[str, str], min_available: Optional[int] = None, max_unavailable: Optional[int] = None,
+    name: str,
+    namespace: str,
+    component: str,
+    cfg: StackConfig,
+    parent: Component,
+    *,
+    pod_labels: Mapping[str, str],
+    min_available: int | None = None,
+    max_unavailable: int | None = None,
 ) -> k8s.policy.v1.PodDisruptionBudget:
     budget = {"min_available": min_available} if min_available is not None else {"max_unavailable": max_unavailable}
     return k8s.policy.v1.PodDisruptionBudget(
@@ -190,7 +206,13 @@ def pod_disruption_budget(
 
 
 def persistent_volume_claim(
-    name: str, namespace: str, component: str, cfg: StackConfig, parent: Component, *, size: str,
+    name: str,
+    namespace: str,
+    component: str,
+    cfg: StackConfig,
+    parent: Component,
+    *,
+    size: str,
 ) -> k8s.core.v1.PersistentVolumeClaim:
     spec: dict[str, Any] = {"access_modes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}}
     if cfg.storage_class:
@@ -206,7 +228,8 @@ def namespace(name: str, cfg: StackConfig, parent: Component) -> k8s.core.v1.Nam
 
 # --- network policies ---------------------------------------------------------------------
 
-def peer(pod_labels: Optional[Mapping[str, str]] = None, namespace: Optional[str] = None) -> dict[str, Any]:
+
+def peer(pod_labels: Mapping[str, str] | None = None, namespace: str | None = None) -> dict[str, Any]:
     """Pods with these labels, in this namespace (None: the policy's own; "*": any namespace)."""
     selected: dict[str, Any] = {}
     if pod_labels is not None:
@@ -231,8 +254,14 @@ def egress_to(peers: Iterable[Mapping[str, Any]], ports: Sequence[int]) -> dict[
 
 
 def network_policy(
-    name: str, namespace: str, component: str, cfg: StackConfig, parent: Component,
-    *, pod_labels: Mapping[str, str], ingress: Sequence[Mapping[str, Any]] = (),
+    name: str,
+    namespace: str,
+    component: str,
+    cfg: StackConfig,
+    parent: Component,
+    *,
+    pod_labels: Mapping[str, str],
+    ingress: Sequence[Mapping[str, Any]] = (),
     egress: Sequence[Mapping[str, Any]] = (),
 ) -> k8s.networking.v1.NetworkPolicy:
     """Allow exactly these flows for the selected pods; the namespace default-denies the rest."""
@@ -258,6 +287,7 @@ def dns_egress() -> dict[str, Any]:
 
 # --- charts and monitors ------------------------------------------------------------------
 
+
 def camel_keys(value: Any) -> Any:
     """Helm values are sent verbatim, so dicts from the snake_case builders are converted."""
     if isinstance(value, dict):
@@ -268,8 +298,14 @@ def camel_keys(value: Any) -> Any:
 
 
 def helm_release(
-    resource_name: str, pin: ChartPin, *, release_name: str, namespace: str,
-    values: Mapping[str, Any], parent: Component, depends_on: Sequence[pulumi.Resource] = (),
+    resource_name: str,
+    pin: ChartPin,
+    *,
+    release_name: str,
+    namespace: str,
+    values: Mapping[str, Any],
+    parent: Component,
+    depends_on: Sequence[pulumi.Resource] = (),
 ) -> k8s.helm.v3.Release:
     """A Helm release as one Pulumi resource.
 
@@ -293,8 +329,16 @@ def helm_release(
 
 
 def monitor(
-    kind: str, name: str, namespace: str, cfg: StackConfig, parent: Component,
-    *, pod_labels: Mapping[str, str], port: Union[str, int], path: str, crds: pulumi.Resource,
+    kind: str,
+    name: str,
+    namespace: str,
+    cfg: StackConfig,
+    parent: Component,
+    *,
+    pod_labels: Mapping[str, str],
+    port: str | int,
+    path: str,
+    crds: pulumi.Resource,
 ) -> k8s.apiextensions.CustomResource:
     """A ServiceMonitor or PodMonitor; it depends on the release that installs its CRD.
 
@@ -316,7 +360,13 @@ def monitor(
 
 
 def backup_cron_job(
-    name: str, namespace: str, cfg: StackConfig, parent: Component, *, schedule: str, pod: Mapping[str, Any],
+    name: str,
+    namespace: str,
+    cfg: StackConfig,
+    parent: Component,
+    *,
+    schedule: str,
+    pod: Mapping[str, Any],
 ) -> k8s.batch.v1.CronJob:
     """A backup CronJob: never two at once, one try per run, a bounded run time."""
     return k8s.batch.v1.CronJob(

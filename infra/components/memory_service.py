@@ -1,7 +1,8 @@
 """The memory service: the HTTP API agents call, scaled by an HPA, reachable only by labelled clients."""
+
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -9,8 +10,20 @@ import pulumi_kubernetes as k8s
 from infra import names
 from infra.components.app_pod import AppWorkloadArgs, app_egress, app_env
 from infra.components.common import (
-    Component, container, http_probe, ingress_from, labels, metadata, monitor, network_policy, peer,
-    plain_env, pod_disruption_budget, pod_spec, selector_labels, service_account,
+    Component,
+    container,
+    http_probe,
+    ingress_from,
+    labels,
+    metadata,
+    monitor,
+    network_policy,
+    peer,
+    plain_env,
+    pod_disruption_budget,
+    pod_spec,
+    selector_labels,
+    service_account,
 )
 from infra.config import Autoscaling, ScalingPolicy, StackConfig
 
@@ -21,7 +34,7 @@ MemoryServiceArgs = AppWorkloadArgs
 
 
 class MemoryService(Component):
-    def __init__(self, name: str, args: MemoryServiceArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
+    def __init__(self, name: str, args: MemoryServiceArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("MemoryService", name, opts)
         cfg = args.cfg
         svc = cfg.memory_service
@@ -57,13 +70,34 @@ class MemoryService(Component):
             spec=autoscaler_spec(svc.autoscaling, names.MEMORY_SERVICE),
             opts=self.child_opts(self.deployment),
         )
-        pod_disruption_budget(names.MEMORY_SERVICE, ns, names.MEMORY_SERVICE, cfg, self,
-                              pod_labels=pod_labels, max_unavailable=svc.pdb_max_unavailable)
-        monitor("ServiceMonitor", names.MEMORY_SERVICE, ns, cfg, self, pod_labels=pod_labels, port="http",
-                path=svc.contract.metrics_path, crds=args.monitoring_crds)
+        pod_disruption_budget(
+            names.MEMORY_SERVICE,
+            ns,
+            names.MEMORY_SERVICE,
+            cfg,
+            self,
+            pod_labels=pod_labels,
+            max_unavailable=svc.pdb_max_unavailable,
+        )
+        monitor(
+            "ServiceMonitor",
+            names.MEMORY_SERVICE,
+            ns,
+            cfg,
+            self,
+            pod_labels=pod_labels,
+            port="http",
+            path=svc.contract.metrics_path,
+            crds=args.monitoring_crds,
+        )
         port = svc.contract.port
         network_policy(
-            f"{names.MEMORY_SERVICE}-traffic", ns, names.MEMORY_SERVICE, cfg, self, pod_labels=pod_labels,
+            f"{names.MEMORY_SERVICE}-traffic",
+            ns,
+            names.MEMORY_SERVICE,
+            cfg,
+            self,
+            pod_labels=pod_labels,
             ingress=[
                 ingress_from([peer({svc.client_label: "true"}, "*")], [port]),
                 ingress_from([peer(None, cfg.observability.namespace)], [port]),
@@ -77,7 +111,10 @@ class MemoryService(Component):
         svc = cfg.memory_service
         contract = svc.contract
         api = container(
-            "api", cfg.memstack_image.ref, svc.resources, pull_policy=cfg.pull_policy,
+            "api",
+            cfg.memstack_image.ref,
+            svc.resources,
+            pull_policy=cfg.pull_policy,
             command=contract.serve_command,
             env=[*app_env(cfg, names.MEMORY_SERVICE), plain_env(contract.tokens_file_env, contract.tokens_file)],
             ports={"http": contract.port},
@@ -99,8 +136,12 @@ class MemoryService(Component):
             )
         ]
         return pod_spec(
-            names.MEMORY_SERVICE, [api], run_as_user=contract.run_as_user,
-            volumes=[{"name": TOKENS_VOLUME, "secret": {"secret_name": names.SECRET_API_TOKENS, "default_mode": 0o440}}],
+            names.MEMORY_SERVICE,
+            [api],
+            run_as_user=contract.run_as_user,
+            volumes=[
+                {"name": TOKENS_VOLUME, "secret": {"secret_name": names.SECRET_API_TOKENS, "default_mode": 0o440}}
+            ],
             topology_spread_constraints=spread,
             termination_grace_period_seconds=30,
         )
@@ -114,8 +155,10 @@ def autoscaler_spec(policy: Autoscaling, deployment: str) -> dict[str, Any]:
         "min_replicas": policy.min_replicas,
         "max_replicas": policy.max_replicas,
         "metrics": [
-            {"type": "Resource", "resource": {"name": resource, "target": {"type": "Utilization",
-                                                                           "average_utilization": target}}}
+            {
+                "type": "Resource",
+                "resource": {"name": resource, "target": {"type": "Utilization", "average_utilization": target}},
+            }
             for resource, target in (("cpu", policy.cpu_utilization), ("memory", policy.memory_utilization))
         ],
         "behavior": {

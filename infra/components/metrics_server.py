@@ -2,10 +2,11 @@
 
 Managed clusters run their own; the config allows this component on `local` and `dev` only.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import pulumi
 
@@ -23,12 +24,16 @@ class MetricsServerArgs:
 
 
 class MetricsServer(Component):
-    def __init__(self, name: str, args: MetricsServerArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
+    def __init__(self, name: str, args: MetricsServerArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("MetricsServer", name, opts)
         cfg = args.cfg
         self.release = helm_release(
-            "metrics-server", cfg.charts.metrics_server, release_name=names.METRICS_SERVER_RELEASE,
-            namespace=METRICS_SERVER_NAMESPACE, values=self.chart_values(cfg), parent=self,
+            "metrics-server",
+            cfg.charts.metrics_server,
+            release_name=names.METRICS_SERVER_RELEASE,
+            namespace=METRICS_SERVER_NAMESPACE,
+            values=self.chart_values(cfg),
+            parent=self,
         )
         self.register_outputs({"release": names.METRICS_SERVER_RELEASE})
 

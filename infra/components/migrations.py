@@ -3,10 +3,10 @@
 The memory service and the worker depend on it, and Pulumi waits for a Job to complete, so
 no pod serves traffic against an old schema.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -14,7 +14,14 @@ import pulumi_kubernetes as k8s
 from infra import names
 from infra.components.app_pod import app_egress, app_env
 from infra.components.common import (
-    Component, container, labels, metadata, network_policy, pod_spec, selector_labels, service_account,
+    Component,
+    container,
+    labels,
+    metadata,
+    network_policy,
+    pod_spec,
+    selector_labels,
+    service_account,
 )
 from infra.config import StackConfig
 
@@ -27,15 +34,19 @@ class MigrationsArgs:
 
 
 class Migrations(Component):
-    def __init__(self, name: str, args: MigrationsArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
+    def __init__(self, name: str, args: MigrationsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("Migrations", name, opts)
         cfg = args.cfg
         ns = cfg.namespace
         contract = cfg.memory_service.contract
         service_account(names.MIGRATIONS, ns, names.MIGRATIONS, cfg, self)
         migrate = container(
-            "migrate", cfg.memstack_image.ref, cfg.migrations.resources, pull_policy=cfg.pull_policy,
-            command=contract.migrate_command, env=app_env(cfg, names.MIGRATIONS, STORES),
+            "migrate",
+            cfg.memstack_image.ref,
+            cfg.migrations.resources,
+            pull_policy=cfg.pull_policy,
+            command=contract.migrate_command,
+            env=app_env(cfg, names.MIGRATIONS, STORES),
         )
         self.job = k8s.batch.v1.Job(
             names.MIGRATIONS,
@@ -46,15 +57,21 @@ class Migrations(Component):
                 "active_deadline_seconds": 900,
                 "template": {
                     "metadata": {"labels": labels(names.MIGRATIONS, cfg)},
-                    "spec": pod_spec(names.MIGRATIONS, [migrate], run_as_user=contract.run_as_user,
-                                     restart_policy="Never"),
+                    "spec": pod_spec(
+                        names.MIGRATIONS, [migrate], run_as_user=contract.run_as_user, restart_policy="Never"
+                    ),
                 },
             },
             # A Job's pod template is immutable: a new image replaces the Job, which runs again.
             opts=self.child_opts(delete_before_replace=True),
         )
         network_policy(
-            f"{names.MIGRATIONS}-traffic", ns, names.MIGRATIONS, cfg, self,
-            pod_labels=selector_labels(names.MIGRATIONS), egress=app_egress(cfg, STORES),
+            f"{names.MIGRATIONS}-traffic",
+            ns,
+            names.MIGRATIONS,
+            cfg,
+            self,
+            pod_labels=selector_labels(names.MIGRATIONS),
+            egress=app_egress(cfg, STORES),
         )
         self.register_outputs({"job": names.MIGRATIONS})

@@ -6,19 +6,32 @@ running server. Nothing stops Neo4j, mounts its data volume or scales its Statef
 recovery can neither leave it down nor take the memory service's readiness with it.
 Enterprise clusters can add online backups (`neo4j-admin database backup`), which stop nothing.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import pulumi
-import pulumi_kubernetes as k8s
 
 from infra import names
 from infra.components.common import (
-    Component, backup_cron_job, camel_keys, container, container_security_context, egress_to, helm_release,
-    ingress_from, metadata, monitor, network_policy, peer, persistent_volume_claim, plain_env, pod_spec,
-    selector_labels, service_account,
+    Component,
+    backup_cron_job,
+    camel_keys,
+    container,
+    container_security_context,
+    egress_to,
+    helm_release,
+    ingress_from,
+    monitor,
+    network_policy,
+    peer,
+    persistent_volume_claim,
+    plain_env,
+    pod_spec,
+    selector_labels,
+    service_account,
 )
 from infra.config import StackConfig
 
@@ -40,13 +53,17 @@ class Neo4jArgs:
 
 
 class Neo4j(Component):
-    def __init__(self, name: str, args: Neo4jArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
+    def __init__(self, name: str, args: Neo4jArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("Neo4j", name, opts)
         cfg = args.cfg
         self.releases = [
             helm_release(
-                release, cfg.charts.neo4j, release_name=release, namespace=cfg.namespace,
-                values=self.chart_values(cfg), parent=self,
+                release,
+                cfg.charts.neo4j,
+                release_name=release,
+                namespace=cfg.namespace,
+                values=self.chart_values(cfg),
+                parent=self,
             )
             for release in names.neo4j_release_names(cfg)
         ]
@@ -54,8 +71,15 @@ class Neo4j(Component):
         if enterprise:
             # Prometheus metrics are an enterprise feature; community exposes none.
             monitor(
-                "PodMonitor", names.NEO4J, cfg.namespace, cfg, self, pod_labels=names.NEO4J_POD_LABELS,
-                port=METRICS_PORT, path="/metrics", crds=args.monitoring_crds,
+                "PodMonitor",
+                names.NEO4J,
+                cfg.namespace,
+                cfg,
+                self,
+                pod_labels=names.NEO4J_POD_LABELS,
+                port=METRICS_PORT,
+                path="/metrics",
+                crds=args.monitoring_crds,
             )
         if cfg.neo4j.backup.enabled:
             self._online_backup(cfg)
@@ -67,19 +91,25 @@ class Neo4j(Component):
         neo = cfg.neo4j
         enterprise = neo.edition == "enterprise"
         if cfg.storage_class:
-            data = {"mode": "dynamic", "dynamic": {
-                "storageClassName": cfg.storage_class, "requests": {"storage": neo.storage_size},
-            }}
+            data = {
+                "mode": "dynamic",
+                "dynamic": {
+                    "storageClassName": cfg.storage_class,
+                    "requests": {"storage": neo.storage_size},
+                },
+            }
         else:
             data = {"mode": "defaultStorageClass", "defaultStorageClass": {"requests": {"storage": neo.storage_size}}}
         config = {"server.config.strict_validation.enabled": "false"}
         if enterprise:
-            config.update({
-                "server.metrics.prometheus.enabled": "true",
-                "server.metrics.prometheus.endpoint": f"0.0.0.0:{METRICS_PORT}",
-                "server.backup.enabled": "true",
-                "server.backup.listen_address": f"0.0.0.0:{names.NEO4J_BACKUP_PORT}",
-            })
+            config.update(
+                {
+                    "server.metrics.prometheus.enabled": "true",
+                    "server.metrics.prometheus.endpoint": f"0.0.0.0:{METRICS_PORT}",
+                    "server.backup.enabled": "true",
+                    "server.backup.listen_address": f"0.0.0.0:{names.NEO4J_BACKUP_PORT}",
+                }
+            )
         hardened = container_security_context()
         # Neo4j writes its rendered configuration under its home directory.
         hardened["read_only_root_filesystem"] = False
@@ -114,15 +144,25 @@ class Neo4j(Component):
         source = f"{names.neo4j_release_names(cfg)[0]}-admin.{ns}.svc.cluster.local:{names.NEO4J_BACKUP_PORT}"
         prune = f"find /backups -mindepth 1 -maxdepth 1 -type d -mtime +{neo.backup.retain_days} -exec rm -rf {{}} +"
         backup_step = container(
-            "backup", neo.admin_image.ref, neo.backup.resources, pull_policy=cfg.pull_policy,
-            command=["sh", "-c", 'dir=/backups/$(date +%Y%m%dT%H%M%S) && mkdir -p "$dir"'
-                     f' && neo4j-admin database backup --from={source} --to-path="$dir" --include-metadata=all'
-                     f" '*' && {prune}"],
+            "backup",
+            neo.admin_image.ref,
+            neo.backup.resources,
+            pull_policy=cfg.pull_policy,
+            command=[
+                "sh",
+                "-c",
+                'dir=/backups/$(date +%Y%m%dT%H%M%S) && mkdir -p "$dir"'
+                f' && neo4j-admin database backup --from={source} --to-path="$dir" --include-metadata=all'
+                f" '*' && {prune}",
+            ],
             env=[plain_env("NEO4J_ACCEPT_LICENSE_AGREEMENT", "yes")],
             volume_mounts=[{"name": BACKUP_VOLUME, "mount_path": BACKUP_MOUNT}, {"name": "tmp", "mount_path": "/logs"}],
         )
         pod = pod_spec(
-            names.NEO4J_BACKUP, [backup_step], run_as_user=NEO4J_JOB_UID, restart_policy="Never",
+            names.NEO4J_BACKUP,
+            [backup_step],
+            run_as_user=NEO4J_JOB_UID,
+            restart_policy="Never",
             volumes=[{"name": BACKUP_VOLUME, "persistent_volume_claim": {"claim_name": claim}}],
         )
         backup_cron_job(names.NEO4J_BACKUP, ns, cfg, self, schedule=neo.backup.schedule, pod=pod)
@@ -141,9 +181,23 @@ class Neo4j(Component):
             ]
             # Cluster members find each other through the Kubernetes API.
             egress += [egress_to([servers], [*CLUSTER_PORTS, names.NEO4J_BOLT_PORT]), egress_to([], API_SERVER_PORTS)]
-        network_policy(f"{names.NEO4J}-traffic", ns, COMPONENT, cfg, self,
-                       pod_labels=names.NEO4J_POD_LABELS, ingress=ingress, egress=egress)
+        network_policy(
+            f"{names.NEO4J}-traffic",
+            ns,
+            COMPONENT,
+            cfg,
+            self,
+            pod_labels=names.NEO4J_POD_LABELS,
+            ingress=ingress,
+            egress=egress,
+        )
         if cfg.neo4j.backup.enabled:
-            network_policy(f"{names.NEO4J_BACKUP}-traffic", ns, names.NEO4J_BACKUP, cfg, self,
-                           pod_labels=selector_labels(names.NEO4J_BACKUP),
-                           egress=[egress_to([servers], [names.NEO4J_BACKUP_PORT])])
+            network_policy(
+                f"{names.NEO4J_BACKUP}-traffic",
+                ns,
+                names.NEO4J_BACKUP,
+                cfg,
+                self,
+                pod_labels=selector_labels(names.NEO4J_BACKUP),
+                egress=[egress_to([servers], [names.NEO4J_BACKUP_PORT])],
+            )

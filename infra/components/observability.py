@@ -5,13 +5,14 @@ loads; rule files (`alertsDir`, Prometheus `groups:` files) become PrometheusRul
 Prometheus rule selector picks; Alertmanager routes each severity to the receivers configured
 for it, from a Secret the kit renders (the receivers' URLs are Pulumi secrets).
 """
+
 from __future__ import annotations
 
 import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -19,7 +20,12 @@ import yaml
 
 from infra import names
 from infra.components.common import (
-    Component, camel_keys, container_security_context, helm_release, metadata, pod_security_context,
+    Component,
+    camel_keys,
+    container_security_context,
+    helm_release,
+    metadata,
+    pod_security_context,
 )
 from infra.config import PROJECT, AlertReceiver, ConfigError, StackConfig
 
@@ -105,45 +111,65 @@ class ObservabilityArgs:
 class Observability(Component):
     """CRDs first; then kube-prometheus-stack (its own CRDs off) and Jaeger; dashboards and rules."""
 
-    def __init__(self, name: str, args: ObservabilityArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
+    def __init__(self, name: str, args: ObservabilityArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("Observability", name, opts)
         cfg = args.cfg
         obs = cfg.observability
         charts = cfg.charts
 
         self.crds = helm_release(
-            "prometheus-operator-crds", charts.prometheus_operator_crds,
-            release_name=names.PROMETHEUS_CRDS_RELEASE, namespace=obs.namespace, values={}, parent=self,
+            "prometheus-operator-crds",
+            charts.prometheus_operator_crds,
+            release_name=names.PROMETHEUS_CRDS_RELEASE,
+            namespace=obs.namespace,
+            values={},
+            parent=self,
         )
         alertmanager_deps: list[pulumi.Resource] = []
         if obs.alertmanager_enabled:
-            alertmanager_deps.append(k8s.core.v1.Secret(
-                names.SECRET_ALERTMANAGER,
-                metadata=metadata(names.SECRET_ALERTMANAGER, obs.namespace, COMPONENT, cfg),
-                type="Opaque",
-                string_data={ALERTMANAGER_CONFIG_KEY: pulumi.Output.secret(
-                    pulumi.Output.from_input(cfg.alert_receiver_secrets).apply(
-                        lambda secrets: yaml.safe_dump(alertmanager_config(obs.alert_receivers, secrets),
-                                                       sort_keys=False)
-                    )
-                )},
-                opts=self.child_opts(),
-            ))
+            alertmanager_deps.append(
+                k8s.core.v1.Secret(
+                    names.SECRET_ALERTMANAGER,
+                    metadata=metadata(names.SECRET_ALERTMANAGER, obs.namespace, COMPONENT, cfg),
+                    type="Opaque",
+                    string_data={
+                        ALERTMANAGER_CONFIG_KEY: pulumi.Output.secret(
+                            pulumi.Output.from_input(cfg.alert_receiver_secrets).apply(
+                                lambda secrets: yaml.safe_dump(
+                                    alertmanager_config(obs.alert_receivers, secrets), sort_keys=False
+                                )
+                            )
+                        )
+                    },
+                    opts=self.child_opts(),
+                )
+            )
         self.kube_prometheus_stack = helm_release(
-            "kube-prometheus-stack", charts.kube_prometheus_stack,
-            release_name=names.KUBE_PROMETHEUS_RELEASE, namespace=obs.namespace,
-            values=self._kube_prometheus_values(cfg), parent=self, depends_on=[self.crds, *alertmanager_deps],
+            "kube-prometheus-stack",
+            charts.kube_prometheus_stack,
+            release_name=names.KUBE_PROMETHEUS_RELEASE,
+            namespace=obs.namespace,
+            values=self._kube_prometheus_values(cfg),
+            parent=self,
+            depends_on=[self.crds, *alertmanager_deps],
         )
         self.jaeger = helm_release(
-            "jaeger", charts.jaeger, release_name=names.JAEGER, namespace=obs.namespace,
-            values=self._jaeger_values(cfg), parent=self,
+            "jaeger",
+            charts.jaeger,
+            release_name=names.JAEGER,
+            namespace=obs.namespace,
+            values=self._jaeger_values(cfg),
+            parent=self,
         )
         dashboards = find_dashboards(cfg.dashboards_path)
         self.dashboards = [
             k8s.core.v1.ConfigMap(
                 dashboard.configmap_name,
                 metadata=metadata(
-                    dashboard.configmap_name, obs.namespace, COMPONENT, cfg,
+                    dashboard.configmap_name,
+                    obs.namespace,
+                    COMPONENT,
+                    cfg,
                     extra_labels={DASHBOARD_LABEL: DASHBOARD_LABEL_VALUE},
                 ),
                 data={dashboard.file_name: dashboard.content},
@@ -164,10 +190,12 @@ class Observability(Component):
             for rule_file in rule_files
         ]
         self.secret_names = {"alertmanager": names.SECRET_ALERTMANAGER} if obs.alertmanager_enabled else {}
-        self.register_outputs({
-            "dashboards": [d.configmap_name for d in dashboards],
-            "rules": [r.name for r in rule_files],
-        })
+        self.register_outputs(
+            {
+                "dashboards": [d.configmap_name for d in dashboards],
+                "rules": [r.name for r in rule_files],
+            }
+        )
 
     @staticmethod
     def _kube_prometheus_values(cfg: StackConfig) -> dict[str, Any]:
@@ -180,7 +208,8 @@ class Observability(Component):
             volume_spec["storageClassName"] = cfg.storage_class
         open_selectors = {
             # Select every ServiceMonitor, PodMonitor and probe, not only this release's.
-            f"{kind}SelectorNilUsesHelmValues": False for kind in ("serviceMonitor", "podMonitor", "probe")
+            f"{kind}SelectorNilUsesHelmValues": False
+            for kind in ("serviceMonitor", "podMonitor", "probe")
         }
         if obs.alertmanager_enabled:
             alertmanager: dict[str, Any] = {

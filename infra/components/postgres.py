@@ -8,17 +8,26 @@ from the object store, optionally to a point in time) or as a replica cluster th
 another region's object store (`postgres.replica`). It archives under `postgres.backup.serverName`,
 which a restored cluster changes, so it never writes into the WAL history it came from.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
 
 from infra import names
 from infra.components.common import (
-    Component, egress_to, helm_release, ingress_from, metadata, monitor, namespace, network_policy, peer,
+    Component,
+    egress_to,
+    helm_release,
+    ingress_from,
+    metadata,
+    monitor,
+    namespace,
+    network_policy,
+    peer,
     selector_labels,
 )
 from infra.config import ObjectStore, StackConfig
@@ -39,7 +48,7 @@ class PostgresArgs:
 
 
 class Postgres(Component):
-    def __init__(self, name: str, args: PostgresArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
+    def __init__(self, name: str, args: PostgresArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("Postgres", name, opts)
         cfg = args.cfg
         pg = cfg.postgres
@@ -47,10 +56,13 @@ class Postgres(Component):
 
         operator_ns = namespace(pg.operator_namespace, cfg, self)
         self.operator = helm_release(
-            "cloudnative-pg", cfg.charts.cloudnative_pg,
-            release_name=names.CNPG_RELEASE, namespace=pg.operator_namespace,
+            "cloudnative-pg",
+            cfg.charts.cloudnative_pg,
+            release_name=names.CNPG_RELEASE,
+            namespace=pg.operator_namespace,
             values={"monitoring": {"podMonitorEnabled": True}, "config": {"clusterWide": True}},
-            parent=self, depends_on=[operator_ns, args.monitoring_crds],
+            parent=self,
+            depends_on=[operator_ns, args.monitoring_crds],
         )
         cluster_deps: list[pulumi.Resource] = [self.operator]
         source = pg.restore or pg.replica
@@ -68,7 +80,11 @@ class Postgres(Component):
             kind="Cluster",
             # Pulumi waits for the operator to report the cluster Ready before dependents start.
             metadata=metadata(
-                names.POSTGRES_CLUSTER, cfg.namespace, COMPONENT, cfg, annotations={"pulumi.com/waitFor": "condition=Ready"}
+                names.POSTGRES_CLUSTER,
+                cfg.namespace,
+                COMPONENT,
+                cfg,
+                annotations={"pulumi.com/waitFor": "condition=Ready"},
             ),
             spec=self._cluster_spec(cfg),
             opts=self.child_opts(*cluster_deps),
@@ -90,8 +106,15 @@ class Postgres(Component):
                 opts=self.child_opts(self.cluster),
             )
         self.pod_monitor = monitor(
-            "PodMonitor", names.POSTGRES_CLUSTER, cfg.namespace, cfg, self,
-            pod_labels=names.POSTGRES_POD_LABELS, port="metrics", path="/metrics", crds=args.monitoring_crds,
+            "PodMonitor",
+            names.POSTGRES_CLUSTER,
+            cfg.namespace,
+            cfg,
+            self,
+            pod_labels=names.POSTGRES_POD_LABELS,
+            port="metrics",
+            path="/metrics",
+            crds=args.monitoring_crds,
         )
         self._network_policy(cfg)
         self.register_outputs({"cluster": names.POSTGRES_CLUSTER, "backups": store is not None})
@@ -101,19 +124,34 @@ class Postgres(Component):
         plugin_deps: list[pulumi.Resource] = [self.operator]
         if cfg.cert_manager.install:
             cert_manager_ns = namespace(cfg.cert_manager.namespace, cfg, self)
-            plugin_deps.append(helm_release(
-                "cert-manager", cfg.charts.cert_manager, release_name=names.CERT_MANAGER_RELEASE,
-                namespace=cfg.cert_manager.namespace, values={"crds": {"enabled": True}},
-                parent=self, depends_on=[cert_manager_ns],
-            ))
+            plugin_deps.append(
+                helm_release(
+                    "cert-manager",
+                    cfg.charts.cert_manager,
+                    release_name=names.CERT_MANAGER_RELEASE,
+                    namespace=cfg.cert_manager.namespace,
+                    values={"crds": {"enabled": True}},
+                    parent=self,
+                    depends_on=[cert_manager_ns],
+                )
+            )
         # The plugin must live in the operator's namespace.
         return helm_release(
-            "barman-cloud-plugin", cfg.charts.barman_cloud_plugin, release_name=names.BARMAN_PLUGIN_RELEASE,
-            namespace=cfg.postgres.operator_namespace, values={}, parent=self, depends_on=[operator_ns, *plugin_deps],
+            "barman-cloud-plugin",
+            cfg.charts.barman_cloud_plugin,
+            release_name=names.BARMAN_PLUGIN_RELEASE,
+            namespace=cfg.postgres.operator_namespace,
+            values={},
+            parent=self,
+            depends_on=[operator_ns, *plugin_deps],
         )
 
     def _object_store(
-        self, cfg: StackConfig, name: str, store: ObjectStore, plugin: pulumi.Resource,
+        self,
+        cfg: StackConfig,
+        name: str,
+        store: ObjectStore,
+        plugin: pulumi.Resource,
     ) -> pulumi.Resource:
         """An `ObjectStore` the plugin reads: where base backups and WAL are, and how to reach it."""
         if store.inherit_from_iam_role:
@@ -185,24 +223,28 @@ class Postgres(Component):
                 recovery["recoveryTarget"] = {"targetTime": pg.restore.target_time}
             spec["bootstrap"] = {"recovery": recovery}
             source_store = names.POSTGRES_SOURCE_STORE if source.object_store else names.POSTGRES_OBJECT_STORE
-            spec["externalClusters"] = [{
-                "name": SOURCE_CLUSTER,
-                "plugin": {
-                    "name": names.BARMAN_PLUGIN,
-                    "parameters": {"barmanObjectName": source_store, "serverName": source.server_name},
-                },
-            }]
+            spec["externalClusters"] = [
+                {
+                    "name": SOURCE_CLUSTER,
+                    "plugin": {
+                        "name": names.BARMAN_PLUGIN,
+                        "parameters": {"barmanObjectName": source_store, "serverName": source.server_name},
+                    },
+                }
+            ]
         if pg.replica is not None:
             spec["replica"] = {"enabled": pg.replica.enabled, "source": SOURCE_CLUSTER}
         if pg.backup.object_store is not None:
-            spec["plugins"] = [{
-                "name": names.BARMAN_PLUGIN,
-                "isWALArchiver": True,
-                "parameters": {
-                    "barmanObjectName": names.POSTGRES_OBJECT_STORE,
-                    "serverName": pg.backup.server_name,
-                },
-            }]
+            spec["plugins"] = [
+                {
+                    "name": names.BARMAN_PLUGIN,
+                    "isWALArchiver": True,
+                    "parameters": {
+                        "barmanObjectName": names.POSTGRES_OBJECT_STORE,
+                        "serverName": pg.backup.server_name,
+                    },
+                }
+            ]
         return spec
 
     def _network_policy(self, cfg: StackConfig) -> None:
@@ -210,7 +252,11 @@ class Postgres(Component):
         operator = peer(None, cfg.postgres.operator_namespace)
         clients = [peer(selector_labels(client)) for client in DATABASE_CLIENTS]
         network_policy(
-            f"{names.POSTGRES_CLUSTER}-traffic", cfg.namespace, COMPONENT, cfg, self,
+            f"{names.POSTGRES_CLUSTER}-traffic",
+            cfg.namespace,
+            COMPONENT,
+            cfg,
+            self,
             pod_labels=names.POSTGRES_POD_LABELS,
             ingress=[
                 ingress_from(clients, [names.POSTGRES_PORT]),

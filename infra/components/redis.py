@@ -4,22 +4,40 @@ The password reaches Redis in a config file mounted from the Secret, so it never
 process's command line (`/proc/*/cmdline`) or environment. A restore (`redis.restore`) is an init
 container that rebuilds the AOF from one snapshot before Redis starts, once per snapshot.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
 
 from infra import names
 from infra.components.common import (
-    Component, backup_cron_job, container, egress_to, http_probe, ingress_from, labels, metadata, monitor,
-    network_policy, peer, persistent_volume_claim, plain_env, pod_disruption_budget, pod_spec, selector_labels,
+    Component,
+    backup_cron_job,
+    container,
+    egress_to,
+    http_probe,
+    ingress_from,
+    labels,
+    metadata,
+    monitor,
+    network_policy,
+    peer,
+    persistent_volume_claim,
+    plain_env,
+    pod_disruption_budget,
+    pod_spec,
+    selector_labels,
     service_account,
 )
 from infra.components.secrets import (
-    REDIS_AUTH_CONF_KEY, REDIS_EXPORTER_ADDRESS, REDIS_EXPORTER_PASSWORDS_KEY, REDIS_PASSWORD_KEY,
+    REDIS_AUTH_CONF_KEY,
+    REDIS_EXPORTER_ADDRESS,
+    REDIS_EXPORTER_PASSWORDS_KEY,
+    REDIS_PASSWORD_KEY,
 )
 from infra.config import StackConfig, quantity_value
 from infra.names import Endpoints
@@ -61,26 +79,28 @@ def restore_script(snapshot: str) -> str:
     marker = f"/data/.restored-{snapshot}"
     socket = "/tmp/restore.sock"
     cli = f"redis-cli -s {socket}"
-    return " && ".join([
-        "set -e",
-        f'if [ -e "{marker}" ]; then echo "{snapshot} already restored"; exit 0; fi',
-        f"test -s {SNAPSHOTS_DIR}/{snapshot}",
-        'stamp=$(date +%Y%m%dT%H%M%S)',
-        'if [ -d /data/appendonlydir ]; then mv /data/appendonlydir "/data/appendonlydir.before-restore-$stamp"; fi',
-        'if [ -e /data/dump.rdb ]; then mv /data/dump.rdb "/data/dump.rdb.before-restore-$stamp"; fi',
-        f"cp {SNAPSHOTS_DIR}/{snapshot} /data/dump.rdb",
-        f"redis-server --port 0 --unixsocket {socket} --dir /data --appendonly no --daemonize yes",
-        bounded(f"until {cli} ping 2>/dev/null | grep -q PONG; do sleep 1; done"),
-        f"{cli} config set appendonly yes",
-        bounded(
-            f"until {cli} info persistence | grep -q aof_rewrite_in_progress:0"
-            f" && {cli} info persistence | grep -q aof_rewrite_scheduled:0"
-            f" && {cli} info persistence | grep -q aof_enabled:1; do sleep 1; done"
-        ),
-        f"{cli} shutdown save",
-        f'touch "{marker}"',
-        f'echo "restored {snapshot}"',
-    ])
+    return " && ".join(
+        [
+            "set -e",
+            f'if [ -e "{marker}" ]; then echo "{snapshot} already restored"; exit 0; fi',
+            f"test -s {SNAPSHOTS_DIR}/{snapshot}",
+            "stamp=$(date +%Y%m%dT%H%M%S)",
+            'if [ -d /data/appendonlydir ]; then mv /data/appendonlydir "/data/appendonlydir.before-restore-$stamp"; fi',
+            'if [ -e /data/dump.rdb ]; then mv /data/dump.rdb "/data/dump.rdb.before-restore-$stamp"; fi',
+            f"cp {SNAPSHOTS_DIR}/{snapshot} /data/dump.rdb",
+            f"redis-server --port 0 --unixsocket {socket} --dir /data --appendonly no --daemonize yes",
+            bounded(f"until {cli} ping 2>/dev/null | grep -q PONG; do sleep 1; done"),
+            f"{cli} config set appendonly yes",
+            bounded(
+                f"until {cli} info persistence | grep -q aof_rewrite_in_progress:0"
+                f" && {cli} info persistence | grep -q aof_rewrite_scheduled:0"
+                f" && {cli} info persistence | grep -q aof_enabled:1; do sleep 1; done"
+            ),
+            f"{cli} shutdown save",
+            f'touch "{marker}"',
+            f'echo "restored {snapshot}"',
+        ]
+    )
 
 
 @dataclass(frozen=True)
@@ -90,7 +110,7 @@ class RedisArgs:
 
 
 class Redis(Component):
-    def __init__(self, name: str, args: RedisArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
+    def __init__(self, name: str, args: RedisArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("Redis", name, opts)
         cfg = args.cfg
         ns = cfg.namespace
@@ -124,11 +144,25 @@ class Redis(Component):
         )
         protect = cfg.redis.block_voluntary_eviction
         pod_disruption_budget(
-            names.REDIS, ns, names.REDIS, cfg, self, pod_labels=pod_labels,
+            names.REDIS,
+            ns,
+            names.REDIS,
+            cfg,
+            self,
+            pod_labels=pod_labels,
             **({"min_available": 1} if protect else {"max_unavailable": 1}),
         )
-        monitor("ServiceMonitor", names.REDIS, ns, cfg, self, pod_labels=pod_labels, port="metrics",
-                path="/metrics", crds=args.monitoring_crds)
+        monitor(
+            "ServiceMonitor",
+            names.REDIS,
+            ns,
+            cfg,
+            self,
+            pod_labels=pod_labels,
+            port="metrics",
+            path="/metrics",
+            crds=args.monitoring_crds,
+        )
         if cfg.redis.snapshot.enabled:
             self._snapshot(cfg)
         self._network_policies(cfg)
@@ -139,27 +173,40 @@ class Redis(Component):
         redis = cfg.redis
         data_mount = {"name": DATA_VOLUME, "mount_path": "/data"}
         server = container(
-            "redis", redis.image.ref, redis.resources, pull_policy=cfg.pull_policy,
+            "redis",
+            redis.image.ref,
+            redis.resources,
+            pull_policy=cfg.pull_policy,
             command=["redis-server"],
             args=[
                 # The first argument is a config file: it holds `requirepass`, from the Secret.
                 f"{AUTH_DIR}/{REDIS_AUTH_CONF_KEY}",
-                "--appendonly", "yes",
-                "--appendfsync", "everysec",
-                "--dir", "/data",
-                "--maxmemory", str(int(quantity_value(redis.max_memory))),
-                "--maxmemory-policy", redis.max_memory_policy,
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+                "--dir",
+                "/data",
+                "--maxmemory",
+                str(int(quantity_value(redis.max_memory))),
+                "--maxmemory-policy",
+                redis.max_memory_policy,
             ],
             ports={"redis": names.REDIS_PORT},
             liveness={"tcp_socket": {"port": names.REDIS_PORT}, "period_seconds": 10, "failure_threshold": 3},
             readiness={
                 "exec": {"command": ["sh", "-c", f"{WITH_PASSWORD} redis-cli ping | grep -q PONG"]},
-                "period_seconds": 5, "failure_threshold": 3, "timeout_seconds": 2,
+                "period_seconds": 5,
+                "failure_threshold": 3,
+                "timeout_seconds": 2,
             },
             volume_mounts=[data_mount, AUTH_MOUNT],
         )
         exporter = container(
-            "redis-exporter", redis.exporter_image.ref, redis.exporter_resources, pull_policy=cfg.pull_policy,
+            "redis-exporter",
+            redis.exporter_image.ref,
+            redis.exporter_resources,
+            pull_policy=cfg.pull_policy,
             env=[
                 plain_env("REDIS_ADDR", REDIS_EXPORTER_ADDRESS),
                 plain_env("REDIS_PASSWORD_FILE", f"{AUTH_DIR}/{REDIS_EXPORTER_PASSWORDS_KEY}"),
@@ -172,15 +219,27 @@ class Redis(Component):
         volumes = [auth_volume()]
         init_containers = []
         if redis.restore is not None:
-            init_containers.append(container(
-                "restore", redis.image.ref, redis.snapshot.resources, pull_policy=cfg.pull_policy,
-                command=["sh", "-c", restore_script(redis.restore.snapshot)],
-                volume_mounts=[data_mount, {"name": SNAPSHOTS_VOLUME, "mount_path": SNAPSHOTS_DIR, "read_only": True}],
-            ))
+            init_containers.append(
+                container(
+                    "restore",
+                    redis.image.ref,
+                    redis.snapshot.resources,
+                    pull_policy=cfg.pull_policy,
+                    command=["sh", "-c", restore_script(redis.restore.snapshot)],
+                    volume_mounts=[
+                        data_mount,
+                        {"name": SNAPSHOTS_VOLUME, "mount_path": SNAPSHOTS_DIR, "read_only": True},
+                    ],
+                )
+            )
             volumes.append({"name": SNAPSHOTS_VOLUME, "persistent_volume_claim": {"claim_name": SNAPSHOT_CLAIM}})
         return pod_spec(
-            names.REDIS, [server, exporter], run_as_user=REDIS_UID, termination_grace_period_seconds=30,
-            volumes=volumes, init_containers=init_containers,
+            names.REDIS,
+            [server, exporter],
+            run_as_user=REDIS_UID,
+            termination_grace_period_seconds=30,
+            volumes=volumes,
+            init_containers=init_containers,
         )
 
     @staticmethod
@@ -205,20 +264,34 @@ class Redis(Component):
             f" && find {SNAPSHOTS_DIR} -name 'dump-*.rdb' -mtime +{snapshot.retain_days} -delete"
         )
         step = container(
-            "snapshot", cfg.redis.image.ref, snapshot.resources, pull_policy=cfg.pull_policy,
+            "snapshot",
+            cfg.redis.image.ref,
+            snapshot.resources,
+            pull_policy=cfg.pull_policy,
             command=["sh", "-c", script],
             volume_mounts=[{"name": SNAPSHOTS_VOLUME, "mount_path": SNAPSHOTS_DIR}, AUTH_MOUNT],
         )
         # The snapshot volume is ReadWriteOnce and a restoring Redis pod mounts it too: the job
         # runs on Redis's node (it needs a running Redis anyway), so the two never Multi-Attach.
-        same_node_as_redis = {"pod_affinity": {"required_during_scheduling_ignored_during_execution": [{
-            "label_selector": {"match_labels": selector_labels(names.REDIS)},
-            "topology_key": "kubernetes.io/hostname",
-        }]}}
+        same_node_as_redis = {
+            "pod_affinity": {
+                "required_during_scheduling_ignored_during_execution": [
+                    {
+                        "label_selector": {"match_labels": selector_labels(names.REDIS)},
+                        "topology_key": "kubernetes.io/hostname",
+                    }
+                ]
+            }
+        }
         pod = pod_spec(
-            names.REDIS_SNAPSHOT, [step], run_as_user=REDIS_UID, restart_policy="Never",
-            volumes=[{"name": SNAPSHOTS_VOLUME, "persistent_volume_claim": {"claim_name": SNAPSHOT_CLAIM}},
-                     auth_volume()],
+            names.REDIS_SNAPSHOT,
+            [step],
+            run_as_user=REDIS_UID,
+            restart_policy="Never",
+            volumes=[
+                {"name": SNAPSHOTS_VOLUME, "persistent_volume_claim": {"claim_name": SNAPSHOT_CLAIM}},
+                auth_volume(),
+            ],
             affinity=same_node_as_redis,
         )
         backup_cron_job(names.REDIS_SNAPSHOT, ns, cfg, self, schedule=snapshot.schedule, pod=pod)
@@ -229,12 +302,21 @@ class Redis(Component):
         if cfg.redis.snapshot.enabled:
             clients.append(peer(selector_labels(names.REDIS_SNAPSHOT)))
             network_policy(
-                f"{names.REDIS_SNAPSHOT}-traffic", ns, names.REDIS_SNAPSHOT, cfg, self,
+                f"{names.REDIS_SNAPSHOT}-traffic",
+                ns,
+                names.REDIS_SNAPSHOT,
+                cfg,
+                self,
                 pod_labels=selector_labels(names.REDIS_SNAPSHOT),
                 egress=[egress_to([peer(selector_labels(names.REDIS))], [names.REDIS_PORT])],
             )
         network_policy(
-            f"{names.REDIS}-traffic", ns, names.REDIS, cfg, self, pod_labels=selector_labels(names.REDIS),
+            f"{names.REDIS}-traffic",
+            ns,
+            names.REDIS,
+            cfg,
+            self,
+            pod_labels=selector_labels(names.REDIS),
             ingress=[
                 ingress_from(clients, [names.REDIS_PORT]),
                 ingress_from([peer(None, cfg.observability.namespace)], [names.REDIS_EXPORTER_PORT]),

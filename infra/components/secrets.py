@@ -3,11 +3,11 @@
 No credential is written in code or in a stack file, and the stack outputs carry only the
 Secrets' names.
 """
+
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Optional
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -32,7 +32,7 @@ class SecretsArgs:
 
 
 class Secrets(Component):
-    def __init__(self, name: str, args: SecretsArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
+    def __init__(self, name: str, args: SecretsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("Secrets", name, opts)
         cfg = args.cfg
         endpoints = Endpoints(cfg)
@@ -45,15 +45,22 @@ class Secrets(Component):
 
         # Redis reads its password from a config file (never its command line), the exporter from
         # a password file (a JSON map of address to password), the probes and jobs from a file.
-        self._secret(names.SECRET_REDIS, cfg.namespace, cfg, {
-            REDIS_PASSWORD_KEY: redis_password,
-            REDIS_AUTH_CONF_KEY: pulumi.Output.concat("requirepass ", redis_password, "\n"),
-            REDIS_EXPORTER_PASSWORDS_KEY: redis_password.apply(
-                lambda password: json.dumps({REDIS_EXPORTER_ADDRESS: password})
-            ),
-        })
         self._secret(
-            names.SECRET_POSTGRES_APP, cfg.namespace, cfg,
+            names.SECRET_REDIS,
+            cfg.namespace,
+            cfg,
+            {
+                REDIS_PASSWORD_KEY: redis_password,
+                REDIS_AUTH_CONF_KEY: pulumi.Output.concat("requirepass ", redis_password, "\n"),
+                REDIS_EXPORTER_PASSWORDS_KEY: redis_password.apply(
+                    lambda password: json.dumps({REDIS_EXPORTER_ADDRESS: password})
+                ),
+            },
+        )
+        self._secret(
+            names.SECRET_POSTGRES_APP,
+            cfg.namespace,
+            cfg,
             {"username": pulumi.Output.from_input(cfg.postgres.owner), "password": postgres_password},
             secret_type="kubernetes.io/basic-auth",
         )
@@ -62,29 +69,38 @@ class Secrets(Component):
             names.SECRET_NEO4J_AUTH, cfg.namespace, cfg, {"NEO4J_AUTH": pulumi.Output.concat("neo4j/", neo4j_password)}
         )
         self._secret(
-            names.SECRET_CONNECTIONS, cfg.namespace, cfg,
+            names.SECRET_CONNECTIONS,
+            cfg.namespace,
+            cfg,
             {
                 env.redis_url: pulumi.Output.concat(
                     "redis://:", redis_password, f"@{endpoints.redis_host}:{names.REDIS_PORT}/0"
                 ),
                 env.postgres_url: pulumi.Output.concat(
-                    f"postgresql://{cfg.postgres.owner}:", postgres_password,
+                    f"postgresql://{cfg.postgres.owner}:",
+                    postgres_password,
                     f"@{endpoints.postgres_host}:{names.POSTGRES_PORT}/{cfg.postgres.database}",
                 ),
                 env.neo4j_password: neo4j_password,
             },
         )
         self._secret(
-            names.SECRET_API_TOKENS, cfg.namespace, cfg,
+            names.SECRET_API_TOKENS,
+            cfg.namespace,
+            cfg,
             {cfg.memory_service.contract.tokens_file_name: pulumi.Output.from_input(cfg.api_token_hashes)},
         )
         self._secret(
-            names.SECRET_GRAFANA_ADMIN, cfg.observability.namespace, cfg,
+            names.SECRET_GRAFANA_ADMIN,
+            cfg.observability.namespace,
+            cfg,
             {"admin-user": pulumi.Output.from_input("admin"), "admin-password": self.grafana_password},
         )
         if cfg.embedding_api_key:
             self._secret(
-                names.SECRET_EMBEDDINGS, cfg.namespace, cfg,
+                names.SECRET_EMBEDDINGS,
+                cfg.namespace,
+                cfg,
                 {env.embedding_api_key: pulumi.Output.from_input(cfg.embedding_api_key)},
             )
         self.names = {
@@ -105,8 +121,13 @@ class Secrets(Component):
         return pulumi.Output.secret(generated.result)
 
     def _secret(
-        self, name: str, namespace: str, cfg: StackConfig, data: dict[str, pulumi.Output[str]],
-        *, secret_type: str = "Opaque",
+        self,
+        name: str,
+        namespace: str,
+        cfg: StackConfig,
+        data: dict[str, pulumi.Output[str]],
+        *,
+        secret_type: str = "Opaque",
     ) -> k8s.core.v1.Secret:
         return k8s.core.v1.Secret(
             name,

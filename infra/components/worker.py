@@ -1,7 +1,6 @@
 """The consolidation worker: consumes the Redis stream, replays the outbox, consolidates memories."""
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -9,16 +8,26 @@ import pulumi_kubernetes as k8s
 from infra import names
 from infra.components.app_pod import AppWorkloadArgs, app_egress, app_env
 from infra.components.common import (
-    Component, container, http_probe, ingress_from, labels, metadata, monitor, network_policy, peer,
-    pod_disruption_budget, pod_spec, selector_labels, service_account,
+    Component,
+    container,
+    http_probe,
+    ingress_from,
+    labels,
+    metadata,
+    monitor,
+    network_policy,
+    peer,
+    pod_disruption_budget,
+    pod_spec,
+    selector_labels,
+    service_account,
 )
-
 
 WorkerArgs = AppWorkloadArgs
 
 
 class Worker(Component):
-    def __init__(self, name: str, args: WorkerArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
+    def __init__(self, name: str, args: WorkerArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("Worker", name, opts)
         cfg = args.cfg
         ns = cfg.namespace
@@ -28,7 +37,10 @@ class Worker(Component):
 
         service_account(names.WORKER, ns, names.WORKER, cfg, self)
         worker = container(
-            "worker", cfg.memstack_image.ref, cfg.worker.resources, pull_policy=cfg.pull_policy,
+            "worker",
+            cfg.memstack_image.ref,
+            cfg.worker.resources,
+            pull_policy=cfg.pull_policy,
             command=contract.worker_command,
             env=app_env(cfg, names.WORKER),
             ports={"health": health_port},
@@ -43,18 +55,33 @@ class Worker(Component):
                 "selector": {"match_labels": pod_labels},
                 "template": {
                     "metadata": {"labels": labels(names.WORKER, cfg)},
-                    "spec": pod_spec(names.WORKER, [worker], run_as_user=contract.run_as_user,
-                                     termination_grace_period_seconds=60),
+                    "spec": pod_spec(
+                        names.WORKER, [worker], run_as_user=contract.run_as_user, termination_grace_period_seconds=60
+                    ),
                 },
             },
             opts=self.child_opts(args.migration),
         )
         if cfg.worker.replicas > 1:
             pod_disruption_budget(names.WORKER, ns, names.WORKER, cfg, self, pod_labels=pod_labels, max_unavailable=1)
-        monitor("PodMonitor", names.WORKER, ns, cfg, self, pod_labels=pod_labels, port="health",
-                path=contract.metrics_path, crds=args.monitoring_crds)
+        monitor(
+            "PodMonitor",
+            names.WORKER,
+            ns,
+            cfg,
+            self,
+            pod_labels=pod_labels,
+            port="health",
+            path=contract.metrics_path,
+            crds=args.monitoring_crds,
+        )
         network_policy(
-            f"{names.WORKER}-traffic", ns, names.WORKER, cfg, self, pod_labels=pod_labels,
+            f"{names.WORKER}-traffic",
+            ns,
+            names.WORKER,
+            cfg,
+            self,
+            pod_labels=pod_labels,
             ingress=[ingress_from([peer(None, cfg.observability.namespace)], [health_port])],
             egress=app_egress(cfg),
         )

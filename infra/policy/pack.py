@@ -1,8 +1,13 @@
 """The rules of `rules.py`, wrapped as `pulumi_policy` policies."""
+
 from __future__ import annotations
 
 from pulumi_policy import (
-    EnforcementLevel, ReportViolation, ResourceValidationArgs, ResourceValidationPolicy, StackValidationArgs,
+    EnforcementLevel,
+    ReportViolation,
+    ResourceValidationArgs,
+    ResourceValidationPolicy,
+    StackValidationArgs,
     StackValidationPolicy,
 )
 

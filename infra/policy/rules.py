@@ -5,6 +5,7 @@ manifest; stack rules look at every manifest of a stack at once. `__main__.py` w
 a `pulumi_policy` PolicyPack; the tests call them directly. This module imports nothing from
 Pulumi, so it runs anywhere.
 """
+
 from __future__ import annotations
 
 import re
@@ -26,6 +27,7 @@ _URL_WITH_PASSWORD = re.compile(r"^[a-z][a-z0-9+.-]*://[^/@:\s]*:[^/@\s]+@", re.
 
 
 # --- manifests ------------------------------------------------------------------------------
+
 
 def normalize(value: Any) -> Any:
     """Plain JSON: secrets unwrapped, integral floats (as numbers cross gRPC) made ints again."""
@@ -107,6 +109,7 @@ def _workloads(manifests: Iterable[Manifest]) -> list[Manifest]:
 
 # --- object rules ---------------------------------------------------------------------------
 
+
 def check_resources(manifest: Manifest) -> list[str]:
     """Every container requests and limits CPU and memory."""
     problems = []
@@ -115,7 +118,9 @@ def check_resources(manifest: Manifest) -> list[str]:
         for section in ("requests", "limits"):
             missing = [r for r in ("cpu", "memory") if r not in (resources.get(section) or {})]
             if missing:
-                problems.append(f"{describe(manifest)}: container {item.get('name')} has no {section} for {', '.join(missing)}")
+                problems.append(
+                    f"{describe(manifest)}: container {item.get('name')} has no {section} for {', '.join(missing)}"
+                )
     return problems
 
 
@@ -174,9 +179,7 @@ def check_host_namespaces(manifest: Manifest) -> list[str]:
     """No hostNetwork, hostPID or hostIPC."""
     spec = pod_spec(manifest)
     return [
-        f"{describe(manifest)}: pod uses {field}"
-        for field in ("hostNetwork", "hostPID", "hostIPC")
-        if spec.get(field)
+        f"{describe(manifest)}: pod uses {field}" for field in ("hostNetwork", "hostPID", "hostIPC") if spec.get(field)
     ]
 
 
@@ -207,6 +210,7 @@ def check_plain_secret_env(manifest: Manifest) -> list[str]:
 
 
 # --- stack rules ----------------------------------------------------------------------------
+
 
 def check_network_policy_coverage(manifests: list[Manifest]) -> list[str]:
     """Every workload's pods are selected by a NetworkPolicy written for them (a non-empty podSelector).

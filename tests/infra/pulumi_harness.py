@@ -9,6 +9,7 @@ The stack's config reaches the program the way the Pulumi CLI hands it over: the
 `PULUMI_CONFIG` environment variable, every value a string. Mock state is global to a
 process, so the tests start one process per stack run; runs cannot leak into each other.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -71,30 +72,35 @@ def main() -> int:
             if args.typ == "random:index/randomPassword:RandomPassword":
                 state["result"] = f"mock-{args.name}-value"
             if args.typ == "kubernetes:helm.sh/v3:Release":
-                state["status"] = {"name": args.inputs.get("name"), "namespace": args.inputs.get("namespace"),
-                                   "status": "deployed"}
+                state["status"] = {
+                    "name": args.inputs.get("name"),
+                    "namespace": args.inputs.get("namespace"),
+                    "status": "deployed",
+                }
             return f"{args.name}-id", state
 
         def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict, None]:
             raise AssertionError(f"the program made an unexpected call: {args.token}")
 
     class RecordingMonitor(pulumi_mocks.MockMonitor):
-        def RegisterResource(self, request):  # noqa: N802 (gRPC method name)
+        def RegisterResource(self, request):
             response = super().RegisterResource(request)
-            registered.append({
-                "urn": response.urn,
-                "type": request.type,
-                "name": request.name,
-                "custom": bool(request.custom),
-                "parent": request.parent,
-                "dependencies": list(request.dependencies),
-                "deleteBeforeReplace": bool(request.deleteBeforeReplace),
-                "ignoreChanges": list(request.ignoreChanges),
-                "inputs": rpc.deserialize_properties(request.object),
-            })
+            registered.append(
+                {
+                    "urn": response.urn,
+                    "type": request.type,
+                    "name": request.name,
+                    "custom": bool(request.custom),
+                    "parent": request.parent,
+                    "dependencies": list(request.dependencies),
+                    "deleteBeforeReplace": bool(request.deleteBeforeReplace),
+                    "ignoreChanges": list(request.ignoreChanges),
+                    "inputs": rpc.deserialize_properties(request.object),
+                }
+            )
             return response
 
-        def RegisterResourceOutputs(self, request):  # noqa: N802
+        def RegisterResourceOutputs(self, request):
             if request.urn.endswith("pulumi:pulumi:Stack::" + f"{PROJECT}-{stack}"):
                 stack_outputs.update(rpc.deserialize_properties(request.outputs))
             return super().RegisterResourceOutputs(request)
@@ -106,11 +112,11 @@ def main() -> int:
     error = None
     try:
         _sync_await(run_in_stack(lambda: runpy.run_path(str(REPO_ROOT / "infra"), run_name="__main__")))
-    except Exception as exc:  # noqa: BLE001 the error itself is the result a test looks at
+    except Exception as exc:
         error = {"type": type(exc).__name__, "message": str(exc), "traceback": traceback.format_exc()}
-    options.out.write_text(json.dumps(
-        {"stack": stack, "resources": registered, "outputs": stack_outputs, "error": error}, default=repr
-    ))
+    options.out.write_text(
+        json.dumps({"stack": stack, "resources": registered, "outputs": stack_outputs, "error": error}, default=repr)
+    )
     return 0 if error is None else 1
 
 

@@ -5,6 +5,7 @@ the program sets that is not on it fails (a misspelt or removed key is silently 
 Helm); a pin that moved without the list being reviewed fails too. No chart repository is
 reachable from the tests, so the list is the record of what a person read.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -12,8 +13,8 @@ from typing import Any
 
 import pytest
 import yaml
+from pulumi_runs import REPO_ROOT
 
-from conftest import REPO_ROOT
 from infra.config import Charts
 
 REVIEWED = yaml.safe_load((REPO_ROOT / "infra" / "chart-values-reviewed.yaml").read_text())
@@ -61,25 +62,32 @@ def test_every_values_key_the_program_sets_exists_in_the_pinned_chart(run):
         inputs = release.manifest
         chart = inputs["chart"]
         assert inputs["version"] == REVIEWED[chart]["version"], chart
-        problems += [f"{chart} {inputs['version']}: {path}" for path in unreviewed_keys(chart, inputs.get("values") or {})]
+        problems += [
+            f"{chart} {inputs['version']}: {path}" for path in unreviewed_keys(chart, inputs.get("values") or {})
+        ]
     assert not problems, "values keys not checked against the chart:\n" + "\n".join(problems)
 
 
 def test_the_enterprise_neo4j_values_are_reviewed_too(run_program):
-    run = run_program("staging", 'memstack:neo4j={"edition": "enterprise", "servers": 3, "acceptLicenseAgreement": true}')
+    run = run_program(
+        "staging", 'memstack:neo4j={"edition": "enterprise", "servers": 3, "acceptLicenseAgreement": true}'
+    )
     assert run.error is None
     for release in run.kinds("Release"):
         assert not unreviewed_keys(release.manifest["chart"], release.manifest.get("values") or {})
 
 
-@pytest.mark.parametrize("chart, values", [
-    # What the program sent to Jaeger 4.12.0 before: keys that chart 4.4.0 removed.
-    ("jaeger", {"config": {"receivers": {"otlp": {}}}, "storage": {"type": "memory"}}),
-    ("jaeger", {"provisionDataStore": {"cassandra": False}}),
-    # A near miss of a reviewed key.
-    ("kube-prometheus-stack", {"grafana": {"sidecar": {"dashboard": {"enabled": True}}}}),
-    ("neo4j", {"neo4j": {"password": "x"}}),
-])
+@pytest.mark.parametrize(
+    "chart, values",
+    [
+        # What the program sent to Jaeger 4.12.0 before: keys that chart 4.4.0 removed.
+        ("jaeger", {"config": {"receivers": {"otlp": {}}}, "storage": {"type": "memory"}}),
+        ("jaeger", {"provisionDataStore": {"cassandra": False}}),
+        # A near miss of a reviewed key.
+        ("kube-prometheus-stack", {"grafana": {"sidecar": {"dashboard": {"enabled": True}}}}),
+        ("neo4j", {"neo4j": {"password": "x"}}),
+    ],
+)
 def test_a_key_that_was_not_reviewed_is_caught(chart, values):
     assert unreviewed_keys(chart, values)
 

@@ -1,11 +1,12 @@
 """Helm charts: pinned versions, the values each chart gets, dashboards, and install order."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
 
-from infra.config import Charts, StackConfig
+from infra.config import Charts
 
 PINS = Charts()
 
@@ -27,24 +28,34 @@ def values(run, release_name: str) -> dict:
 def test_every_release_installs_its_pinned_chart(run, release_name, pin):
     release = run.release(release_name).manifest
     assert (release["chart"], release["version"], release["repositoryOpts"]) == (
-        pin.chart, pin.version, {"repo": pin.repository},
+        pin.chart,
+        pin.version,
+        {"repo": pin.repository},
     )
     assert release["version"][0].isdigit() or release["version"].startswith("v")
 
 
 def test_chart_versions_and_repositories_are_the_real_ones():
     assert (PINS.cloudnative_pg.chart, PINS.cloudnative_pg.repository) == (
-        "cloudnative-pg", "https://cloudnative-pg.github.io/charts")
+        "cloudnative-pg",
+        "https://cloudnative-pg.github.io/charts",
+    )
     assert (PINS.neo4j.chart, PINS.neo4j.repository) == ("neo4j", "https://helm.neo4j.com/neo4j")
-    assert PINS.kube_prometheus_stack.repository == PINS.prometheus_operator_crds.repository == (
-        "https://prometheus-community.github.io/helm-charts")
+    assert (
+        PINS.kube_prometheus_stack.repository
+        == PINS.prometheus_operator_crds.repository
+        == ("https://prometheus-community.github.io/helm-charts")
+    )
     assert (PINS.jaeger.chart, PINS.jaeger.repository) == ("jaeger", "https://jaegertracing.github.io/helm-charts")
     assert int(PINS.jaeger.version.split(".")[0]) >= 4, "Jaeger v2 comes with chart 4.x"
 
 
 def test_stack_files_can_override_a_chart_version(run_program):
-    run = run_program("dev", 'memstack:charts={"jaeger": {"chart": "jaeger", '
-                             '"repository": "https://jaegertracing.github.io/helm-charts", "version": "4.13.0"}}')
+    run = run_program(
+        "dev",
+        'memstack:charts={"jaeger": {"chart": "jaeger", '
+        '"repository": "https://jaegertracing.github.io/helm-charts", "version": "4.13.0"}}',
+    )
     assert run.error is None
     assert run.release("jaeger").manifest["version"] == "4.13.0"
     assert run.release("cnpg").manifest["version"] == PINS.cloudnative_pg.version
@@ -120,8 +131,10 @@ def test_neo4j_enterprise_is_a_cluster_with_online_backup(run_program):
     script = job["containers"][0]["command"][-1]
     assert "neo4j-admin database backup --from=memstack-neo4j-1-admin." in script
     assert "initContainers" not in job
-    env = {v["name"]: v.get("value") for v in run.one("Deployment", "memstack-api").manifest["spec"]["template"]
-           ["spec"]["containers"][0]["env"]}
+    env = {
+        v["name"]: v.get("value")
+        for v in run.one("Deployment", "memstack-api").manifest["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
     assert env["NEO4J_URI"].startswith("neo4j://memstack-neo4j-lb-neo4j.")
 
 
@@ -153,6 +166,7 @@ def test_operator_plugin_and_cert_manager_only_where_backups_go_to_an_object_sto
 
 # --- ordering ---------------------------------------------------------------------------
 
+
 def test_crds_come_before_everything_that_uses_them(run):
     crds = run.release("prometheus-operator-crds")
     monitors = run.kinds("ServiceMonitor", "PodMonitor")
@@ -178,8 +192,11 @@ def test_namespaces_and_secrets_come_first(run):
     namespace = next(r for r in run.kinds("Namespace") if r.manifest["metadata"]["name"] == run.outputs["namespace"])
     connections = run.one("Secret", "memstack-connections")
     assert run.depends_on(connections, namespace)
-    for resource in (run.one("StatefulSet", "memstack-redis"), run.one("Cluster", "memstack-pg"),
-                     run.release("memstack-neo4j")):
+    for resource in (
+        run.one("StatefulSet", "memstack-redis"),
+        run.one("Cluster", "memstack-pg"),
+        run.release("memstack-neo4j"),
+    ):
         assert run.depends_on(resource, namespace), resource.name
         assert run.depends_on(resource, connections), resource.name
 
@@ -187,13 +204,22 @@ def test_namespaces_and_secrets_come_first(run):
 def test_every_object_is_parented_to_its_component(run):
     components = {r.urn: r for r in run.resources if r.type.startswith("memstack:infra:")}
     assert {c.type.split(":")[-1] for c in components.values()} == {
-        "Base", "Secrets", "Observability", "Postgres", "Neo4j", "Redis", "Migrations", "MemoryService", "Worker",
+        "Base",
+        "Secrets",
+        "Observability",
+        "Postgres",
+        "Neo4j",
+        "Redis",
+        "Migrations",
+        "MemoryService",
+        "Worker",
     } | ({"MetricsServer"} if run.stack == "local" else set())
     orphans = [r.name for r in run.resources if r.custom and r.parent not in components]
     assert not orphans
 
 
 # --- dashboards -------------------------------------------------------------------------
+
 
 def test_every_dashboard_in_the_directory_becomes_a_labelled_configmap(run_program, tmp_path):
     (tmp_path / "memory").mkdir()

@@ -4,6 +4,7 @@ checkov runs from its own virtualenv (`make checkov`): its pins (packaging<24 am
 cannot share one with pulumi's. Each finding that stays is listed, with its reason, in
 infra/checkov-allowlist.yaml; an entry that no stack produces any more fails the test too.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from conftest import REPO_ROOT, STACKS, Run
+from pulumi_runs import REPO_ROOT, STACKS, Run
 
 ALLOWLIST = REPO_ROOT / "infra" / "checkov-allowlist.yaml"
 CHECKOV = Path(os.environ.get("CHECKOV", REPO_ROOT / ".venv-checkov" / "bin" / "checkov"))
@@ -37,7 +37,9 @@ def allowlist() -> list[dict]:
 def allowed_triples() -> set[tuple[str, str, str]]:
     return {
         (entry["check"], stack, resource)
-        for entry in allowlist() for stack in entry["stacks"] for resource in entry["resources"]
+        for entry in allowlist()
+        for stack in entry["stacks"]
+        for resource in entry["resources"]
     }
 
 
@@ -52,8 +54,18 @@ def render(run: Run, directory: Path) -> Path:
 def checkov(root: Path) -> tuple[set[tuple[str, str, str]], int]:
     """(check, stack, Kind.name) of every failed check below `root/<stack>/`, and how many checks ran."""
     assert CHECKOV.exists(), f"checkov is not installed at {CHECKOV}: run `make checkov`"
-    command = [str(CHECKOV), "--framework", "kubernetes", "--quiet", "--compact", "--skip-download",
-               "--output", "json", "--directory", str(root)]
+    command = [
+        str(CHECKOV),
+        "--framework",
+        "kubernetes",
+        "--quiet",
+        "--compact",
+        "--skip-download",
+        "--output",
+        "json",
+        "--directory",
+        str(root),
+    ]
     # No network here: checkov must not try to fetch its guideline mappings.
     env = {**os.environ, "BC_SKIP_MAPPING": "TRUE"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)

@@ -1,13 +1,13 @@
 """The stack config model: every stack file loads; every bad setting fails with one clear line."""
+
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import yaml
+from pulumi_runs import deploy_values
 
-from conftest import deploy_values
 from infra.config import ConfigError, StackConfig, load_config, raw_project_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -28,8 +28,13 @@ def error_for(values: dict) -> str:
 
 
 def test_there_are_exactly_the_five_stacks():
-    assert [p.name for p in STACK_FILES] == ["Pulumi.dev.yaml", "Pulumi.local.yaml", "Pulumi.prod-dr.yaml",
-                                             "Pulumi.prod.yaml", "Pulumi.staging.yaml"]
+    assert [p.name for p in STACK_FILES] == [
+        "Pulumi.dev.yaml",
+        "Pulumi.local.yaml",
+        "Pulumi.prod-dr.yaml",
+        "Pulumi.prod.yaml",
+        "Pulumi.staging.yaml",
+    ]
 
 
 @pytest.mark.parametrize("stack", ["dev", "staging", "prod", "local", "prod-dr"])
@@ -54,8 +59,9 @@ def test_no_credentials_in_stack_files():
 
 
 def test_only_the_project_namespace_is_read():
-    values = raw_project_config({"memstack:environment": "dev", "kubernetes:context": "kind-kind",
-                                 "memstack:worker": '{"replicas": 2}'})
+    values = raw_project_config(
+        {"memstack:environment": "dev", "kubernetes:context": "kind-kind", "memstack:worker": '{"replicas": 2}'}
+    )
     assert values == {"environment": "dev", "worker": {"replicas": 2}}
 
 
@@ -81,8 +87,7 @@ def test_unknown_nested_key_names_its_path_and_the_allowed_keys():
 
 def test_wrong_type():
     assert error_for({"environment": "dev", "worker": {"replicas": "many"}}) == (
-        "memstack:worker.replicas: Input should be a valid integer, unable to parse string as an integer"
-        " (got 'many')"
+        "memstack:worker.replicas: Input should be a valid integer, unable to parse string as an integer (got 'many')"
     )
 
 
@@ -97,9 +102,10 @@ def test_missing_environment():
 
 
 def test_hpa_min_above_max():
-    assert error_for(
-        {"environment": "dev", "memoryService": {"autoscaling": {"minReplicas": 5, "maxReplicas": 3}}}
-    ) == "memstack:memoryService.autoscaling.minReplicas: must be <= maxReplicas (3), got 5"
+    assert (
+        error_for({"environment": "dev", "memoryService": {"autoscaling": {"minReplicas": 5, "maxReplicas": 3}}})
+        == "memstack:memoryService.autoscaling.minReplicas: must be <= maxReplicas (3), got 5"
+    )
 
 
 def test_prod_without_backups():
@@ -125,25 +131,48 @@ def test_prod_below_high_availability():
 @pytest.mark.parametrize(
     "values, expected",
     [
-        ({"memoryService": {"image": {"repository": "memstack", "tag": "latest"}}},
-         "memstack:memoryService.image.tag: must be a pinned version, not 'latest'"),
-        ({"worker": {"resources": {"cpuRequest": "2", "memoryRequest": "1Gi", "cpuLimit": "1", "memoryLimit": "1Gi"}}},
-         "memstack:worker.resources.cpuRequest: must be <= cpuLimit (1), got 2"),
-        ({"worker": {"resources": {"cpuRequest": "lots", "memoryRequest": "1Gi", "cpuLimit": 1, "memoryLimit": "1Gi"}}},
-         "memstack:worker.resources.cpuRequest: 'lots' is not a Kubernetes quantity such as 250m, 1, 512Mi or 2Gi"),
-        ({"redis": {"maxMemory": "1Gi"}},
-         "memstack:redis.maxMemory: must be below resources.memoryLimit (512Mi), got 1Gi"),
-        ({"neo4j": {"edition": "enterprise"}},
-         "memstack:neo4j.acceptLicenseAgreement: enterprise edition requires true (a Neo4j licence)"),
-        ({"neo4j": {"servers": 3}},
-         "memstack:neo4j.servers: community edition runs exactly 1 server, got 3"),
-        ({"postgres": {"backup": {"objectStore": {"destinationPath": "s3://b/p"}}}},
-         "memstack:postgres.backup.objectStore.credentialsSecret: set exactly one of credentialsSecret or"
-         " inheritFromIamRole=true"),
-        ({"postgres": {"backup": {"schedule": "0 3 * * *"}}},
-         "memstack:postgres.backup.schedule: '0 3 * * *' is not a cron schedule of 6 fields"),
-        ({"namespace": "Memstack_Prod"},
-         "memstack:namespace: 'Memstack_Prod' is not a DNS label (lowercase letters, digits and '-', at most 63)"),
+        (
+            {"memoryService": {"image": {"repository": "memstack", "tag": "latest"}}},
+            "memstack:memoryService.image.tag: must be a pinned version, not 'latest'",
+        ),
+        (
+            {
+                "worker": {
+                    "resources": {"cpuRequest": "2", "memoryRequest": "1Gi", "cpuLimit": "1", "memoryLimit": "1Gi"}
+                }
+            },
+            "memstack:worker.resources.cpuRequest: must be <= cpuLimit (1), got 2",
+        ),
+        (
+            {
+                "worker": {
+                    "resources": {"cpuRequest": "lots", "memoryRequest": "1Gi", "cpuLimit": 1, "memoryLimit": "1Gi"}
+                }
+            },
+            "memstack:worker.resources.cpuRequest: 'lots' is not a Kubernetes quantity such as 250m, 1, 512Mi or 2Gi",
+        ),
+        (
+            {"redis": {"maxMemory": "1Gi"}},
+            "memstack:redis.maxMemory: must be below resources.memoryLimit (512Mi), got 1Gi",
+        ),
+        (
+            {"neo4j": {"edition": "enterprise"}},
+            "memstack:neo4j.acceptLicenseAgreement: enterprise edition requires true (a Neo4j licence)",
+        ),
+        ({"neo4j": {"servers": 3}}, "memstack:neo4j.servers: community edition runs exactly 1 server, got 3"),
+        (
+            {"postgres": {"backup": {"objectStore": {"destinationPath": "s3://b/p"}}}},
+            "memstack:postgres.backup.objectStore.credentialsSecret: set exactly one of credentialsSecret or"
+            " inheritFromIamRole=true",
+        ),
+        (
+            {"postgres": {"backup": {"schedule": "0 3 * * *"}}},
+            "memstack:postgres.backup.schedule: '0 3 * * *' is not a cron schedule of 6 fields",
+        ),
+        (
+            {"namespace": "Memstack_Prod"},
+            "memstack:namespace: 'Memstack_Prod' is not a DNS label (lowercase letters, digits and '-', at most 63)",
+        ),
     ],
 )
 def test_impossible_combinations(values, expected):
@@ -168,8 +197,15 @@ def test_defaults_are_the_seed_policy_and_the_service_contract():
     assert (hpa.min_replicas, hpa.max_replicas, hpa.cpu_utilization, hpa.memory_utilization) == (3, 10, 70, 80)
     assert (hpa.scale_up.percent, hpa.scale_up.pods, hpa.scale_up.period_seconds) == (100, 4, 15)
     assert (hpa.scale_down.percent, hpa.scale_down.period_seconds, hpa.scale_down.stabilization_window_seconds) == (
-        10, 60, 300)
+        10,
+        60,
+        300,
+    )
     contract = cfg.memory_service.contract
     assert (contract.port, contract.liveness_path, contract.readiness_path, contract.metrics_path) == (
-        8080, "/health", "/ready", "/metrics")
+        8080,
+        "/health",
+        "/ready",
+        "/metrics",
+    )
     assert cfg.memory_service.image is None and cfg.memstack_image.ref == "memstack:0.1.0"

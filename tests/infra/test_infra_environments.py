@@ -1,4 +1,5 @@
 """Per-environment shape, the memory service contract, credentials handling and stack outputs."""
+
 from __future__ import annotations
 
 import json
@@ -19,6 +20,7 @@ def api_container(run) -> dict:
 
 # --- per environment ------------------------------------------------------------------------
 
+
 def test_prod_is_highly_available(runs):
     prod = runs["prod"]
     assert prod.one("Cluster", "memstack-pg").manifest["spec"]["instances"] >= 3
@@ -28,7 +30,9 @@ def test_prod_is_highly_available(runs):
     budgets = {r.name for r in prod.kinds("PodDisruptionBudget")}
     assert {"memstack-api", "memstack-worker", "memstack-redis"} <= budgets
     assert prod.one("PodDisruptionBudget", "memstack-redis").manifest["spec"] == {
-        "selector": {"matchLabels": {"app.kubernetes.io/name": "memstack-redis", "app.kubernetes.io/part-of": "memstack"}},
+        "selector": {
+            "matchLabels": {"app.kubernetes.io/name": "memstack-redis", "app.kubernetes.io/part-of": "memstack"}
+        },
         "minAvailable": 1,
     }
     spread = pod(prod.one("Deployment", "memstack-api").manifest)["topologySpreadConstraints"]
@@ -96,6 +100,7 @@ def test_the_service_starts_only_after_stores_and_migrations(run):
 
 # --- the memory service contract ------------------------------------------------------------
 
+
 def test_deployment_follows_the_contract_in_config(run):
     contract = StackConfig(environment="local").memory_service.contract
     container = api_container(run)
@@ -126,10 +131,20 @@ def test_env_names_are_the_ones_memory_core_reads(run):
 def test_credentials_reach_pods_only_by_secret_reference(run):
     for resource in run.kinds("Deployment", "StatefulSet", "Job", "CronJob"):
         manifest = resource.manifest
-        template = manifest["spec"]["jobTemplate"]["spec"]["template"] if resource.kind == "CronJob" else manifest["spec"]["template"]
+        template = (
+            manifest["spec"]["jobTemplate"]["spec"]["template"]
+            if resource.kind == "CronJob"
+            else manifest["spec"]["template"]
+        )
         for container in template["spec"]["containers"] + template["spec"].get("initContainers", []):
             for variable in container.get("env", []):
-                if variable["name"] in {"REDIS_URL", "POSTGRES_URL", "NEO4J_PASSWORD", "REDIS_PASSWORD", "REDISCLI_AUTH"}:
+                if variable["name"] in {
+                    "REDIS_URL",
+                    "POSTGRES_URL",
+                    "NEO4J_PASSWORD",
+                    "REDIS_PASSWORD",
+                    "REDISCLI_AUTH",
+                }:
                     assert "value" not in variable, (resource.name, variable)
                     assert variable["valueFrom"]["secretKeyRef"]["name"].startswith("memstack-")
 
@@ -140,7 +155,9 @@ def test_token_file_is_mounted_read_only_from_its_secret(run):
     assert env["MEMSTACK_TOKENS_FILE"] == "/etc/memstack/tokens/tokens"
     mount = next(m for m in container["volumeMounts"] if m["mountPath"] == "/etc/memstack/tokens")
     assert mount["readOnly"] is True
-    volume = next(v for v in pod(run.one("Deployment", "memstack-api").manifest)["volumes"] if v["name"] == mount["name"])
+    volume = next(
+        v for v in pod(run.one("Deployment", "memstack-api").manifest)["volumes"] if v["name"] == mount["name"]
+    )
     assert volume["secret"]["secretName"] == "memstack-api-tokens"
     assert "tokens" in run.one("Secret", "memstack-api-tokens").manifest["stringData"]
 
@@ -157,7 +174,9 @@ def test_every_secret_value_is_a_pulumi_secret(run):
     connections = run.one("Secret", "memstack-connections").manifest["stringData"]
     assert connections["REDIS_URL"].startswith("redis://:mock-redis-password-value@memstack-redis.")
     assert connections["POSTGRES_URL"].startswith("postgresql://memstack:mock-postgres-password-value@memstack-pg-rw.")
-    assert run.one("Secret", "memstack-neo4j-auth").manifest["stringData"] == {"NEO4J_AUTH": "neo4j/mock-neo4j-password-value"}
+    assert run.one("Secret", "memstack-neo4j-auth").manifest["stringData"] == {
+        "NEO4J_AUTH": "neo4j/mock-neo4j-password-value"
+    }
 
 
 def test_stack_outputs_carry_endpoints_and_secret_names_never_values(run):
@@ -174,6 +193,7 @@ def test_stack_outputs_carry_endpoints_and_secret_names_never_values(run):
 
 # --- network ----------------------------------------------------------------------------
 
+
 def policy(run, name: str) -> dict:
     return run.one("NetworkPolicy", name).manifest["spec"]
 
@@ -188,12 +208,15 @@ def test_namespace_denies_by_default_and_allows_dns(run):
 def test_only_labelled_clients_reach_the_service_and_it_reaches_only_its_backends(run):
     spec = policy(run, "memstack-api-traffic")
     clients, scrapers = spec["ingress"]
-    assert clients["from"] == [{"podSelector": {"matchLabels": {"memstack.dev/memory-client": "true"}}, "namespaceSelector": {}}]
+    assert clients["from"] == [
+        {"podSelector": {"matchLabels": {"memstack.dev/memory-client": "true"}}, "namespaceSelector": {}}
+    ]
     assert scrapers["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
     assert all(rule["ports"] == [{"protocol": "TCP", "port": 8080}] for rule in spec["ingress"])
     destinations = {
         (json.dumps(rule["to"][0].get("podSelector", {}), sort_keys=True), port["port"])
-        for rule in spec["egress"] for port in rule["ports"]
+        for rule in spec["egress"]
+        for port in rule["ports"]
     }
     assert {port for _, port in destinations} == {6379, 5432, 7687, 4317, 4318}
     assert all(rule["to"] for rule in spec["egress"]), "every egress rule names its destination"

@@ -1,4 +1,5 @@
 """Every core Kubernetes object the program creates is a valid Kubernetes 1.31 object (strict schema)."""
+
 from __future__ import annotations
 
 import copy
@@ -8,8 +9,18 @@ import pytest
 
 KUBERNETES_VERSION = "1.31"
 EXPECTED_KINDS = {
-    "Namespace", "NetworkPolicy", "LimitRange", "ResourceQuota", "Secret", "ServiceAccount", "Deployment",
-    "StatefulSet", "Service", "Job", "HorizontalPodAutoscaler", "PodDisruptionBudget",
+    "Namespace",
+    "NetworkPolicy",
+    "LimitRange",
+    "ResourceQuota",
+    "Secret",
+    "ServiceAccount",
+    "Deployment",
+    "StatefulSet",
+    "Service",
+    "Job",
+    "HorizontalPodAutoscaler",
+    "PodDisruptionBudget",
 }
 
 
@@ -81,10 +92,13 @@ def test_object_store_backups_are_wired_to_the_cluster_when_configured(runs):
         assert configuration["destinationPath"].startswith("s3://")
         assert configuration["s3Credentials"]["accessKeyId"] == {"name": "memstack-backup-s3", "key": "ACCESS_KEY_ID"}
         plugins = run.one("Cluster", "memstack-pg").manifest["spec"]["plugins"]
-        assert plugins == [{
-            "name": "barman-cloud.cloudnative-pg.io", "isWALArchiver": True,
-            "parameters": {"barmanObjectName": "memstack-pg-store", "serverName": "memstack-pg"},
-        }]
+        assert plugins == [
+            {
+                "name": "barman-cloud.cloudnative-pg.io",
+                "isWALArchiver": True,
+                "parameters": {"barmanObjectName": "memstack-pg-store", "serverName": "memstack-pg"},
+            }
+        ]
         backup = run.one("ScheduledBackup", "memstack-pg-daily").manifest["spec"]
         assert backup["cluster"] == {"name": "memstack-pg"}
         assert backup["method"] == "plugin"

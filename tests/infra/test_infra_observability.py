@@ -4,6 +4,7 @@ Each check runs on a small fixture directory (known contents) and on the reposit
 `dashboards/generated` and `dashboards/alerts`, which must not be empty: a test over an empty
 set proves nothing.
 """
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pulumi_runs import RECEIVER_SECRETS, REPO_ROOT, Run
 
-from conftest import REPO_ROOT, RECEIVER_SECRETS, Run
 from infra.components.observability import find_dashboards, find_rule_files
 
 FIXTURES = Path(__file__).with_name("fixtures") / "observability"
@@ -39,13 +40,16 @@ def alertmanager_config(run: Run) -> dict:
 @pytest.fixture(scope="module")
 def fixture_run(run_program_module) -> Run:
     run = run_program_module(
-        "prod", f"memstack:dashboardsDir={FIXTURE_DASHBOARDS}", f"memstack:alertsDir={FIXTURE_ALERTS}",
+        "prod",
+        f"memstack:dashboardsDir={FIXTURE_DASHBOARDS}",
+        f"memstack:alertsDir={FIXTURE_ALERTS}",
     )
     assert run.error is None, run.error
     return run
 
 
 # --- the directories ---------------------------------------------------------------------------
+
 
 def test_the_repository_has_dashboards_and_rule_files():
     dashboards = sorted(REPO_DASHBOARDS.glob("*.json"))
@@ -67,6 +71,7 @@ def test_finders_see_every_file_and_never_the_promtool_tests(directory, alerts):
 
 # --- dashboards: ConfigMaps the Grafana sidecar loads ----------------------------------------------
 
+
 def check_dashboards(run: Run, directory: Path) -> None:
     sidecar = kps_values(run)["grafana"]["sidecar"]["dashboards"]
     assert sidecar["enabled"] is True
@@ -77,7 +82,7 @@ def check_dashboards(run: Run, directory: Path) -> None:
         manifest = configmap.manifest
         assert manifest["metadata"]["labels"][sidecar["label"]] == sidecar["labelValue"]
         assert manifest["metadata"]["namespace"] == sidecar["searchNamespace"]
-        (file_name, content), = manifest["data"].items()
+        ((file_name, content),) = manifest["data"].items()
         assert json.loads(content) == json.loads((directory / file_name).read_text())
 
 
@@ -91,6 +96,7 @@ def test_the_repositorys_dashboards_become_configmaps_grafana_watches(run):
 
 
 # --- rules: PrometheusRules the Prometheus rule selector picks -----------------------------------
+
 
 def check_rules(run: Run, directory: Path) -> None:
     spec = kps_values(run)["prometheus"]["prometheusSpec"]
@@ -122,10 +128,14 @@ def test_a_file_without_groups_is_refused(run_program, tmp_path):
     (tmp_path / "broken.yaml").write_text("rules: []\n")
     run = run_program("dev", f"memstack:alertsDir={tmp_path}")
     assert run.error["type"] == "ConfigError"
-    assert run.error["message"] == f"memstack:alertsDir: {tmp_path / 'broken.yaml'} is not a Prometheus rule file (no `groups:` list)"
+    assert (
+        run.error["message"]
+        == f"memstack:alertsDir: {tmp_path / 'broken.yaml'} is not a Prometheus rule file (no `groups:` list)"
+    )
 
 
 # --- Alertmanager ----------------------------------------------------------------------------------
+
 
 def severities(directory: Path) -> set[str]:
     found = set()
@@ -166,8 +176,9 @@ def test_a_webhook_receiver_renders(run_program):
     )
     assert run.error is None, run.error
     config = alertmanager_config(run)
-    assert config["receivers"] == [{"name": "hooks", "webhook_configs": [{"url": "https://hooks.example/alert",
-                                                                           "send_resolved": True}]}]
+    assert config["receivers"] == [
+        {"name": "hooks", "webhook_configs": [{"url": "https://hooks.example/alert", "send_resolved": True}]}
+    ]
     assert [r["receiver"] for r in config["route"]["routes"]] == ["hooks", "hooks"]
 
 

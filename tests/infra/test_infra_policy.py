@@ -1,4 +1,5 @@
 """The policy pack: the kit's own objects pass every rule, and each rule catches a bad object."""
+
 from __future__ import annotations
 
 import copy
@@ -12,10 +13,7 @@ from infra.policy.pack import build_policies, is_kubernetes_object
 
 def test_the_kits_objects_pass_every_object_rule(run):
     violations = [
-        message
-        for manifest in run.manifests
-        for rule in rules.OBJECT_RULES.values()
-        for message in rule(manifest)
+        message for manifest in run.manifests for rule in rules.OBJECT_RULES.values() for message in rule(manifest)
     ]
     assert not violations, "\n".join(violations)
     assert len(run.manifests) > 30
@@ -33,6 +31,7 @@ def test_rules_look_at_every_workload_kind_the_kit_creates(run):
 
 
 # --- one deliberately bad object per rule ---------------------------------------------------
+
 
 @pytest.fixture
 def deployment(runs) -> dict:
@@ -144,7 +143,9 @@ def test_replicated_workload_without_pdb_is_caught(runs):
     manifests = [m for m in runs["prod"].manifests if m["kind"] != "PodDisruptionBudget"]
     problems = rules.check_pdb_coverage(manifests)
     assert "Deployment memstack/memstack-api: runs several replicas but no PodDisruptionBudget selects it" in problems
-    assert "Deployment memstack/memstack-worker: runs several replicas but no PodDisruptionBudget selects it" in problems
+    assert (
+        "Deployment memstack/memstack-worker: runs several replicas but no PodDisruptionBudget selects it" in problems
+    )
     # Redis runs one replica: it needs none.
     assert not any("memstack-redis" in p for p in problems)
 
@@ -176,6 +177,7 @@ def test_selector_semantics():
 
 
 # --- the pulumi_policy wrappers -------------------------------------------------------------
+
 
 def test_pack_has_one_policy_per_rule():
     assert [p.name for p in build_policies()] == [*rules.OBJECT_RULES, *rules.STACK_RULES]

@@ -1,14 +1,16 @@
 """Recovery on Kubernetes: Postgres restore and replica clusters, the Neo4j rebuild, the Redis restore."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
+from pulumi_runs import Run
 
-from conftest import Run
-
-RESTORE = {"restore": {"serverName": "memstack-pg", "targetTime": "2026-12-01T10:00:00Z"},
-           "backup": {"serverName": "memstack-pg-r1"}}
+RESTORE = {
+    "restore": {"serverName": "memstack-pg", "targetTime": "2026-12-01T10:00:00Z"},
+    "backup": {"serverName": "memstack-pg-r1"},
+}
 
 
 def merge(key: str, value: dict) -> str:
@@ -33,25 +35,37 @@ def restored(run_program_module) -> Run:
 
 # --- Postgres: restore into a new cluster -----------------------------------------------------------
 
+
 def test_a_restore_bootstraps_from_the_object_store_to_the_target_time(restored):
     spec = cluster_spec(restored)
-    assert spec["bootstrap"] == {"recovery": {
-        "source": "origin", "database": "memstack", "owner": "memstack", "secret": {"name": "memstack-postgres-app"},
-        "recoveryTarget": {"targetTime": "2026-12-01T10:00:00Z"},
-    }}
-    assert spec["externalClusters"] == [{
-        "name": "origin",
-        "plugin": {"name": "barman-cloud.cloudnative-pg.io",
-                   "parameters": {"barmanObjectName": "memstack-pg-store", "serverName": "memstack-pg"}},
-    }]
+    assert spec["bootstrap"] == {
+        "recovery": {
+            "source": "origin",
+            "database": "memstack",
+            "owner": "memstack",
+            "secret": {"name": "memstack-postgres-app"},
+            "recoveryTarget": {"targetTime": "2026-12-01T10:00:00Z"},
+        }
+    }
+    assert spec["externalClusters"] == [
+        {
+            "name": "origin",
+            "plugin": {
+                "name": "barman-cloud.cloudnative-pg.io",
+                "parameters": {"barmanObjectName": "memstack-pg-store", "serverName": "memstack-pg"},
+            },
+        }
+    ]
 
 
 def test_the_restored_cluster_archives_under_a_new_server_name(restored):
     (archiver,) = cluster_spec(restored)["plugins"]
     assert archiver["isWALArchiver"] is True
     assert archiver["parameters"]["serverName"] == "memstack-pg-r1"
-    assert archiver["parameters"]["serverName"] != cluster_spec(restored)["externalClusters"][0]["plugin"][
-        "parameters"]["serverName"]
+    assert (
+        archiver["parameters"]["serverName"]
+        != cluster_spec(restored)["externalClusters"][0]["plugin"]["parameters"]["serverName"]
+    )
 
 
 def test_a_restore_into_the_old_wal_path_is_refused(run_program):
@@ -64,21 +78,31 @@ def test_a_restore_into_the_old_wal_path_is_refused(run_program):
 
 
 def test_a_target_time_without_a_zone_is_refused(run_program):
-    run = run_program("prod", merges=[merge("postgres", {**RESTORE, "restore": {"serverName": "memstack-pg",
-                                                                               "targetTime": "2026-12-01 10:00"}})])
+    run = run_program(
+        "prod",
+        merges=[
+            merge("postgres", {**RESTORE, "restore": {"serverName": "memstack-pg", "targetTime": "2026-12-01 10:00"}})
+        ],
+    )
     assert run.error["message"].startswith("memstack:postgres.restore.targetTime: '2026-12-01 10:00' has no time zone")
 
 
 def test_a_restore_from_another_object_store_reads_it_and_may_reach_it(run_program):
-    source = {"serverName": "memstack-pg", "objectStore": {"destinationPath": "s3://old-region/postgres",
-                                                          "endpointUrl": "http://minio.dr.svc:9000",
-                                                          "credentialsSecret": "old-region-s3"}}
+    source = {
+        "serverName": "memstack-pg",
+        "objectStore": {
+            "destinationPath": "s3://old-region/postgres",
+            "endpointUrl": "http://minio.dr.svc:9000",
+            "credentialsSecret": "old-region-s3",
+        },
+    }
     run = run_program("prod", merges=[merge("postgres", {"restore": source})])
     assert run.error is None, run.error
     origin = run.one("ObjectStore", "memstack-pg-source-store").manifest["spec"]["configuration"]
     assert origin["destinationPath"] == "s3://old-region/postgres"
     assert cluster_spec(run)["externalClusters"][0]["plugin"]["parameters"]["barmanObjectName"] == (
-        "memstack-pg-source-store")
+        "memstack-pg-source-store"
+    )
     assert run.depends_on(run.one("Cluster", "memstack-pg"), run.one("ObjectStore", "memstack-pg-source-store"))
     egress = run.one("NetworkPolicy", "memstack-pg-traffic").manifest["spec"]["egress"]
     assert 9000 in {p["port"] for rule in egress if rule["to"] == [] for p in rule["ports"]}
@@ -92,10 +116,22 @@ def test_a_new_cluster_starts_empty(runs):
 
 # --- Postgres: a replica cluster in a second region -----------------------------------------------
 
-REPLICA = {"replica": {"serverName": "memstack-pg", "objectStore": {
-    "destinationPath": "s3://memstack-prod-backups/postgres", "credentialsSecret": "memstack-backup-s3"}},
-    "backup": {"serverName": "memstack-pg-dr", "objectStore": {
-        "destinationPath": "s3://memstack-dr-backups/postgres", "credentialsSecret": "memstack-backup-s3"}}}
+REPLICA = {
+    "replica": {
+        "serverName": "memstack-pg",
+        "objectStore": {
+            "destinationPath": "s3://memstack-prod-backups/postgres",
+            "credentialsSecret": "memstack-backup-s3",
+        },
+    },
+    "backup": {
+        "serverName": "memstack-pg-dr",
+        "objectStore": {
+            "destinationPath": "s3://memstack-dr-backups/postgres",
+            "credentialsSecret": "memstack-backup-s3",
+        },
+    },
+}
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +146,9 @@ def test_a_replica_cluster_follows_the_primarys_object_store(standby):
     assert spec["replica"] == {"enabled": True, "source": "origin"}
     assert spec["bootstrap"]["recovery"]["source"] == "origin"
     assert spec["externalClusters"][0]["plugin"]["parameters"] == {
-        "barmanObjectName": "memstack-pg-source-store", "serverName": "memstack-pg"}
+        "barmanObjectName": "memstack-pg-source-store",
+        "serverName": "memstack-pg",
+    }
     origin = standby.one("ObjectStore", "memstack-pg-source-store").manifest["spec"]["configuration"]
     assert origin["destinationPath"] == "s3://memstack-prod-backups/postgres"
 
@@ -144,6 +182,7 @@ def runs_dr(run_program_module) -> Run:
 
 # --- Neo4j: rebuilt from Postgres, never stopped --------------------------------------------------
 
+
 def test_a_restore_rebuilds_the_graph_after_the_migration(restored):
     job = restored.one("Job", "memstack-neo4j-rebuild")
     spec = pod(job.manifest)
@@ -157,8 +196,10 @@ def test_a_restore_rebuilds_the_graph_after_the_migration(restored):
 def test_a_new_run_id_replaces_the_rebuild_job(run_program):
     first = run_program("dev", 'memstack:neo4j={"rebuild": {"enabled": true, "runId": "r1"}}')
     second = run_program("dev", 'memstack:neo4j={"rebuild": {"enabled": true, "runId": "r2"}}')
-    annotations = [r.one("Job", "memstack-neo4j-rebuild").manifest["spec"]["template"]["metadata"]["annotations"]
-                   for r in (first, second)]
+    annotations = [
+        r.one("Job", "memstack-neo4j-rebuild").manifest["spec"]["template"]["metadata"]["annotations"]
+        for r in (first, second)
+    ]
     assert annotations == [{"memstack.dev/rebuild-run": "r1"}, {"memstack.dev/rebuild-run": "r2"}]
 
 
@@ -170,8 +211,9 @@ def test_no_recovery_step_touches_neo4j_itself(restored, runs):
     for run in (restored, *runs.values()):
         for manifest in [r.manifest for r in run.kinds("Deployment", "StatefulSet", "Job", "CronJob")]:
             spec = pod(manifest)
-            claims = {v["persistentVolumeClaim"]["claimName"] for v in spec.get("volumes", [])
-                      if "persistentVolumeClaim" in v}
+            claims = {
+                v["persistentVolumeClaim"]["claimName"] for v in spec.get("volumes", []) if "persistentVolumeClaim" in v
+            }
             assert not {c for c in claims if c.startswith("data-memstack-neo4j")}, manifest["metadata"]["name"]
             for container in spec["containers"] + spec.get("initContainers", []):
                 argv = " ".join(container.get("command", []) + container.get("args", []))
@@ -187,6 +229,7 @@ def test_community_edition_has_no_backup_to_switch_on(run_program):
 
 
 # --- Redis: restore from a snapshot, as config ------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def redis_restored(run_program_module) -> Run:
@@ -206,7 +249,9 @@ def test_redis_restores_its_snapshot_before_it_starts(redis_restored):
     assert "rm " not in script
     mounts = {m["name"]: m for m in restore["volumeMounts"]}
     assert mounts["snapshots"]["readOnly"] is True and mounts["data"]["mountPath"] == "/data"
-    claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in spec["volumes"] if "persistentVolumeClaim" in v}
+    claims = {
+        v["name"]: v["persistentVolumeClaim"]["claimName"] for v in spec["volumes"] if "persistentVolumeClaim" in v
+    }
     assert claims == {"snapshots": "memstack-redis-snapshots"}
 
 

@@ -1,4 +1,5 @@
 """The Dockerfile, the CLI and the service agree with the contract in infra.config, and hadolint passes."""
+
 from __future__ import annotations
 
 import json
@@ -25,7 +26,8 @@ CONTRACT = MemoryServiceContract()
 
 def instructions() -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
-    joined = re.sub(r"\\\n", " ", "\n".join(l for l in DOCKERFILE.read_text().splitlines() if not l.lstrip().startswith("#")))
+    lines = [line for line in DOCKERFILE.read_text().splitlines() if not line.lstrip().startswith("#")]
+    joined = re.sub(r"\\\n", " ", "\n".join(lines))
     found = []
     for line in joined.splitlines():
         if line.strip():
@@ -44,7 +46,7 @@ def test_multi_stage_with_pinned_base():
     bases = [args.split()[0] for kind, args in instructions() if kind == "FROM"]
     assert len(bases) >= 2
     for base in bases:
-        name, _, tag = base.partition("@")[0].partition(":")
+        _, _, tag = base.partition("@")[0].partition(":")
         assert tag and tag != "latest" and re.search(r"\d+\.\d+\.\d+", tag), base
 
 
@@ -65,9 +67,9 @@ def test_runtime_writes_no_bytecode_and_keeps_home_in_tmp():
 
 
 def test_cli_defaults_and_env_names_match_the_contract():
-    assert service.SERVICE_PORT == CONTRACT.port
-    assert service.WORKER_HEALTH_PORT == CONTRACT.worker_health_port
-    assert service.TOKENS_FILE_ENV == CONTRACT.tokens_file_env
+    assert CONTRACT.port == service.SERVICE_PORT
+    assert CONTRACT.worker_health_port == service.WORKER_HEALTH_PORT
+    assert CONTRACT.tokens_file_env == service.TOKENS_FILE_ENV
     assert (ServiceSettings.model_config["env_prefix"] + "tokens_file").upper() == CONTRACT.tokens_file_env
     commands = get_command(app).commands
     for argv in (CONTRACT.serve_command, CONTRACT.worker_command, CONTRACT.migrate_command):
