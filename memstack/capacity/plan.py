@@ -195,16 +195,18 @@ def per_item_bytes(storage: dict, embedding_dim: int) -> tuple[dict, dict]:
         "pg_turn_hnsw": need(pg["conversation_logs_embedding"]["bytes_per_row"], "HNSW size") + extra,
         "pg_fact_hnsw": need(pg["memory_timeline_embedding"]["bytes_per_row"], "HNSW size") + extra,
     }
-    files = neo.get("store_files")
     items = storage["inserted"]["turns"] + storage["inserted"]["facts"]
-    values["neo4j_item"] = sum(files.values()) / items if files else 0.0
+    measured = neo.get("bytes_per_node") is not None and neo.get("bytes_per_relationship") is not None
+    values["neo4j_item"] = ((neo["nodes"] * neo["bytes_per_node"] + neo["relationships"] * neo["bytes_per_relationship"])
+                            / items if measured else 0.0)
     sources = {
         "redis_conversation": f"Redis MEMORY USAGE: context hash + {turns_cap:g} turns + thoughts list, {src}",
         "pg_turn": f"pg_total_relation_size(conversation_logs) growth per row, {src}",
         "pg_fact": f"pg_total_relation_size(memory_timeline) growth per row, {src}",
         "pg_turn_hnsw": f"HNSW index conversation_logs_embedding growth per row, {src}",
         "pg_fact_hnsw": f"HNSW index memory_timeline_embedding growth per row, {src}",
-        "neo4j_item": f"Neo4j store files growth per turn or fact loaded, {src}" if files else
+        "neo4j_item": f"Neo4j bytes per node and relationship x the nodes and relationships the load made, per turn "
+                      f"or fact, {src}" if measured else
                       "no Neo4j measurement (not a local stack): 0",
     }
     return values, sources

@@ -4,13 +4,15 @@ into a fresh tenant through the library (as the service writes them):
 - Redis: `MEMORY USAGE` of each working-memory key kind (context hash, turns list, thoughts list);
 - Postgres: growth of `pg_total_relation_size` of each memory table, and of each HNSW index,
   per row added;
-- Neo4j: growth of the store files per node and relationship added. Neo4j writes its store
-  files from the page cache at checkpoints, and the community edition has no procedure to
-  force one, so a local Neo4j is restarted cleanly (a shutdown checkpoints) before and after
-  the load; a stack this machine does not run gets no Neo4j figure.
+- Neo4j: the store files per node and per relationship of the whole database, after the load.
+  Neo4j writes its store files from the page cache at checkpoints, and the community edition
+  has no procedure to force one, so a local Neo4j is restarted cleanly (a shutdown
+  checkpoints) after the load; a stack this machine does not run gets no Neo4j figure. Its
+  store files are fixed-size records allocated by id, so the average over the database is the
+  cost of one more node or relationship; the loaded tenant's own counts are read back too.
 
-Sizes are deltas over the load, so data already in the stack does not count. Postgres and
-Neo4j files grow in 8 KiB pages: the more items, the finer the figure.
+Postgres sizes are deltas over the load, so data already in the stack does not count; its files
+grow in 8 KiB pages: the more items, the finer the figure.
 """
 from __future__ import annotations
 
@@ -54,10 +56,13 @@ async def _pg_sizes(clients: MemoryClients) -> dict[str, int]:
 
 
 async def _neo4j_counts(clients: MemoryClients, tenant: str) -> dict[str, int]:
+    """The tenant's nodes and relationships, and the whole database's."""
+    queries = {"nodes": "MATCH (n {tenant_id: $t}) RETURN count(n) AS c",
+               "relationships": "MATCH (n {tenant_id: $t})-[r]->() RETURN count(r) AS c",
+               "database_nodes": "MATCH (n) RETURN count(n) AS c",
+               "database_relationships": "MATCH ()-[r]->() RETURN count(r) AS c"}
     async with clients.neo4j.session() as session:
-        nodes = await (await session.run("MATCH (n {tenant_id: $t}) RETURN count(n) AS c", t=tenant)).single()
-        rels = await (await session.run("MATCH (n {tenant_id: $t})-[r]->() RETURN count(r) AS c", t=tenant)).single()
-        return {"nodes": nodes["c"], "relationships": rels["c"]}
+        return {name: (await (await session.run(query, t=tenant)).single())["c"] for name, query in queries.items()}
 
 
 async def _pg_counts(clients: MemoryClients, tenant: str) -> dict[str, int]:
@@ -103,30 +108,26 @@ async def _redis_usage(clients: MemoryClients, settings: Settings, tenant: str, 
     return result
 
 
-def _flushed_store_files(neo4j_data_dir: Path | None, flush: Callable[[], None] | None) -> dict[str, int] | None:
-    if neo4j_data_dir is None or flush is None:
-        return None
-    flush()
-    return neo4j_store_files(neo4j_data_dir)
-
-
 async def measure_storage(settings: Settings, neo4j_data_dir: Path | None, flush_neo4j: Callable[[], None] | None,
                           conversations: int = 4, turns: int = 50, facts: int = 200, context_keys: int = 16,
                           thoughts: int = 20) -> dict:
     """Load the items into a new tenant and return bytes per item per store, with the counts
-    read back from each store. `flush_neo4j` restarts Neo4j cleanly (see above)."""
+    read back from each store. `flush_neo4j` restarts Neo4j cleanly (see above), last, once
+    nothing more is read from it."""
     tenant = f"capacity-{uuid.uuid4().hex[:12]}"
     clients = await MemoryClients.connect(settings)
     try:
         await migrate(settings, clients.neo4j)
         pg_before = await _pg_sizes(clients)
-        neo_before = await asyncio.to_thread(_flushed_store_files, neo4j_data_dir, flush_neo4j)
         await _load(clients, tenant, conversations, turns, facts, context_keys, thoughts)
         pg_after = await _pg_sizes(clients)
-        neo_after = await asyncio.to_thread(_flushed_store_files, neo4j_data_dir, flush_neo4j)
         rows = await _pg_counts(clients, tenant)
         graph = await _neo4j_counts(clients, tenant)
         redis = await _redis_usage(clients, settings, tenant, conversations)
+        files = None
+        if neo4j_data_dir is not None and flush_neo4j is not None:
+            await asyncio.to_thread(flush_neo4j)
+            files = neo4j_store_files(neo4j_data_dir)
     finally:
         await clients.close()
     row_of_index = {"conversation_logs_embedding": "conversation_logs", "memory_timeline_embedding": "memory_timeline"}
@@ -134,17 +135,14 @@ async def measure_storage(settings: Settings, neo4j_data_dir: Path | None, flush
                        "bytes_per_row": (pg_after[name] - pg_before[name]) / rows[row_of_index.get(name, name)]
                        if rows[row_of_index.get(name, name)] else None}
                 for name in (*TABLES, *HNSW_INDEXES)}
-    neo4j: dict = {**graph, "store_files": None}
-    if neo_before is not None and neo_after is not None:
-        delta = {kind: neo_after[kind] - neo_before[kind] for kind in neo_after}
-        elements = graph["nodes"] + graph["relationships"]
+    neo4j: dict = {**graph, "store_files": files}
+    if files is not None:
+        nodes, rels = graph["database_nodes"], graph["database_relationships"]
         # Properties and indexes serve both kinds: shared out per element.
-        shared = delta["other"] / elements if elements else 0.0
+        shared = files["other"] / (nodes + rels) if nodes + rels else 0.0
         neo4j.update({
-            "store_files": delta,
-            "bytes_per_node": delta["node"] / graph["nodes"] + shared if graph["nodes"] else None,
-            "bytes_per_relationship": delta["relationship"] / graph["relationships"] + shared
-            if graph["relationships"] else None,
+            "bytes_per_node": files["node"] / nodes + shared if nodes else None,
+            "bytes_per_relationship": files["relationship"] / rels + shared if rels else None,
         })
     return {
         "tenant": tenant,

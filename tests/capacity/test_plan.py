@@ -33,7 +33,7 @@ def _storage(pg_turn=1000.0, dim=384):
                   "thoughts": {"keys": 1, "items": 10, "bytes_per_key": 2000.0, "bytes_per_item": 200.0}},
         "postgres": {"conversation_logs": rows(pg_turn), "memory_timeline": rows(2000.0),
                      "conversation_logs_embedding": rows(300.0), "memory_timeline_embedding": rows(300.0)},
-        "neo4j": {"nodes": 10, "relationships": 10, "store_files": {"node": 10_000, "relationship": 10_000, "other": 0}},
+        "neo4j": {"nodes": 100, "relationships": 150, "bytes_per_node": 100.0, "bytes_per_relationship": 60.0},
     }
 
 
@@ -68,8 +68,8 @@ def test_storage_projection_and_the_day_a_volume_fills():
     redis = result["stores"]["redis"]
     # 500 active users x (1000 + 50 x 200 + 2000) bytes; disk twice that.
     assert redis["ram_day0"] == pytest.approx(500 * 13_000) and redis["disk_day0"] == pytest.approx(2 * 500 * 13_000)
-    # Neo4j: 20,000 bytes of store over 200 items.
-    assert result["stores"]["neo4j"]["disk_day0"] == pytest.approx(10_000 * 100)
+    # Neo4j: 100 nodes x 100 bytes + 150 relationships x 60 bytes over 200 items: 95 bytes a turn.
+    assert result["stores"]["neo4j"]["disk_day0"] == pytest.approx(10_000 * 95)
 
 
 def test_a_volume_fills_on_the_day_its_size_is_passed():
@@ -109,3 +109,10 @@ def test_a_section_the_plan_uses_is_checked_by_the_stack_model(tmp_path):
     with pytest.raises(MemstackError):
         planner.write_stack(path, {"redis.storageSize": "2Gi"})
     assert path.read_text() == text
+
+
+def test_plan_inputs_and_stack_names_are_checked():
+    with pytest.raises(MemstackError, match="--peak-rps must be above 0"):
+        planner.PlanInputs(peak_rps=-5).check()
+    with pytest.raises(MemstackError, match="unknown stack 'nowhere': no Pulumi.nowhere.yaml"):
+        planner.stack_file("nowhere")

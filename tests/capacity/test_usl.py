@@ -1,5 +1,5 @@
 """The USL fitter against the reference implementations' published data set, on synthetic data
-with noise, and its CLI's refusals."""
+with noise, and the refusals of `memstack capacity` (one line, exit 2)."""
 from __future__ import annotations
 
 import math
@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from memstack.capacity.usl import fit
+from memstack.capacity.usl import fit, read_csv
 from memstack.errors import MemstackError
 
 # The measurements of codahale/usl's README and example CSV, with its published model.
@@ -67,20 +67,20 @@ def test_fit_cli_reads_a_csv_with_a_header(tmp_path):
     ("1\n2\n", "line 1: expected two numbers"),
     ("", "no rows"),
 ])
-def test_bad_csv_is_one_line_and_exit_2(tmp_path, content, message):
+def test_bad_csv_is_refused_with_the_line_at_fault(tmp_path, content, message):
     path = tmp_path / "bad.csv"
     path.write_text(content)
+    with pytest.raises(MemstackError, match=message.replace("(", r"\(")):
+        fit(*read_csv(path))
+
+
+def test_a_refusal_is_one_line_and_exit_2(tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text("1,65\n2,abc\n")
     run = _cli("capacity", "fit", "--csv", str(path))
     assert run.returncode == 2
-    [line] = run.stderr.strip().splitlines()
-    assert line.startswith("memstack: ") and message in line
+    assert run.stderr.strip().splitlines() == [f"memstack: {path}: line 2: expected two numbers (concurrency, "
+                                               "throughput), got ['2', 'abc']"]
+    run = _cli("capacity", "plan", "--peak-rps", "0", cwd=tmp_path)
+    assert run.returncode == 2 and run.stderr.strip().splitlines() == ["memstack: --peak-rps must be above 0, got 0"]
 
-
-def test_plan_refusals_are_one_line_and_exit_2(tmp_path):
-    for args, message in ((["--peak-rps", "0"], "--peak-rps must be above 0"),
-                          (["--peak-rps", "-5"], "--peak-rps must be above 0"),
-                          (["--peak-rps", "100", "--stack", "nowhere"], "unknown stack 'nowhere'")):
-        run = _cli("capacity", "plan", *args, cwd=tmp_path)
-        assert run.returncode == 2, run.stderr
-        [line] = run.stderr.strip().splitlines()
-        assert message in line
