@@ -100,6 +100,7 @@ def create_app(
                 if path.startswith(router.prefix + "/"):
                     for operation in operations.values():
                         operation["security"] = [{name: []} for name in BEARER_SCHEME]
+            add_links(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 
@@ -132,6 +133,45 @@ def create_app(
         return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     return Instrumented(app, service_settings.max_body_bytes)
+
+
+_SAME_USER = {"user_id": "$request.path.user_id"}
+_SAME_KEY = {**_SAME_USER, "conversation_id": "$request.path.conversation_id", "key": "$request.path.key"}
+# OpenAPI links: which answer names what a later operation reads or changes, so that clients
+# and stateful API testers can follow a created item to the operations on it.
+# (source path, method, status) -> [(target path, method, parameters)]
+LINKS: dict[tuple[str, str, str], list[tuple[str, str, dict[str, str]]]] = {
+    ("/v1/goals/{user_id}", "post", "201"): [
+        ("/v1/goals/{user_id}/{goal_id}", "patch", {**_SAME_USER, "goal_id": "$response.body#/id"}),
+    ],
+    ("/v1/procedural/{user_id}/strategies", "post", "201"): [
+        (
+            "/v1/procedural/{user_id}/strategies/{strategy_id}/outcomes",
+            "post",
+            {**_SAME_USER, "strategy_id": "$response.body#/id"},
+        ),
+    ],
+    ("/v1/working/{user_id}/{conversation_id}/context/{key}", "put", "204"): [
+        ("/v1/working/{user_id}/{conversation_id}/context/{key}", "get", _SAME_KEY),
+        ("/v1/working/{user_id}/{conversation_id}/context/{key}", "delete", _SAME_KEY),
+    ],
+    ("/v1/spaces/{user_id}/{space}", "put", "204"): [
+        ("/v1/spaces/{user_id}/{space}/grants/{grantee}", "put", {**_SAME_USER, "space": "$request.path.space"}),
+    ],
+}
+
+
+def add_links(schema: dict[str, Any]) -> None:
+    paths = schema["paths"]
+    for (path, method, status), targets in LINKS.items():
+        response = paths[path][method]["responses"][status]
+        response["links"] = {
+            paths[target][target_method]["operationId"]: {
+                "operationId": paths[target][target_method]["operationId"],
+                "parameters": parameters,
+            }
+            for target, target_method, parameters in targets
+        }
 
 
 def from_environment() -> Instrumented:
