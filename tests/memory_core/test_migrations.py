@@ -6,6 +6,7 @@ import pytest
 from pydantic import SecretStr
 
 from memory_core import AgentMemory, EmbeddingDimensionMismatch, SchemaNotMigrated
+from memory_core.errors import from_store_exception
 from memory_core.migrations import load, migrate_neo4j, migrate_postgres
 
 TABLES = {
@@ -101,3 +102,19 @@ async def test_an_unmigrated_database_is_a_typed_error_naming_the_fix(settings, 
             await memory.remember("hello")
         with pytest.raises(SchemaNotMigrated):
             await memory.add_goal("ship it")
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        psycopg.errors.UndefinedTable('relation "conversations" does not exist'),
+        psycopg.errors.UndefinedColumn('column "space" does not exist'),
+    ],
+)
+def test_a_missing_table_or_column_means_the_schema_is_not_migrated(error):
+    mapped = from_store_exception(error, "postgres")
+    assert isinstance(mapped, SchemaNotMigrated) and "run `memstack migrate`" in str(mapped)
+
+
+def test_a_row_level_security_violation_is_a_bug_not_a_store_outage():
+    assert from_store_exception(psycopg.errors.InsufficientPrivilege("new row violates"), "postgres") is None
