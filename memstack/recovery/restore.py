@@ -15,12 +15,14 @@ import shutil
 import signal
 import tarfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 
+from memory_core.stores.graph import GRAPH_UNAVAILABLE
 from memstack.errors import MemstackError
 from memstack.local.backend import CORE_SERVICES
 from memstack.local.postgres_server import admin_url, chown_tree, restore_command
@@ -39,6 +41,7 @@ _RECOVERY_KEYS = (
     "recovery_target_timeline",
 )
 RECOVERY_TIMEOUT_S = 3600
+T = TypeVar("T")
 AOF_MANIFEST = "appendonly.aof.manifest"
 AOF_BASE = "appendonly.aof.1.base.rdb"
 
@@ -173,6 +176,18 @@ def _place_redis_snapshot(stack: LocalStack, set_root: Path) -> None:
     (aof / AOF_MANIFEST).write_text(f"file {AOF_BASE} seq 1 type b\n")
 
 
+def _graph_retrying(work: Callable[[], T], attempts: int = 5) -> T:
+    """Run `work`, again if the graph drops its connection: a Neo4j just started on a busy
+    machine has been seen to close Bolt connections in its first seconds. Both the schema
+    migration and the rebuild are idempotent."""
+    for attempt in range(1, attempts):
+        try:
+            return work()
+        except GRAPH_UNAVAILABLE:
+            time.sleep(2 * attempt)
+    return work()
+
+
 def restore(
     stack: LocalStack,
     backup_id: str,
@@ -237,8 +252,9 @@ def restore(
         ready[name] = time.monotonic() - clock
     from memory_core import migrate
 
-    asyncio.run(migrate(stack.backend.endpoints().settings()))
-    report["neo4j"] = graph.rebuild_stack(stack)
+    settings = stack.backend.endpoints().settings()
+    _graph_retrying(lambda: asyncio.run(migrate(settings)))
+    report["neo4j"] = _graph_retrying(lambda: graph.rebuild_stack(stack))
     ready["neo4j"] = time.monotonic() - clock
     report["ready_s"] = {k: round(v, 3) for k, v in ready.items()}
     report["seconds"] = round(time.monotonic() - clock, 3)

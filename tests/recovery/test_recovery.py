@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import stat
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ from neo4j import GraphDatabase
 
 from memory_core import AgentMemory, migrate
 from memstack.local.neo4j_server import USER as NEO4J_USER
+from memstack.local.postgres_server import SYSTEM_USER_ROOT
 from memstack.recovery.restore import flush_archive
 from memstack.recovery.stack import LocalStack
 
@@ -78,6 +80,18 @@ def migrated(dr_stack: LocalStack) -> LocalStack:
 def backup_id(migrated: LocalStack) -> str:
     _store_turns(migrated, "t-base", [f"before the backup {i}" for i in range(5)])
     return _backup(migrated)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only as root does Postgres run as another user")
+def test_a_home_the_postgres_user_cannot_enter_still_works(dr_stack):
+    """As root, Postgres runs as the `memstack` system user, which cannot enter a 0700 home:
+    its data dir and WAL archive are placed where it can, and linked from the home."""
+    assert stat.S_IMODE(dr_stack.home.stat().st_mode) == 0o700
+    for link in (dr_stack.home / "postgres", dr_stack.home / "backups" / "wal"):
+        assert link.is_symlink() and link.resolve().is_relative_to(SYSTEM_USER_ROOT)
+    assert dr_stack.running() == ["redis", "postgres", "neo4j"]
+    with dr_stack.admin() as conn:
+        assert conn.execute("SELECT failed_count FROM pg_stat_archiver").fetchone()[0] == 0
 
 
 def test_backup_manifest_names_every_file_and_position(migrated, backup_id):
