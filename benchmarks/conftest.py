@@ -4,13 +4,14 @@ Benchmarks are plain (sync) tests driving their own event loop, so pytest-benchm
 exactly one awaited operation per round. Percentiles are computed from pytest-benchmark's raw
 per-round timings and written to `.benchmarks/memory_core.json` (and printed). A missed target
 fails the session (exit 1) after every benchmark has run and been recorded."""
+
 from __future__ import annotations
 
 import asyncio
 
 import pytest
-
 from latency import VERDICTS
+
 from memory_core import MemoryClients, migrate
 
 
@@ -24,6 +25,7 @@ def pytest_terminal_summary(terminalreporter):
 def pytest_sessionfinish(session, exitstatus):
     if exitstatus == 0 and any(not passed for *_, passed in VERDICTS):
         session.exitstatus = 1
+
 
 @pytest.fixture(scope="module")
 def bench(settings):

@@ -2,6 +2,7 @@
 written to `.benchmarks/memory_core.json` (and printed). A benchmark with a stated target
 records it and its verdict (`target`, `passed`); the session fails when one is missed (see
 conftest.py)."""
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,14 @@ def percentile(samples: list[float], q: float) -> float:
 
 def summarize(samples_s: list[float]) -> dict[str, float]:
     ms = [s * 1000 for s in samples_s]
-    return {"n": len(ms), "mean_ms": statistics.fmean(ms), "p50_ms": percentile(ms, 50),
-            "p95_ms": percentile(ms, 95), "p99_ms": percentile(ms, 99), "max_ms": max(ms)}
+    return {
+        "n": len(ms),
+        "mean_ms": statistics.fmean(ms),
+        "p50_ms": percentile(ms, 50),
+        "p95_ms": percentile(ms, 95),
+        "p99_ms": percentile(ms, 99),
+        "max_ms": max(ms),
+    }
 
 
 def record(section: str, name: str, values: dict, target: str | None = None, passed: bool | None = None) -> None:
@@ -40,8 +47,10 @@ def record(section: str, name: str, values: dict, target: str | None = None, pas
     data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     data.setdefault(section, {})[name] = values
     RESULTS.write_text(json.dumps(data, indent=2, sort_keys=True))
-    print(f"\n[{section}] {name}: " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
-                                               for k, v in values.items()))
+    print(
+        f"\n[{section}] {name}: "
+        + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
+    )
 
 
 def time_rounds(loop, make_coro, rounds: int, warmup: int = 100) -> dict[str, float]:
@@ -58,6 +67,5 @@ def time_rounds(loop, make_coro, rounds: int, warmup: int = 100) -> dict[str, fl
 
 def run_timed(benchmark, loop, make_coro, rounds: int, warmup: int = 100) -> dict[str, float]:
     """Benchmark one awaited call per round and return its latency percentiles."""
-    benchmark.pedantic(lambda: loop.run_until_complete(make_coro()), rounds=rounds, iterations=1,
-                       warmup_rounds=warmup)
+    benchmark.pedantic(lambda: loop.run_until_complete(make_coro()), rounds=rounds, iterations=1, warmup_rounds=warmup)
     return summarize(benchmark.stats.stats.data)

@@ -10,16 +10,17 @@ by later runs; a partial load is detected by its row counts and redone. Postgres
 into a table under row-level security, so rows are COPied into a temporary staging table and
 moved with one INSERT ... SELECT (which the policies check).
 """
+
 from __future__ import annotations
 
 import hashlib
 import random
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
-
 from latency import SCALE, record, run_timed
+
 from memory_core import AgentMemory
 from memory_core.stores import episodic
 from memory_core.stores.sql import vector
@@ -76,7 +77,8 @@ async def _counts(clients, tenant: str) -> tuple[int, int, int, int]:
             " (SELECT count(*) FROM memory_timeline WHERE tenant_id = %(t)s AND memory_type = 'fact'),"
             " (SELECT count(*) FROM memory_timeline WHERE tenant_id = %(t)s AND memory_type = 'entity'),"
             " (SELECT count(*) FROM entity_relations WHERE tenant_id = %(t)s)",
-            {"t": tenant})
+            {"t": tenant},
+        )
         return tuple(await cur.fetchone())
 
 
@@ -110,10 +112,17 @@ async def _drop_other_versions(clients, tenant: str) -> None:
     # Older datasets would share the HNSW indexes with this one, and post-filtering by tenant
     # would then cost recall: keep one benchmark dataset in the database.
     async with clients.maintenance_transaction() as conn:
-        for table in ("conversation_logs", "conversations", "memory_timeline", "entity_relations", "fact_entities",
-                      "graph_outbox"):
+        for table in (
+            "conversation_logs",
+            "conversations",
+            "memory_timeline",
+            "entity_relations",
+            "fact_entities",
+            "graph_outbox",
+        ):
             await conn.execute(
-                f"DELETE FROM {table} WHERE tenant_id LIKE 'bench-remember-v%%' AND tenant_id <> %s", (tenant,))
+                f"DELETE FROM {table} WHERE tenant_id LIKE 'bench-remember-v%%' AND tenant_id <> %s", (tenant,)
+            )
 
 
 async def _load_turns_and_facts(clients, tenant: str, words: list[str]) -> None:
@@ -124,32 +133,65 @@ async def _load_turns_and_facts(clients, tenant: str, words: list[str]) -> None:
         for table in ("conversation_logs", "conversations"):
             await conn.execute(f"DELETE FROM {table} WHERE tenant_id = %s", (tenant,))
         await conn.execute("DELETE FROM memory_timeline WHERE tenant_id = %s AND memory_type = 'fact'", (tenant,))
-    start = datetime.now(timezone.utc) - timedelta(days=30)
+    start = datetime.now(UTC) - timedelta(days=30)
     batch = 10_000
     for offset in range(0, TURNS, batch):
         print(f"loading turns {offset}..{offset + batch} into {tenant}", flush=True)
-        texts = [_sentence(rng, words, topics[(n // TURNS_PER_CONVERSATION) % TOPICS])
-                 for n in range(offset, offset + batch)]
+        texts = [
+            _sentence(rng, words, topics[(n // TURNS_PER_CONVERSATION) % TOPICS]) for n in range(offset, offset + batch)
+        ]
         vectors = await embedder.embed(texts)
         async with clients.tenant_transaction(tenant) as conn:
             await _copy_via_stage(
-                conn, "conversation_logs",
+                conn,
+                "conversation_logs",
                 'tenant_id, user_id, conversation_id, turn_index, turn_id, "timestamp", role, content, content_hash, embedding',
-                ((tenant, USER, f"conv-{n // TURNS_PER_CONVERSATION}", n % TURNS_PER_CONVERSATION, uuid.uuid4(),
-                  start + timedelta(seconds=n * 25), "user" if n % 2 == 0 else "assistant", text,
-                  hashlib.sha256(text.encode()).hexdigest(), vector(vec))
-                 for n, text, vec in zip(range(offset, offset + batch), texts, vectors)))
+                (
+                    (
+                        tenant,
+                        USER,
+                        f"conv-{n // TURNS_PER_CONVERSATION}",
+                        n % TURNS_PER_CONVERSATION,
+                        uuid.uuid4(),
+                        start + timedelta(seconds=n * 25),
+                        "user" if n % 2 == 0 else "assistant",
+                        text,
+                        hashlib.sha256(text.encode()).hexdigest(),
+                        vector(vec),
+                    )
+                    for n, text, vec in zip(range(offset, offset + batch), texts, vectors)
+                ),
+            )
     async with clients.tenant_transaction(tenant) as conn:
         await _copy_via_stage(
-            conn, "conversations", "tenant_id, conversation_id, user_id, started_at, last_turn_at, next_turn_index",
-            ((tenant, f"conv-{c}", USER, start, datetime.now(timezone.utc), TURNS_PER_CONVERSATION)
-             for c in range(TURNS // TURNS_PER_CONVERSATION)))
+            conn,
+            "conversations",
+            "tenant_id, conversation_id, user_id, started_at, last_turn_at, next_turn_index",
+            (
+                (tenant, f"conv-{c}", USER, start, datetime.now(UTC), TURNS_PER_CONVERSATION)
+                for c in range(TURNS // TURNS_PER_CONVERSATION)
+            ),
+        )
         facts = [_sentence(rng, words, topics[i % TOPICS]) for i in range(FACTS)]
         fact_vectors = await embedder.embed(facts)
         await _copy_via_stage(
-            conn, "memory_timeline", "tenant_id, user_id, item_id, memory_type, summary, embedding, importance_score, attributes",
-            ((tenant, USER, uuid.uuid4(), "fact", text, vector(vec), 0.8, '{"source": "extraction", "entity_ids": []}')
-             for text, vec in zip(facts, fact_vectors)))
+            conn,
+            "memory_timeline",
+            "tenant_id, user_id, item_id, memory_type, summary, embedding, importance_score, attributes",
+            (
+                (
+                    tenant,
+                    USER,
+                    uuid.uuid4(),
+                    "fact",
+                    text,
+                    vector(vec),
+                    0.8,
+                    '{"source": "extraction", "entity_ids": []}',
+                )
+                for text, vec in zip(facts, fact_vectors)
+            ),
+        )
 
 
 async def _load_entities(clients, tenant: str, words: list[str]) -> None:
@@ -185,8 +227,13 @@ def test_remember_over_the_dataset(benchmark, bench, dataset):
     memory = AgentMemory(tenant, USER, "conv-live", clients=clients)
     cycle = iter(queries * 100)
     stats = run_timed(benchmark, loop, lambda: memory.remember(next(cycle), top_k=10), rounds=400, warmup=20)
-    record("remember", f"remember_top10_{TURNS // 1000}k_turns_{FACTS // 1000}k_facts", stats,
-           target=f"p95 <= {P95_TARGET_MS:g} ms", passed=stats["p95_ms"] <= P95_TARGET_MS)
+    record(
+        "remember",
+        f"remember_top10_{TURNS // 1000}k_turns_{FACTS // 1000}k_facts",
+        stats,
+        target=f"p95 <= {P95_TARGET_MS:g} ms",
+        passed=stats["p95_ms"] <= P95_TARGET_MS,
+    )
 
 
 def test_vector_stage_recall_at_10(benchmark, bench, dataset):
@@ -209,7 +256,9 @@ def test_vector_stage_recall_at_10(benchmark, bench, dataset):
                 plan = await conn.execute(
                     "EXPLAIN SELECT id FROM conversation_logs WHERE tenant_id = %(t)s AND user_id = %(u)s"
                     " AND NOT archived AND (expires_at IS NULL OR expires_at > now())"
-                    " ORDER BY embedding <=> %(q)s LIMIT 10", {"t": tenant, "u": USER, "q": vector(vec)})
+                    " ORDER BY embedding <=> %(q)s LIMIT 10",
+                    {"t": tenant, "u": USER, "q": vector(vec)},
+                )
                 uses_hnsw = any("conversation_logs_embedding" in r[0] for r in await plan.fetchall())
                 approx = await episodic.search_turns(conn, tenant_id=tenant, user_id=USER, embedding=vec, limit=10)
             async with clients.tenant_transaction(tenant) as conn:
@@ -217,10 +266,20 @@ def test_vector_stage_recall_at_10(benchmark, bench, dataset):
                 await conn.execute("SET LOCAL enable_bitmapscan = off")
                 exact = await episodic.search_turns(conn, tenant_id=tenant, user_id=USER, embedding=vec, limit=10)
             recalls.append(len({t["id"] for t in approx} & {t["id"] for t in exact}) / max(1, len(exact)))
-        return {"recall_at_10": sum(recalls) / len(recalls), "min_recall": min(recalls), "uses_hnsw": uses_hnsw,
-                "ef_search": clients.settings.hnsw_ef_search, **stage}
+        return {
+            "recall_at_10": sum(recalls) / len(recalls),
+            "min_recall": min(recalls),
+            "uses_hnsw": uses_hnsw,
+            "ef_search": clients.settings.hnsw_ef_search,
+            **stage,
+        }
 
     result = loop.run_until_complete(measure())
-    record("remember", "vector_stage_recall", result, target=f"recall@10 >= {RECALL_TARGET:g}",
-           passed=result["recall_at_10"] >= RECALL_TARGET)
+    record(
+        "remember",
+        "vector_stage_recall",
+        result,
+        target=f"recall@10 >= {RECALL_TARGET:g}",
+        passed=result["recall_at_10"] >= RECALL_TARGET,
+    )
     assert result["uses_hnsw"], "the planner did not use the HNSW index; recall would be trivially exact"

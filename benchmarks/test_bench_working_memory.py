@@ -4,13 +4,14 @@ by the `floor` fixture, so that every comparison has one, whichever tests run.
 
     .venv/bin/python -m pytest benchmarks/test_bench_working_memory.py --benchmark-only -s
 """
+
 from __future__ import annotations
 
 import uuid
 
 import pytest
-
 from latency import record, run_timed, time_rounds
+
 from memory_core import AgentMemory
 
 ROUNDS = 3000
@@ -40,8 +41,10 @@ def floor_key(bench):
 def floor(bench, floor_key) -> dict[str, float]:
     """p99 (ms) of a raw redis-py GET and SET on the same connection pool."""
     loop, clients = bench
-    return {"get": time_rounds(loop, lambda: clients.redis.get(floor_key), ROUNDS)["p99_ms"],
-            "set": time_rounds(loop, lambda: clients.redis.set(floor_key, FLOOR_VALUE, px=600_000), ROUNDS)["p99_ms"]}
+    return {
+        "get": time_rounds(loop, lambda: clients.redis.get(floor_key), ROUNDS)["p99_ms"],
+        "set": time_rounds(loop, lambda: clients.redis.set(floor_key, FLOOR_VALUE, px=600_000), ROUNDS)["p99_ms"],
+    }
 
 
 def test_floor_raw_get(benchmark, bench, floor_key):
@@ -51,39 +54,69 @@ def test_floor_raw_get(benchmark, bench, floor_key):
 
 def test_floor_raw_set(benchmark, bench, floor_key):
     loop, clients = bench
-    record("working_memory", "floor_raw_set",
-           run_timed(benchmark, loop, lambda: clients.redis.set(floor_key, FLOOR_VALUE, px=600_000), ROUNDS))
+    record(
+        "working_memory",
+        "floor_raw_set",
+        run_timed(benchmark, loop, lambda: clients.redis.set(floor_key, FLOOR_VALUE, px=600_000), ROUNDS),
+    )
 
 
 def _compare(name: str, stats: dict, floor_p99_ms: float) -> None:
     stats = {**stats, "floor_p99_ms": floor_p99_ms, "p99_over_floor": stats["p99_ms"] / floor_p99_ms}
-    record("working_memory", name, stats, target=f"p99 <= {MAX_OVER_FLOOR:g}x the raw redis-py p99",
-           passed=stats["p99_over_floor"] <= MAX_OVER_FLOOR)
+    record(
+        "working_memory",
+        name,
+        stats,
+        target=f"p99 <= {MAX_OVER_FLOOR:g}x the raw redis-py p99",
+        passed=stats["p99_over_floor"] <= MAX_OVER_FLOOR,
+    )
 
 
 def test_get_context_value(benchmark, bench, memory, floor):
     loop, _ = bench
-    _compare("get_working_context_key", run_timed(benchmark, loop, lambda: memory.get_working_context("plan"), ROUNDS), floor["get"])
+    _compare(
+        "get_working_context_key",
+        run_timed(benchmark, loop, lambda: memory.get_working_context("plan"), ROUNDS),
+        floor["get"],
+    )
 
 
 def test_set_context_value(benchmark, bench, memory, floor):
     loop, _ = bench
     value = {"step": 2, "notes": "y" * 200}
-    _compare("set_working_context", run_timed(benchmark, loop, lambda: memory.set_working_context("plan", value), ROUNDS), floor["set"])
+    _compare(
+        "set_working_context",
+        run_timed(benchmark, loop, lambda: memory.set_working_context("plan", value), ROUNDS),
+        floor["set"],
+    )
 
 
 def test_push_thought(benchmark, bench, memory, floor):
     loop, _ = bench
-    _compare("push_thought", run_timed(benchmark, loop, lambda: memory.push_thought("considering the next step"), ROUNDS), floor["set"])
+    _compare(
+        "push_thought",
+        run_timed(benchmark, loop, lambda: memory.push_thought("considering the next step"), ROUNDS),
+        floor["set"],
+    )
 
 
 def test_add_turn_to_working_memory(benchmark, bench, memory, floor):
     loop, _ = bench
     w = loop.run_until_complete(memory.working())
-    turn = {"id": str(uuid.uuid4()), "index": 1, "role": "user", "content": "hello " * 30, "timestamp": "2026-01-01T00:00:00Z"}
+    turn = {
+        "id": str(uuid.uuid4()),
+        "index": 1,
+        "role": "user",
+        "content": "hello " * 30,
+        "timestamp": "2026-01-01T00:00:00Z",
+    }
     _compare("working_add_turn", run_timed(benchmark, loop, lambda: w.add_turn(turn), ROUNDS), floor["set"])
 
 
 def test_snapshot(benchmark, bench, memory, floor):
     loop, _ = bench
-    _compare("get_working_context_all", run_timed(benchmark, loop, lambda: memory.get_working_context(), ROUNDS), floor["get"])
+    _compare(
+        "get_working_context_all",
+        run_timed(benchmark, loop, lambda: memory.get_working_context(), ROUNDS),
+        floor["get"],
+    )

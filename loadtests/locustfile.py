@@ -22,6 +22,7 @@ Extra options (also as environment variables, for `memstack load` and CI):
 User classes (name one on the command line): MemoryClient (the mixed profile) and
 WorkingMemoryClient (working memory only). At the end the run exits 1 when a gate is violated.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,9 @@ from collections import Counter
 import gevent
 from locust import FastHttpUser, events
 
+# slo.py is next to this file; Locust does not put it on the path.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import slo  # noqa: E402  (next to this file; Locust does not put it on the path)
+import slo
 
 KEYS = [f"k{i}" for i in range(8)]
 CONVERSATIONS_PER_USER = 5
@@ -46,12 +48,19 @@ USERS_PER_TENANT = 20
 @events.init_command_line_parser.add_listener
 def _options(parser):
     parser.add_argument("--tokens-file", env_var="MEMSTACK_LOAD_TOKENS", default="", help="lines '<tenant> <token>'")
-    parser.add_argument("--rate", type=float, env_var="MEMSTACK_LOAD_RATE", default=0.0, help="total req/s; 0 = unpaced")
+    parser.add_argument(
+        "--rate", type=float, env_var="MEMSTACK_LOAD_RATE", default=0.0, help="total req/s; 0 = unpaced"
+    )
     parser.add_argument("--wm-p99-ms", type=float, env_var="MEMSTACK_LOAD_WM_P99_MS", default=10.0)
     parser.add_argument("--max-failure-ratio", type=float, env_var="MEMSTACK_LOAD_MAX_FAILURE_RATIO", default=0.001)
     parser.add_argument("--summary-file", env_var="MEMSTACK_LOAD_SUMMARY", default="")
-    parser.add_argument("--warmup-s", type=float, env_var="MEMSTACK_LOAD_WARMUP_S", default=0.0,
-                        help="seconds of load before the statistics start (part of --run-time)")
+    parser.add_argument(
+        "--warmup-s",
+        type=float,
+        env_var="MEMSTACK_LOAD_WARMUP_S",
+        default=0.0,
+        help="seconds of load before the statistics start (part of --run-time)",
+    )
 
 
 def _tokens(path: str) -> list[tuple[str, str]]:
@@ -77,8 +86,9 @@ def _load_tokens(environment, **_):
     if not environment.parsed_options.tokens_file:
         raise SystemExit("--tokens-file (MEMSTACK_LOAD_TOKENS) is required")
     _TOKENS[:] = _tokens(environment.parsed_options.tokens_file)
-    _HEADERS.update({token: {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-                     for _, token in _TOKENS})
+    _HEADERS.update(
+        {token: {"Authorization": f"Bearer {token}", "Content-Type": "application/json"} for _, token in _TOKENS}
+    )
 
 
 @events.test_start.add_listener
@@ -143,8 +153,13 @@ class _MemoryUser(FastHttpUser):
         count, self._drop_debt = divmod(self._drop_debt, 1.0)
         for _ in range(int(count)):
             self.environment.events.request.fire(
-                request_type="SCHEDULE", name=slo.DROPPED_NAME, response_time=0, response_length=0,
-                exception=RuntimeError(f"user fell more than {self.MAX_BACKLOG_S:g} s behind schedule"), context={})
+                request_type="SCHEDULE",
+                name=slo.DROPPED_NAME,
+                response_time=0,
+                response_length=0,
+                exception=RuntimeError(f"user fell more than {self.MAX_BACKLOG_S:g} s behind schedule"),
+                context={},
+            )
 
     def _start_request(self) -> None:
         """Every request starts here. It records how late it leaves against the user's schedule
@@ -182,19 +197,28 @@ class _MemoryUser(FastHttpUser):
 
     def write_key(self):
         body = {"value": {"step": random.randrange(1000), "note": "x" * random.randrange(16, 256)}, "ttl_seconds": 600}
-        self.client.put(f"{self._working()}/context/{random.choice(KEYS)}", data=json.dumps(body),
-                        headers=self.headers, name="working:write PUT context/{key}")
+        self.client.put(
+            f"{self._working()}/context/{random.choice(KEYS)}",
+            data=json.dumps(body),
+            headers=self.headers,
+            name="working:write PUT context/{key}",
+        )
 
     def add_turn(self):
         body = {"role": random.choice(("user", "assistant")), "content": f"turn {uuid.uuid4().hex}"}
-        self.client.post(f"{self._working()}/turns", data=json.dumps(body), headers=self.headers,
-                         name="working:write POST turns")
+        self.client.post(
+            f"{self._working()}/turns", data=json.dumps(body), headers=self.headers, name="working:write POST turns"
+        )
 
     def store_turn(self):
         self._start_request()
         body = {"role": "user", "content": f"durable turn about topic {random.randrange(50)}"}
-        self.client.post(f"/v1/episodic/{self.user}/{self._conversation()}/turns",
-                         data=json.dumps(body), headers=self.headers, name="episodic POST turns")
+        self.client.post(
+            f"/v1/episodic/{self.user}/{self._conversation()}/turns",
+            data=json.dumps(body),
+            headers=self.headers,
+            name="episodic POST turns",
+        )
 
     def remember(self):
         self._start_request()
@@ -204,13 +228,19 @@ class _MemoryUser(FastHttpUser):
     def learn_fact(self):
         self._start_request()
         body = {"claim": f"the user likes topic {random.randrange(50)}", "confidence": 0.7}
-        self.client.post(f"/v1/semantic/{self.user}/facts", data=json.dumps(body), headers=self.headers,
-                         name="facts POST")
+        self.client.post(
+            f"/v1/semantic/{self.user}/facts", data=json.dumps(body), headers=self.headers, name="facts POST"
+        )
 
 
 # Weights: working memory dominates, reads far above writes.
-WORKING_TASKS = {_MemoryUser.read_key: 50, _MemoryUser.read_context: 10, _MemoryUser.read_turns: 10,
-                 _MemoryUser.write_key: 15, _MemoryUser.add_turn: 8}
+WORKING_TASKS = {
+    _MemoryUser.read_key: 50,
+    _MemoryUser.read_context: 10,
+    _MemoryUser.read_turns: 10,
+    _MemoryUser.write_key: 15,
+    _MemoryUser.add_turn: 8,
+}
 
 
 class MemoryClient(_MemoryUser):
@@ -226,9 +256,16 @@ class WorkingMemoryClient(_MemoryUser):
 
 
 def _entries(stats) -> list[dict]:
-    return [{"name": e.name, "num_requests": e.num_requests, "num_failures": e.num_failures,
-             "max_response_time": e.max_response_time, "response_times": dict(e.response_times)}
-            for e in stats.entries.values()]
+    return [
+        {
+            "name": e.name,
+            "num_requests": e.num_requests,
+            "num_failures": e.num_failures,
+            "max_response_time": e.max_response_time,
+            "response_times": dict(e.response_times),
+        }
+        for e in stats.entries.values()
+    ]
 
 
 @events.quitting.add_listener
@@ -236,8 +273,14 @@ def _gate(environment, **_):
     options = environment.parsed_options
     total = environment.stats.total
     duration = max(total.last_request_timestamp - total.start_time, 0.0) if total.num_requests else 0.0
-    summary = slo.summarize(_entries(environment.stats), duration, options.wm_p99_ms, options.max_failure_ratio,
-                            send_lag=_SEND_LAG, offered_rps=options.rate)
+    summary = slo.summarize(
+        _entries(environment.stats),
+        duration,
+        options.wm_p99_ms,
+        options.max_failure_ratio,
+        send_lag=_SEND_LAG,
+        offered_rps=options.rate,
+    )
     summary["warmup_s"] = options.warmup_s
     if options.summary_file:
         with open(options.summary_file, "w") as handle:

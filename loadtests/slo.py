@@ -3,11 +3,12 @@ use it without gevent monkey-patching their process).
 
 An entry is a mapping with `name`, `num_requests`, `num_failures`, `max_response_time` and
 `response_times` (Locust's histogram: rounded milliseconds -> count)."""
+
 from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 WORKING = "working"
 # The route group of sends the generator gave up on: a user that fell more than its backlog
@@ -74,8 +75,14 @@ def _row(entry: Mapping, duration_s: float) -> dict:
     }
 
 
-def summarize(entries: Iterable[Mapping], duration_s: float, wm_p99_ms: float, max_failure_ratio: float,
-              send_lag: Mapping[int, int] | None = None, offered_rps: float = 0.0) -> dict:
+def summarize(
+    entries: Iterable[Mapping],
+    duration_s: float,
+    wm_p99_ms: float,
+    max_failure_ratio: float,
+    send_lag: Mapping[int, int] | None = None,
+    offered_rps: float = 0.0,
+) -> dict:
     """Per route group, all working-memory requests merged, the total, and the gate verdict.
 
     `send_lag` is a histogram (rounded ms -> count) of how late each request left against the
@@ -105,18 +112,25 @@ def summarize(entries: Iterable[Mapping], duration_s: float, wm_p99_ms: float, m
         violations.append(f"failure ratio {failure_ratio:.4%} > {max_failure_ratio:.4%}")
     lag_p99 = percentile(send_lag, 0.99) if send_lag else None
     if lag_p99 is not None and lag_p99 >= wm_p99_ms:
-        violations.append(f"requests left {lag_p99:.0f} ms behind schedule at p99 (>= {wm_p99_ms:g} ms): the "
-                          f"service, or the load generator, did not keep up with {offered_rps:g} req/s")
+        violations.append(
+            f"requests left {lag_p99:.0f} ms behind schedule at p99 (>= {wm_p99_ms:g} ms): the "
+            f"service, or the load generator, did not keep up with {offered_rps:g} req/s"
+        )
     if offered_rps > 0 and sent < min_sent(offered_rps, duration_s):
-        violations.append(f"achieved {achieved_rps:.0f} req/s < {MIN_ACHIEVED_SHARE:.0%} of the offered "
-                          f"{offered_rps:g} req/s")
+        violations.append(
+            f"achieved {achieved_rps:.0f} req/s < {MIN_ACHIEVED_SHARE:.0%} of the offered {offered_rps:g} req/s"
+        )
     return {
         "duration_s": duration_s,
         "slo": {"working_p99_ms": wm_p99_ms, "max_failure_ratio": max_failure_ratio},
         "total": {**_row(total, duration_s), "failure_ratio": failure_ratio},
         "working": working_row,
-        "generator": {"offered_rps": offered_rps, "achieved_rps": achieved_rps,
-                      "send_lag_p50_ms": percentile(send_lag, 0.50) if send_lag else None, "send_lag_p99_ms": lag_p99},
+        "generator": {
+            "offered_rps": offered_rps,
+            "achieved_rps": achieved_rps,
+            "send_lag_p50_ms": percentile(send_lag, 0.50) if send_lag else None,
+            "send_lag_p99_ms": lag_p99,
+        },
         "groups": {name: _row(_merge(members), duration_s) for name, members in sorted(groups.items())},
         "violations": violations,
         "passed": not violations,

@@ -21,6 +21,7 @@ Options:
   --steps-past-knee K      steps to run after the first one that misses the SLO: the throughput
                            curve past its peak is what pins down the USL coherency term
 """
+
 from __future__ import annotations
 
 import json
@@ -31,11 +32,13 @@ import time
 from locust import LoadTestShape, events
 from locust.runners import MasterRunner, WorkerRunner
 
+# Next to this file; Locust does not put it on the path. `locustfile` is the module Locust loaded
+# first (`-f locustfile.py,steps.py`): its counters and statistics, not a second copy.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import locustfile  # noqa: E402  (the module Locust loaded first: its counters and statistics)
-import slo  # noqa: E402
+import locustfile
+import slo
 
-from memstack.capacity import procstat  # noqa: E402
+from memstack.capacity import procstat
 
 RATE_MESSAGE = "memstack_rate"
 
@@ -55,7 +58,8 @@ def _options(parser):
 def _receive_rate(environment, **_):
     if isinstance(environment.runner, WorkerRunner):
         environment.runner.register_message(
-            RATE_MESSAGE, lambda message, **__: setattr(environment.parsed_options, "rate", message.data))
+            RATE_MESSAGE, lambda message, **__: setattr(environment.parsed_options, "rate", message.data)
+        )
 
 
 def _pids(text: str) -> dict[str, int]:
@@ -120,34 +124,46 @@ class StepLoad(LoadTestShape):
         stats = self.runner.stats
         entries = locustfile._entries(stats)
         offered = options.rate if options.step_by == "rate" else 0.0
-        summary = slo.summarize(entries, duration, options.wm_p99_ms, options.max_failure_ratio,
-                                send_lag=locustfile._SEND_LAG, offered_rps=offered)
+        summary = slo.summarize(
+            entries,
+            duration,
+            options.wm_p99_ms,
+            options.max_failure_ratio,
+            send_lag=locustfile._SEND_LAG,
+            offered_rps=offered,
+        )
         served = [e for e in stats.entries.values() if slo.group_of(e.name) != slo.DROPPED]
         requests = sum(e.num_requests for e in served)
         cpu_after = procstat.sample(_pids(options.cpu_pids))
         users = self.runner.user_count
         service_pid = _pids(options.cpu_pids).get("service")
-        self.results.append({
-            "step": self._index + 1,
-            "users": users,
-            "offered_rps": offered or None,
-            "achieved_rps": summary["generator"]["achieved_rps"],
-            # Little's law: the mean number of requests in flight is the summed response time
-            # over the window's length.
-            "in_flight": sum(e.total_response_time for e in served) / 1000 / duration if duration else 0.0,
-            "duration_s": duration,
-            "requests": requests,
-            "working": summary["working"],
-            "total": summary["total"],
-            "groups": summary["groups"],
-            "send_lag_p99_ms": summary["generator"]["send_lag_p99_ms"],
-            "cpu_seconds": {name: (None if after is None or self._cpu_before.get(name) is None
-                                   else after - self._cpu_before[name]) for name, after in cpu_after.items()},
-            "cpu_s_per_request": procstat.per_request(self._cpu_before, cpu_after, requests),
-            "service_rss_bytes": procstat.rss_bytes(service_pid) if service_pid else None,
-            "violations": summary["violations"],
-            "passed": summary["passed"],
-        })
+        self.results.append(
+            {
+                "step": self._index + 1,
+                "users": users,
+                "offered_rps": offered or None,
+                "achieved_rps": summary["generator"]["achieved_rps"],
+                # Little's law: the mean number of requests in flight is the summed response time
+                # over the window's length.
+                "in_flight": sum(e.total_response_time for e in served) / 1000 / duration if duration else 0.0,
+                "duration_s": duration,
+                "requests": requests,
+                "working": summary["working"],
+                "total": summary["total"],
+                "groups": summary["groups"],
+                "send_lag_p99_ms": summary["generator"]["send_lag_p99_ms"],
+                "cpu_seconds": {
+                    name: (
+                        None if after is None or self._cpu_before.get(name) is None else after - self._cpu_before[name]
+                    )
+                    for name, after in cpu_after.items()
+                },
+                "cpu_s_per_request": procstat.per_request(self._cpu_before, cpu_after, requests),
+                "service_rss_bytes": procstat.rss_bytes(service_pid) if service_pid else None,
+                "violations": summary["violations"],
+                "passed": summary["passed"],
+            }
+        )
         if options.steps_file:
             tmp = f"{options.steps_file}.tmp"
             with open(tmp, "w") as handle:

@@ -2,9 +2,11 @@
 started here on the local stack, with the SLO gate of loadtests/locustfile.py.
 
 Locust runs in its own process: it monkey-patches the standard library with gevent, which
-must not happen inside the CLI. Results: Locust's CSV files, its JSON stats, and summary.json
+must not happen inside the CLI. With `workers` > 1 it runs as a master with that many worker
+processes (Locust's --processes), so that one generator core is not the limit. Results: Locust's CSV files, its JSON stats, and summary.json
 (per route group, plus the gate verdict) under the results directory.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -21,10 +23,10 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from memstack.errors import MemstackError
 
@@ -139,8 +141,12 @@ def local_service(options: LoadOptions, workdir: Path) -> Iterator[LocalService]
     env = {**os.environ, **endpoints.env(), "MEMSTACK_TOKENS_FILE": str(hashes)}
     log = options.results / "service.log"
     with open(log, "w") as handle:
-        process = subprocess.Popen([sys.executable, "-c", _RUN_CLI, "serve", "--port", str(port), "--log-level", "warning"],
-                                   env=env, stdout=handle, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [sys.executable, "-c", _RUN_CLI, "serve", "--port", str(port), "--log-level", "warning"],
+            env=env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+        )
     try:
         wait_ready(url, process, log)
         yield LocalService(url=url, tokens=plain, pid=process.pid, backend=backend)
@@ -182,11 +188,35 @@ def locust_command(options: LoadOptions, url: str, tokens: Path, locustfiles: li
     its CSV and JSON stats into the results directory (its working directory)."""
     results = options.results
     command = [
-        sys.executable, "-m", "locust", "-f", ",".join(str(f) for f in locustfiles), "--headless", "--only-summary",
-        "-u", str(options.users), "-r", str(options.users), "--host", url,
-        "--csv", str(results / "locust"), "--json-file", str(results / "locust"), "--loglevel", "WARNING",
-        "--stop-timeout", "5", "--tokens-file", str(tokens), "--rate", str(options.rate),
-        "--wm-p99-ms", str(options.wm_p99_ms), "--max-failure-ratio", str(options.max_failure_ratio),
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        ",".join(str(f) for f in locustfiles),
+        "--headless",
+        "--only-summary",
+        "-u",
+        str(options.users),
+        "-r",
+        str(options.users),
+        "--host",
+        url,
+        "--csv",
+        str(results / "locust"),
+        "--json-file",
+        str(results / "locust"),
+        "--loglevel",
+        "WARNING",
+        "--stop-timeout",
+        "5",
+        "--tokens-file",
+        str(tokens),
+        "--rate",
+        str(options.rate),
+        "--wm-p99-ms",
+        str(options.wm_p99_ms),
+        "--max-failure-ratio",
+        str(options.max_failure_ratio),
     ]
     if options.workers > 1:
         command += ["--processes", str(options.workers)]
@@ -211,7 +241,13 @@ def run_locust(options: LoadOptions, url: str, tokens: Path) -> tuple[int, dict]
     warmup = math.ceil(options.warmup_s)
     run_time = seconds(options.duration, "--duration") + warmup
     command = locust_command(options, url, tokens, [options.locustfile]) + [
-        "-t", f"{run_time}s", "--warmup-s", str(warmup), "--summary-file", str(summary_path)]
+        "-t",
+        f"{run_time}s",
+        "--warmup-s",
+        str(warmup),
+        "--summary-file",
+        str(summary_path),
+    ]
     with open(results / "locust.log", "w") as log:
         code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=results).returncode
     if not summary_path.exists():

@@ -1,11 +1,12 @@
 """`memstack capacity ...`: measure, fit, storage, plan, report."""
+
 from __future__ import annotations
 
 import json
 import math
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -14,18 +15,19 @@ from rich.table import Table
 from memstack import load as load_runner
 from memstack.errors import MemstackError
 
-app = typer.Typer(help="Capacity planning: measure one pod to its knee, fit, size a Pulumi stack, report.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Capacity planning: measure one pod to its knee, fit, size a Pulumi stack, report.", no_args_is_help=True
+)
 out = Console(width=140)
 CAPACITY_DIR = Path(".memstack/capacity")
 _LOAD = load_runner.LoadOptions()
 
 
-def new_results_dir(results: Optional[Path]) -> Path:
+def new_results_dir(results: Path | None) -> Path:
     return results or CAPACITY_DIR / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
 
 
-def latest_with(name: str, given: Optional[Path]) -> Path:
+def latest_with(name: str, given: Path | None) -> Path:
     """The results directory to read `name` from: the given one, or the newest that has it."""
     if given is not None:
         if not (given / name).exists():
@@ -33,8 +35,10 @@ def latest_with(name: str, given: Optional[Path]) -> Path:
         return given
     candidates = sorted(p.parent for p in CAPACITY_DIR.glob(f"*/{name}"))
     if not candidates:
-        raise MemstackError(f"no {name} under {CAPACITY_DIR}; run `memstack capacity "
-                            f"{'measure' if name == 'measure.json' else 'storage'}` first")
+        raise MemstackError(
+            f"no {name} under {CAPACITY_DIR}; run `memstack capacity "
+            f"{'measure' if name == 'measure.json' else 'storage'}` first"
+        )
     return candidates[-1]
 
 
@@ -52,58 +56,105 @@ def _f(value, digits: int = 0) -> str:
 def print_measurement(report: dict) -> None:
     for profile, result in report["profiles"].items():
         table = Table(title=f"{profile} profile, steps by {report['step_by']}")
-        for column in ("step", "users", "N", "offered/s", "achieved/s", "p50", "p95", "p99 ms", "lag p99",
-                       "fail %", "CPU ms/req: service", "redis", "postgres", "neo4j", "SLO"):
+        for column in (
+            "step",
+            "users",
+            "N",
+            "offered/s",
+            "achieved/s",
+            "p50",
+            "p95",
+            "p99 ms",
+            "lag p99",
+            "fail %",
+            "CPU ms/req: service",
+            "redis",
+            "postgres",
+            "neo4j",
+            "SLO",
+        ):
             table.add_column(column, justify="right")
         for s in result["step_results"]:
             cpu = s["cpu_s_per_request"]
-            table.add_row(str(s["step"]), str(s["users"]), _f(s["concurrency"], 1), _f(s["offered_rps"]),
-                          _f(s["achieved_rps"]), _f(s["working"]["p50_ms"]), _f(s["working"]["p95_ms"]),
-                          _f(s["working"]["p99_ms"]), _f(s["send_lag_p99_ms"]), _f(100 * s["total"]["failure_ratio"], 2),
-                          *(_f(None if cpu.get(n) is None else cpu[n] * 1000, 3)
-                            for n in ("service", "redis", "postgres", "neo4j")),
-                          "pass" if s["passed"] else "FAIL")
+            table.add_row(
+                str(s["step"]),
+                str(s["users"]),
+                _f(s["concurrency"], 1),
+                _f(s["offered_rps"]),
+                _f(s["achieved_rps"]),
+                _f(s["working"]["p50_ms"]),
+                _f(s["working"]["p95_ms"]),
+                _f(s["working"]["p99_ms"]),
+                _f(s["send_lag_p99_ms"]),
+                _f(100 * s["total"]["failure_ratio"], 2),
+                *(
+                    _f(None if cpu.get(n) is None else cpu[n] * 1000, 3)
+                    for n in ("service", "redis", "postgres", "neo4j")
+                ),
+                "pass" if s["passed"] else "FAIL",
+            )
         out.print(table)
         fit = result.get("fit")
         if fit:
-            out.print(f"USL: sigma={fit['sigma']:.5g} kappa={fit['kappa']:.5g} lambda={fit['lam']:.5g} "
-                      f"R2={fit['r_squared']:.3f}; N*={fit['peak_concurrency']:.1f}, "
-                      f"max {fit['max_throughput']:.0f} req/s"
-                      + (" (a poor fit: the steps do not follow the USL)" if fit["r_squared"] < 0.8 else ""),
-                      highlight=False)
+            out.print(
+                f"USL: sigma={fit['sigma']:.5g} kappa={fit['kappa']:.5g} lambda={fit['lam']:.5g} "
+                f"R2={fit['r_squared']:.3f}; N*={fit['peak_concurrency']:.1f}, "
+                f"max {fit['max_throughput']:.0f} req/s"
+                + (" (a poor fit: the steps do not follow the USL)" if fit["r_squared"] < 0.8 else ""),
+                highlight=False,
+            )
         else:
             out.print(f"USL fit skipped: {result.get('fit_skipped')}", highlight=False)
-        out.print(f"per pod at the SLO: {_f(result['throughput_at_slo_rps'])} req/s "
-                  f"({result['throughput_at_slo_source']})", highlight=False)
+        out.print(
+            f"per pod at the SLO: {_f(result['throughput_at_slo_rps'])} req/s ({result['throughput_at_slo_source']})",
+            highlight=False,
+        )
 
 
 @app.command()
 def measure(
     profile: Annotated[list[str], typer.Option(help="working | mixed (repeatable; default both)")] = [],
     step_by: Annotated[str, typer.Option(help="users (closed loop, concurrency) | rate (open model, req/s)")] = "users",
-    steps: Annotated[Optional[str], typer.Option(help="Comma-separated users or req/s per step")] = None,
+    steps: Annotated[str | None, typer.Option(help="Comma-separated users or req/s per step")] = None,
     step_s: Annotated[float, typer.Option(help="Seconds per step, warm-up included")] = 20.0,
     step_warmup_s: Annotated[float, typer.Option(help="Unmeasured seconds at the start of each step")] = 5.0,
     steps_past_knee: Annotated[int, typer.Option(min=0, help="Steps to run after the first that misses the SLO")] = 2,
     users: Annotated[int, typer.Option(min=1, help="Locust users when stepping the rate")] = _LOAD.users,
     workers: Annotated[int, typer.Option(min=1, help="Locust worker processes (master/worker mode when > 1)")] = 1,
-    url: Annotated[Optional[str], typer.Option(help="Service to measure; default: one started on the local stack")] = None,
-    tokens_file: Annotated[Optional[Path], typer.Option(help="With --url: lines '<tenant> <token>'")] = None,
-    service_pid: Annotated[Optional[int], typer.Option(help="With --url on this machine: the service's pid, for its CPU")] = None,
-    results: Annotated[Optional[Path], typer.Option(help="Results directory (default .memstack/capacity/<time>)")] = None,
+    url: Annotated[str | None, typer.Option(help="Service to measure; default: one started on the local stack")] = None,
+    tokens_file: Annotated[Path | None, typer.Option(help="With --url: lines '<tenant> <token>'")] = None,
+    service_pid: Annotated[
+        int | None, typer.Option(help="With --url on this machine: the service's pid, for its CPU")
+    ] = None,
+    results: Annotated[Path | None, typer.Option(help="Results directory (default .memstack/capacity/<time>)")] = None,
     wm_p99_ms: Annotated[float, typer.Option(help="SLO: working-memory p99 and send lag below this")] = _LOAD.wm_p99_ms,
-    max_failure_ratio: Annotated[float, typer.Option(help="SLO: failures/requests at most this")] = _LOAD.max_failure_ratio,
-    backend: Annotated[Optional[str], typer.Option("--backend", "-b", help="process | containers | external")] = None,
+    max_failure_ratio: Annotated[
+        float, typer.Option(help="SLO: failures/requests at most this")
+    ] = _LOAD.max_failure_ratio,
+    backend: Annotated[str | None, typer.Option("--backend", "-b", help="process | containers | external")] = None,
 ) -> None:
     """Step the load on one service process until the SLO breaks; write per-step CSV and JSON."""
-    from memstack.capacity.measure import MeasureOptions, measure as run_measure
+    from memstack.capacity.measure import MeasureOptions
+    from memstack.capacity.measure import measure as run_measure
 
     options = MeasureOptions(
-        load=load_runner.LoadOptions(url=url, tokens_file=tokens_file, users=users, workers=workers,
-                                     wm_p99_ms=wm_p99_ms, max_failure_ratio=max_failure_ratio, backend=backend),
-        profiles=tuple(profile) or ("working", "mixed"), step_by=step_by,
-        steps=_numbers(steps, "--steps") if steps else (), step_s=step_s, step_warmup_s=step_warmup_s,
-        service_pid=service_pid, steps_past_knee=steps_past_knee)
+        load=load_runner.LoadOptions(
+            url=url,
+            tokens_file=tokens_file,
+            users=users,
+            workers=workers,
+            wm_p99_ms=wm_p99_ms,
+            max_failure_ratio=max_failure_ratio,
+            backend=backend,
+        ),
+        profiles=tuple(profile) or ("working", "mixed"),
+        step_by=step_by,
+        steps=_numbers(steps, "--steps") if steps else (),
+        step_s=step_s,
+        step_warmup_s=step_warmup_s,
+        service_pid=service_pid,
+        steps_past_knee=steps_past_knee,
+    )
     directory = new_results_dir(results)
     report = run_measure(options, directory, console=out)
     print_measurement(report)
@@ -126,8 +177,8 @@ def storage(
     facts: Annotated[int, typer.Option(min=1, help="Facts to load")] = 1000,
     context_keys: Annotated[int, typer.Option(min=1, help="Working-memory context keys per conversation")] = 16,
     thoughts: Annotated[int, typer.Option(min=1, help="Thoughts per conversation")] = 20,
-    results: Annotated[Optional[Path], typer.Option(help="Results directory (default: the newest measurement's)")] = None,
-    backend: Annotated[Optional[str], typer.Option("--backend", "-b", help="process | containers | external")] = None,
+    results: Annotated[Path | None, typer.Option(help="Results directory (default: the newest measurement's)")] = None,
+    backend: Annotated[str | None, typer.Option("--backend", "-b", help="process | containers | external")] = None,
 ) -> None:
     """Load a known number of items into a fresh tenant and measure bytes per item per store."""
     from memstack.capacity.storage import local_neo4j, run
@@ -136,8 +187,16 @@ def storage(
     chosen = get_backend(backend)
     chosen.up(CORE_SERVICES)
     data_dir, flush = local_neo4j(chosen)
-    result = run(chosen.endpoints().settings(), data_dir, flush, conversations=conversations, turns=turns,
-                 facts=facts, context_keys=context_keys, thoughts=thoughts)
+    result = run(
+        chosen.endpoints().settings(),
+        data_dir,
+        flush,
+        conversations=conversations,
+        turns=turns,
+        facts=facts,
+        context_keys=context_keys,
+        thoughts=thoughts,
+    )
     if results is None:
         existing = sorted(p.parent for p in CAPACITY_DIR.glob("*/measure.json"))
         results = existing[-1] if existing else new_results_dir(None)
@@ -157,14 +216,39 @@ def storage(
     out.print(f"results: {results / 'storage.json'}", highlight=False)
 
 
-def _plan(peak_rps, stack, stack_file, profile, target_utilisation, burst, users, turns_per_user_day, facts_per_user_day,
-          active_share, embedding_dim, retention_days, growth_pct_month, measurement, storage_dir):
+def _plan(
+    peak_rps,
+    stack,
+    stack_file,
+    profile,
+    target_utilisation,
+    burst,
+    users,
+    turns_per_user_day,
+    facts_per_user_day,
+    active_share,
+    embedding_dim,
+    retention_days,
+    growth_pct_month,
+    measurement,
+    storage_dir,
+):
     from memstack.capacity import plan as planner
 
     inputs = planner.PlanInputs(
-        peak_rps=peak_rps, stack=stack, profile=profile, target_utilisation=target_utilisation, burst=burst, users=users,
-        turns_per_user_day=turns_per_user_day, facts_per_user_day=facts_per_user_day, active_share=active_share,
-        embedding_dim=embedding_dim, retention_days=retention_days, growth_pct_month=growth_pct_month)
+        peak_rps=peak_rps,
+        stack=stack,
+        profile=profile,
+        target_utilisation=target_utilisation,
+        burst=burst,
+        users=users,
+        turns_per_user_day=turns_per_user_day,
+        facts_per_user_day=facts_per_user_day,
+        active_share=active_share,
+        embedding_dim=embedding_dim,
+        retention_days=retention_days,
+        growth_pct_month=growth_pct_month,
+    )
     inputs.check()
     path = stack_file or planner.stack_file(stack)
     measure_dir = latest_with("measure.json", measurement)
@@ -175,9 +259,14 @@ def _plan(peak_rps, stack, stack_file, profile, target_utilisation, burst, users
         if storage_dir is not None:
             raise
     document = planner.read_stack(path)
-    result = planner.plan(inputs, json.loads((measure_dir / "measure.json").read_text()),
-                          json.loads(storage_path.read_text()) if storage_path else None, document,
-                          measure_dir=str(measure_dir), storage_dir=str(storage_path.parent) if storage_path else "")
+    result = planner.plan(
+        inputs,
+        json.loads((measure_dir / "measure.json").read_text()),
+        json.loads(storage_path.read_text()) if storage_path else None,
+        document,
+        measure_dir=str(measure_dir),
+        storage_dir=str(storage_path.parent) if storage_path else "",
+    )
     result["stack_file"] = str(path)
     (measure_dir / "plan.json").write_text(json.dumps(result, indent=2))
     return planner, path, document, measure_dir, result
@@ -187,7 +276,7 @@ def _plan(peak_rps, stack, stack_file, profile, target_utilisation, burst, users
 def plan(
     peak_rps: Annotated[float, typer.Option(help="Planned peak requests/s over all pods")],
     stack: Annotated[str, typer.Option(help="Pulumi stack whose Pulumi.<stack>.yaml to size")] = "prod",
-    stack_file: Annotated[Optional[Path], typer.Option(help="The stack file itself (default Pulumi.<stack>.yaml)")] = None,
+    stack_file: Annotated[Path | None, typer.Option(help="The stack file itself (default Pulumi.<stack>.yaml)")] = None,
     profile: Annotated[str, typer.Option(help="Measured profile to size pods from")] = "mixed",
     target_utilisation: Annotated[float, typer.Option(help="Share of the per-pod SLO throughput to plan for")] = 0.7,
     burst: Annotated[float, typer.Option(help="HPA maxReplicas covers this multiple of the peak")] = 2.0,
@@ -195,17 +284,33 @@ def plan(
     turns_per_user_day: Annotated[float, typer.Option(help="Stored turns per user per day")] = 50.0,
     facts_per_user_day: Annotated[float, typer.Option(help="Facts learned per user per day")] = 5.0,
     active_share: Annotated[float, typer.Option(help="Share of users with live working memory at once")] = 0.2,
-    embedding_dim: Annotated[Optional[int], typer.Option(help="Embedding dimensions (default: as measured)")] = None,
+    embedding_dim: Annotated[int | None, typer.Option(help="Embedding dimensions (default: as measured)")] = None,
     retention_days: Annotated[int, typer.Option(help="Days stored turns are kept")] = 90,
     growth_pct_month: Annotated[float, typer.Option(help="User growth per month, percent")] = 5.0,
-    measurement: Annotated[Optional[Path], typer.Option(help="Directory with measure.json (default: newest)")] = None,
-    storage_dir: Annotated[Optional[Path], typer.Option("--storage", help="Directory with storage.json (default: newest)")] = None,
+    measurement: Annotated[Path | None, typer.Option(help="Directory with measure.json (default: newest)")] = None,
+    storage_dir: Annotated[
+        Path | None, typer.Option("--storage", help="Directory with storage.json (default: newest)")
+    ] = None,
     write: Annotated[bool, typer.Option("--write", help="Update the stack file (default: print the diff)")] = False,
 ) -> None:
     """Pods (N+2), HPA, requests and per-store RAM/disk for a peak; the stack file keys as a diff or written."""
     planner, path, document, measure_dir, result = _plan(
-        peak_rps, stack, stack_file, profile, target_utilisation, burst, users, turns_per_user_day, facts_per_user_day,
-        active_share, embedding_dim, retention_days, growth_pct_month, measurement, storage_dir)
+        peak_rps,
+        stack,
+        stack_file,
+        profile,
+        target_utilisation,
+        burst,
+        users,
+        turns_per_user_day,
+        facts_per_user_day,
+        active_share,
+        embedding_dim,
+        retention_days,
+        growth_pct_month,
+        measurement,
+        storage_dir,
+    )
     table = Table(title=f"capacity plan for {path.name} at {peak_rps:g} req/s peak")
     for column in ("figure", "value", "unit", "source"):
         table.add_column(column, overflow="fold")
@@ -214,12 +319,26 @@ def plan(
     out.print(table)
     if result["stores"]:
         stores = Table(title="storage per store (GiB)")
-        for column in ("store", "RAM d0", "RAM d90", "RAM d365", "disk d0", "disk d90", "disk d365", "volume", "volume full on"):
+        for column in (
+            "store",
+            "RAM d0",
+            "RAM d90",
+            "RAM d365",
+            "disk d0",
+            "disk d90",
+            "disk d365",
+            "volume",
+            "volume full on",
+        ):
             stores.add_column(column, justify="right")
         for name in ("redis", "postgres", "neo4j"):
             s = result["stores"][name]
-            stores.add_row(name, *(f"{s[f'{k}_day{d}'] / 2**30:.2f}" for k in ("ram", "disk") for d in (0, 90, 365)),
-                           f"{s['volume'] / 2**30:g}", s["volume_runs_out"])
+            stores.add_row(
+                name,
+                *(f"{s[f'{k}_day{d}'] / 2**30:.2f}" for k in ("ram", "disk") for d in (0, 90, 365)),
+                f"{s['volume'] / 2**30:g}",
+                s["volume_runs_out"],
+            )
         out.print(stores)
         out.print(f"redis maxMemory reached on: {result['stores']['redis']['max_memory_runs_out']}", highlight=False)
     if write:
@@ -233,14 +352,20 @@ def plan(
 
 @app.command()
 def report(
-    measurement: Annotated[Optional[Path], typer.Option(help="Directory with measure.json (default: newest)")] = None,
-    benchmarks: Annotated[Path, typer.Option(help="pytest-benchmark summary of benchmarks/")] = Path(".benchmarks/memory_core.json"),
+    measurement: Annotated[Path | None, typer.Option(help="Directory with measure.json (default: newest)")] = None,
+    benchmarks: Annotated[Path, typer.Option(help="pytest-benchmark summary of benchmarks/")] = Path(
+        ".benchmarks/memory_core.json"
+    ),
 ) -> None:
     """Write report.html (self-contained) and PNGs beside the measurement."""
     from memstack.capacity import report as reporter
 
     directory = latest_with("measure.json", measurement)
     plan_path = directory / "plan.json"
-    page = reporter.write(directory, json.loads((directory / "measure.json").read_text()),
-                          json.loads(plan_path.read_text()) if plan_path.exists() else None, benchmarks)
+    page = reporter.write(
+        directory,
+        json.loads((directory / "measure.json").read_text()),
+        json.loads(plan_path.read_text()) if plan_path.exists() else None,
+        benchmarks,
+    )
     out.print(f"report: {page}", highlight=False)

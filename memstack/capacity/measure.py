@@ -5,6 +5,7 @@ Locust (in its own process, as `memstack load` runs it). Per profile the steps l
 `<results>/<profile>/steps.json` and `steps.csv`; `<results>/measure.json` holds every profile
 with its USL fit and the per-pod throughput at the SLO.
 """
+
 from __future__ import annotations
 
 import csv
@@ -31,10 +32,25 @@ STEP_BY = ("users", "rate")
 DEFAULT_USER_STEPS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 24, 32, 48, 64)
 DEFAULT_RATE_STEPS = (100, 200, 300, 400, 500, 600, 800, 1000, 1200, 1500)
 STORES = ("redis", "postgres", "neo4j")
-CSV_COLUMNS = ("step", "users", "concurrency", "offered_rps", "achieved_rps", "in_flight", "requests",
-               "working_p50_ms", "working_p95_ms", "working_p99_ms", "send_lag_p99_ms", "failure_ratio",
-               "cpu_service_s_per_req", "cpu_redis_s_per_req", "cpu_postgres_s_per_req", "cpu_neo4j_s_per_req",
-               "passed")
+CSV_COLUMNS = (
+    "step",
+    "users",
+    "concurrency",
+    "offered_rps",
+    "achieved_rps",
+    "in_flight",
+    "requests",
+    "working_p50_ms",
+    "working_p95_ms",
+    "working_p99_ms",
+    "send_lag_p99_ms",
+    "failure_ratio",
+    "cpu_service_s_per_req",
+    "cpu_redis_s_per_req",
+    "cpu_postgres_s_per_req",
+    "cpu_neo4j_s_per_req",
+    "passed",
+)
 
 
 @dataclass
@@ -75,18 +91,26 @@ def store_processes(backend) -> dict[str, dict]:
     loaded = stack_state.load(home) if home is not None else None
     if loaded is None:
         return {}
-    return {name: {"pid": s.pid, "data_dir": s.data_dir} for name, s in loaded.services.items()
-            if name in STORES and s.pid}
+    return {
+        name: {"pid": s.pid, "data_dir": s.data_dir} for name, s in loaded.services.items() if name in STORES and s.pid
+    }
 
 
 def _row(step: dict) -> dict:
     cpu = step["cpu_s_per_request"]
     return {
-        "step": step["step"], "users": step["users"], "concurrency": step["concurrency"],
-        "offered_rps": step["offered_rps"], "achieved_rps": step["achieved_rps"], "in_flight": step["in_flight"],
-        "requests": step["requests"], "working_p50_ms": step["working"]["p50_ms"],
-        "working_p95_ms": step["working"]["p95_ms"], "working_p99_ms": step["working"]["p99_ms"],
-        "send_lag_p99_ms": step["send_lag_p99_ms"], "failure_ratio": step["total"]["failure_ratio"],
+        "step": step["step"],
+        "users": step["users"],
+        "concurrency": step["concurrency"],
+        "offered_rps": step["offered_rps"],
+        "achieved_rps": step["achieved_rps"],
+        "in_flight": step["in_flight"],
+        "requests": step["requests"],
+        "working_p50_ms": step["working"]["p50_ms"],
+        "working_p95_ms": step["working"]["p95_ms"],
+        "working_p99_ms": step["working"]["p99_ms"],
+        "send_lag_p99_ms": step["send_lag_p99_ms"],
+        "failure_ratio": step["total"]["failure_ratio"],
         **{f"cpu_{name}_s_per_req": cpu.get(name) for name in ("service", *STORES)},
         "passed": step["passed"],
     }
@@ -107,8 +131,9 @@ def analyse(steps: list[dict], step_by: str) -> dict:
         "knee_reached": first_miss < len(steps),
         "knee_step": steps[first_miss]["step"] if first_miss < len(steps) else None,
         "throughput_at_slo_rps": best["achieved_rps"] if best else None,
-        "throughput_at_slo_source": f"step {best['step']} (highest achieved req/s with the SLO held)" if best else
-                                    "no step held the SLO",
+        "throughput_at_slo_source": f"step {best['step']} (highest achieved req/s with the SLO held)"
+        if best
+        else "no step held the SLO",
         "cpu_s_per_request": best["cpu_s_per_request"] if best else None,
         "fit": None,
     }
@@ -121,16 +146,35 @@ def analyse(steps: list[dict], step_by: str) -> dict:
     return result
 
 
-def _run_profile(options: MeasureOptions, profile: str, url: str, tokens: Path, pids: dict[str, int],
-                 results: Path, progress: Progress) -> list[dict]:
+def _run_profile(
+    options: MeasureOptions,
+    profile: str,
+    url: str,
+    tokens: Path,
+    pids: dict[str, int],
+    results: Path,
+    progress: Progress,
+) -> list[dict]:
     directory = results / profile
     directory.mkdir(parents=True, exist_ok=True)
     load = load_runner.LoadOptions(**{**asdict(options.load), "profile": profile, "results": directory})
     steps_file = directory / "steps.json"
     command = load_runner.locust_command(load, url, tokens, [load.locustfile, STEPS_LOCUSTFILE]) + [
-        "--step-by", options.step_by, "--steps", ",".join(f"{v:g}" for v in options.steps),
-        "--step-s", str(options.step_s), "--step-warmup-s", str(options.step_warmup_s),
-        "--steps-file", str(steps_file), "--steps-past-knee", str(options.steps_past_knee), "--cpu-pids", ",".join(f"{k}={v}" for k, v in pids.items())]
+        "--step-by",
+        options.step_by,
+        "--steps",
+        ",".join(f"{v:g}" for v in options.steps),
+        "--step-s",
+        str(options.step_s),
+        "--step-warmup-s",
+        str(options.step_warmup_s),
+        "--steps-file",
+        str(steps_file),
+        "--steps-past-knee",
+        str(options.steps_past_knee),
+        "--cpu-pids",
+        ",".join(f"{k}={v}" for k, v in pids.items()),
+    ]
     task = progress.add_task(f"{profile}: step 1/{len(options.steps)}", total=len(options.steps))
     with open(directory / "locust.log", "w") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=directory)
@@ -141,17 +185,23 @@ def _run_profile(options: MeasureOptions, profile: str, url: str, tokens: Path, 
                 if steps:
                     last = steps[-1]
                     p99 = last["working"]["p99_ms"]
-                    progress.update(task, completed=len(steps), description=(
-                        f"{profile}: step {min(len(steps) + 1, len(options.steps))}/{len(options.steps)}, last "
-                        f"{last['achieved_rps']:.0f} req/s, working p99 {'-' if p99 is None else f'{p99:.0f}'} ms"))
+                    progress.update(
+                        task,
+                        completed=len(steps),
+                        description=(
+                            f"{profile}: step {min(len(steps) + 1, len(options.steps))}/{len(options.steps)}, last "
+                            f"{last['achieved_rps']:.0f} req/s, working p99 {'-' if p99 is None else f'{p99:.0f}'} ms"
+                        ),
+                    )
         finally:
             if process.poll() is None:
                 process.terminate()
                 process.wait(timeout=30)
     if not steps_file.exists():
         tail = (directory / "locust.log").read_text().strip().splitlines()[-1:]
-        raise MemstackError(f"locust exited with {process.returncode} and measured no step: "
-                            f"{' '.join(tail) or 'no output'}")
+        raise MemstackError(
+            f"locust exited with {process.returncode} and measured no step: {' '.join(tail) or 'no output'}"
+        )
     steps = json.loads(steps_file.read_text())
     progress.update(task, completed=len(options.steps))
     return steps
@@ -170,10 +220,16 @@ def measure(options: MeasureOptions, results: Path, console: Console | None = No
     results = results.resolve()
     results.mkdir(parents=True, exist_ok=True)
     options.load.results = results
-    report: dict = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "step_by": options.step_by,
-                    "steps": list(options.steps), "step_s": options.step_s, "step_warmup_s": options.step_warmup_s,
-                    "slo": {"working_p99_ms": options.load.wm_p99_ms, "max_failure_ratio": options.load.max_failure_ratio},
-                    "workers": options.load.workers, "profiles": {}}
+    report: dict = {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "step_by": options.step_by,
+        "steps": list(options.steps),
+        "step_s": options.step_s,
+        "step_warmup_s": options.step_warmup_s,
+        "slo": {"working_p99_ms": options.load.wm_p99_ms, "max_failure_ratio": options.load.max_failure_ratio},
+        "workers": options.load.workers,
+        "profiles": {},
+    }
     with ExitStack() as stack:
         if options.load.url:
             url, tokens = options.load.url.rstrip("/"), options.load.tokens_file
@@ -188,8 +244,11 @@ def measure(options: MeasureOptions, results: Path, console: Console | None = No
             pids = {"service": service.pid, **{name: s["pid"] for name, s in stores.items()}}
         report["cpu_processes"] = sorted(pids)
         report["stores"] = stores
-        progress = stack.enter_context(Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
-                                                console=console, transient=False))
+        progress = stack.enter_context(
+            Progress(
+                TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console, transient=False
+            )
+        )
         for profile in options.profiles:
             steps = _run_profile(options, profile, url, tokens, pids, results, progress)
             analysis = analyse(steps, options.step_by)

@@ -5,6 +5,7 @@ Every figure carries its source: the measurement it came from, or the input.
 Pods are N+2: N pods carry the peak at the target utilisation of their SLO throughput, one
 more covers a pod down for a rollout, one more a pod lost with its node.
 """
+
 from __future__ import annotations
 
 import copy
@@ -57,14 +58,15 @@ class PlanInputs:
         if self.users <= 0 or self.turns_per_user_day < 0 or self.facts_per_user_day < 0 or self.retention_days <= 0:
             raise MemstackError("--users and --retention-days must be above 0; per-day rates 0 or more")
         if not 0 < self.active_share <= 1 or self.burst < 1 or self.headroom < 1 or self.growth_pct_month <= -100:
-            raise MemstackError("--active-share must be in (0, 1], --burst and --headroom at least 1, "
-                                "--growth-pct-month above -100")
+            raise MemstackError(
+                "--active-share must be in (0, 1], --burst and --headroom at least 1, --growth-pct-month above -100"
+            )
 
 
 def stack_file(stack: str, root: Path = REPO_ROOT) -> Path:
     path = root / f"Pulumi.{stack}.yaml"
     if not path.exists():
-        known = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in root.glob("Pulumi.*.yaml"))
+        known = sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in root.glob("Pulumi.*.yaml"))
         raise MemstackError(f"unknown stack {stack!r}: no {path.name} (stacks: {', '.join(known)})")
     return path
 
@@ -91,8 +93,12 @@ def read_stack(path: Path):
 
 
 # The stack-file sections the plan reads and writes, and their models in infra/config.py.
-SECTIONS = {"memoryService": ("memory_service", "MemoryService"), "postgres": ("postgres", "Postgres"),
-            "neo4j": ("neo4j", "Neo4j"), "redis": ("redis", "Redis")}
+SECTIONS = {
+    "memoryService": ("memory_service", "MemoryService"),
+    "postgres": ("postgres", "Postgres"),
+    "neo4j": ("neo4j", "Neo4j"),
+    "redis": ("redis", "Redis"),
+}
 
 
 def stack_config(document) -> SimpleNamespace:
@@ -157,13 +163,18 @@ def _series(inputs: PlanInputs, per_item: dict) -> list[dict]:
             turns -= turns_window.pop(0)
         facts += users * inputs.facts_per_user_day
         active = users * inputs.active_share
-        rows.append({
-            "day": day, "users": users, "turns": turns, "facts": facts,
-            "redis_ram": active * per_item["redis_conversation"],
-            "postgres_disk": turns * per_item["pg_turn"] + facts * per_item["pg_fact"],
-            "postgres_ram": turns * per_item["pg_turn_hnsw"] + facts * per_item["pg_fact_hnsw"],
-            "neo4j_disk": (turns + facts) * per_item["neo4j_item"],
-        })
+        rows.append(
+            {
+                "day": day,
+                "users": users,
+                "turns": turns,
+                "facts": facts,
+                "redis_ram": active * per_item["redis_conversation"],
+                "postgres_disk": turns * per_item["pg_turn"] + facts * per_item["pg_fact"],
+                "postgres_ram": turns * per_item["pg_turn_hnsw"] + facts * per_item["pg_fact_hnsw"],
+                "neo4j_disk": (turns + facts) * per_item["neo4j_item"],
+            }
+        )
     for row in rows:
         # Redis keeps an append-only file plus the snapshot it rewrites from: twice its memory.
         row["redis_disk"] = 2 * row["redis_ram"]
@@ -197,8 +208,11 @@ def per_item_bytes(storage: dict, embedding_dim: int) -> tuple[dict, dict]:
     }
     items = storage["inserted"]["turns"] + storage["inserted"]["facts"]
     measured = neo.get("bytes_per_node") is not None and neo.get("bytes_per_relationship") is not None
-    values["neo4j_item"] = ((neo["nodes"] * neo["bytes_per_node"] + neo["relationships"] * neo["bytes_per_relationship"])
-                            / items if measured else 0.0)
+    values["neo4j_item"] = (
+        (neo["nodes"] * neo["bytes_per_node"] + neo["relationships"] * neo["bytes_per_relationship"]) / items
+        if measured
+        else 0.0
+    )
     sources = {
         "redis_conversation": f"Redis MEMORY USAGE: context hash + {turns_cap:g} turns + thoughts list, {src}",
         "pg_turn": f"pg_total_relation_size(conversation_logs) growth per row, {src}",
@@ -206,8 +220,9 @@ def per_item_bytes(storage: dict, embedding_dim: int) -> tuple[dict, dict]:
         "pg_turn_hnsw": f"HNSW index conversation_logs_embedding growth per row, {src}",
         "pg_fact_hnsw": f"HNSW index memory_timeline_embedding growth per row, {src}",
         "neo4j_item": f"Neo4j bytes per node and relationship x the nodes and relationships the load made, per turn "
-                      f"or fact, {src}" if measured else
-                      "no Neo4j measurement (not a local stack): 0",
+        f"or fact, {src}"
+        if measured
+        else "no Neo4j measurement (not a local stack): 0",
     }
     return values, sources
 
@@ -219,14 +234,17 @@ def _runs_out(series: list[dict], key: str, capacity: float, start: date) -> str
     return f"not within {HORIZON_DAYS // 365} years"
 
 
-def plan(inputs: PlanInputs, measurement: dict, storage: dict | None, document, measure_dir: str = "",
-         storage_dir: str = "") -> dict:
+def plan(
+    inputs: PlanInputs, measurement: dict, storage: dict | None, document, measure_dir: str = "", storage_dir: str = ""
+) -> dict:
     inputs.check()
     config = stack_config(document)
     figures: list[dict] = []
     profile = measurement["profiles"].get(inputs.profile)
     if profile is None:
-        raise MemstackError(f"measure.json has no {inputs.profile!r} profile (has: {', '.join(measurement['profiles'])})")
+        raise MemstackError(
+            f"measure.json has no {inputs.profile!r} profile (has: {', '.join(measurement['profiles'])})"
+        )
     per_pod = profile["throughput_at_slo_rps"]
     if not per_pod:
         raise MemstackError(f"no step of the {inputs.profile} profile held the SLO: nothing to size pods from")
@@ -235,30 +253,53 @@ def plan(inputs: PlanInputs, measurement: dict, storage: dict | None, document, 
     pods = math.ceil(inputs.peak_rps / usable) + 2
     hpa_max = max(pods, math.ceil(inputs.peak_rps * inputs.burst / usable) + 2)
     _figure(figures, "per-pod throughput at the SLO", round(per_pod, 1), "req/s", msrc)
-    _figure(figures, "pods (N+2)", pods, "pods",
-            f"ceil(peak {inputs.peak_rps:g} / ({per_pod:.0f} x utilisation {inputs.target_utilisation:g})) + 2 "
-            "(one pod in a rollout, one lost with a node)")
+    _figure(
+        figures,
+        "pods (N+2)",
+        pods,
+        "pods",
+        f"ceil(peak {inputs.peak_rps:g} / ({per_pod:.0f} x utilisation {inputs.target_utilisation:g})) + 2 "
+        "(one pod in a rollout, one lost with a node)",
+    )
     _figure(figures, "HPA minReplicas", pods, "pods", "the N+2 pods for the planned peak")
     _figure(figures, "HPA maxReplicas", hpa_max, "pods", f"the same rule at {inputs.burst:g} x the peak (--burst)")
     cpu = (profile.get("cpu_s_per_request") or {}).get("service")
     if cpu is None:
-        raise MemstackError("measure.json has no CPU per request of the service (measured with --url and no --service-pid?)")
+        raise MemstackError(
+            "measure.json has no CPU per request of the service (measured with --url and no --service-pid?)"
+        )
     cpu_request = _millicores_up(cpu * per_pod)
     _figure(figures, "service CPU per request", round(cpu * 1000, 3), "ms", f"{msrc}, /proc/<pid>/stat of the service")
-    _figure(figures, "CPU request per pod", cpu_request, "cores",
-            f"CPU per request x per-pod throughput at the SLO: the HPA's {inputs.target_utilisation:.0%} target is "
-            "then reached at that share of the SLO throughput")
+    _figure(
+        figures,
+        "CPU request per pod",
+        cpu_request,
+        "cores",
+        f"CPU per request x per-pod throughput at the SLO: the HPA's {inputs.target_utilisation:.0%} target is "
+        "then reached at that share of the SLO throughput",
+    )
     rss = max((s.get("service_rss_bytes") or 0) for s in profile["step_results"])
     memory_request = _mi_up(rss * 1.25) if rss else config.memory_service.resources.memory_request
-    _figure(figures, "memory request per pod", memory_request, "bytes",
-            f"peak VmRSS of the service over the steps ({rss / MI:.0f} Mi) x 1.25, {msrc}" if rss else
-            "no RSS measured: the stack's current value")
+    _figure(
+        figures,
+        "memory request per pod",
+        memory_request,
+        "bytes",
+        f"peak VmRSS of the service over the steps ({rss / MI:.0f} Mi) x 1.25, {msrc}"
+        if rss
+        else "no RSS measured: the stack's current value",
+    )
     for store in ("redis", "postgres", "neo4j"):
         share = (profile.get("cpu_s_per_request") or {}).get(store)
         if share is not None:
             _figure(figures, f"{store} CPU per request", round(share * 1000, 3), "ms", f"{msrc}, /proc/<pid>/stat")
-            _figure(figures, f"{store} CPU at the peak", round(share * inputs.peak_rps, 2), "cores",
-                    f"{store} CPU per request x peak {inputs.peak_rps:g} req/s")
+            _figure(
+                figures,
+                f"{store} CPU at the peak",
+                round(share * inputs.peak_rps, 2),
+                "cores",
+                f"{store} CPU per request x peak {inputs.peak_rps:g} req/s",
+            )
 
     proposed: dict[tuple[str, ...], object] = {
         ("memoryService", "autoscaling", "minReplicas"): pods,
@@ -282,12 +323,16 @@ def plan(inputs: PlanInputs, measurement: dict, storage: dict | None, document, 
         for key, value in per_item.items():
             _figure(figures, f"bytes per item: {key}", round(value, 1), "bytes", sources[key])
         series = _series(inputs, per_item)
-        inputs_src = (f"inputs: {inputs.users} users growing {inputs.growth_pct_month:g}%/month, "
-                      f"{inputs.turns_per_user_day:g} turns and {inputs.facts_per_user_day:g} facts per user per day, "
-                      f"{inputs.retention_days} days turn retention, {inputs.active_share:.0%} of users active")
-        volumes = {"postgres": quantity_value(config.postgres.storage_size),
-                   "neo4j": quantity_value(config.neo4j.storage_size),
-                   "redis": quantity_value(config.redis.storage_size)}
+        inputs_src = (
+            f"inputs: {inputs.users} users growing {inputs.growth_pct_month:g}%/month, "
+            f"{inputs.turns_per_user_day:g} turns and {inputs.facts_per_user_day:g} facts per user per day, "
+            f"{inputs.retention_days} days turn retention, {inputs.active_share:.0%} of users active"
+        )
+        volumes = {
+            "postgres": quantity_value(config.postgres.storage_size),
+            "neo4j": quantity_value(config.neo4j.storage_size),
+            "redis": quantity_value(config.redis.storage_size),
+        }
         for store in ("redis", "postgres", "neo4j"):
             stores[store] = {
                 **{f"ram_day{d}": series[d][f"{store}_ram"] for d in DAYS},
@@ -297,11 +342,16 @@ def plan(inputs: PlanInputs, measurement: dict, storage: dict | None, document, 
                 "source": f"{sources['redis_conversation' if store == 'redis' else 'neo4j_item' if store == 'neo4j' else 'pg_turn']}; {inputs_src}",
             }
         stores["redis"]["max_memory"] = quantity_value(config.redis.max_memory)
-        stores["redis"]["max_memory_runs_out"] = _runs_out(series, "redis_ram", stores["redis"]["max_memory"], inputs.start)
-        stores["series"] = [{k: v for k, v in row.items()} for row in series[: 366]]
+        stores["redis"]["max_memory_runs_out"] = _runs_out(
+            series, "redis_ram", stores["redis"]["max_memory"], inputs.start
+        )
+        stores["series"] = series[:366]
         # Volumes only grow (a PersistentVolumeClaim cannot shrink): sized for day 365 with headroom.
-        for store, path in (("postgres", ("postgres", "storageSize")), ("neo4j", ("neo4j", "storageSize")),
-                            ("redis", ("redis", "storageSize"))):
+        for store, path in (
+            ("postgres", ("postgres", "storageSize")),
+            ("neo4j", ("neo4j", "storageSize")),
+            ("redis", ("redis", "storageSize")),
+        ):
             need = stores[store]["disk_day365"] * inputs.headroom
             if need > volumes[store]:
                 proposed[path] = _gi_up(need)
@@ -311,12 +361,16 @@ def plan(inputs: PlanInputs, measurement: dict, storage: dict | None, document, 
             proposed[("redis", "maxMemory")] = max_memory
             if quantity_value(max_memory) >= quantity_value(config.redis.resources.memory_limit):
                 proposed[("redis", "resources", "memoryLimit")] = _mi_up(quantity_value(max_memory) * 1.25)
-    return {"inputs": {k: (v.isoformat() if isinstance(v, date) else v) for k, v in vars(inputs).items()},
-            "figures": figures, "stores": stores,
-            "proposed": {".".join(k): v for k, v in proposed.items()}}
+    return {
+        "inputs": {k: (v.isoformat() if isinstance(v, date) else v) for k, v in vars(inputs).items()},
+        "figures": figures,
+        "stores": stores,
+        "proposed": {".".join(k): v for k, v in proposed.items()},
+    }
 
 
 # --- the stack file -----------------------------------------------------------------------
+
 
 def apply(document, proposed: dict[str, object]):
     """A copy of the stack document with the proposed keys set (under `memstack:<top>`), every
@@ -346,8 +400,14 @@ def dump(document) -> str:
 
 
 def diff(path: Path, before: str, after: str) -> str:
-    return "".join(difflib.unified_diff(before.splitlines(keepends=True), after.splitlines(keepends=True),
-                                        fromfile=str(path.name), tofile=f"{path.name} (planned)"))
+    return "".join(
+        difflib.unified_diff(
+            before.splitlines(keepends=True),
+            after.splitlines(keepends=True),
+            fromfile=str(path.name),
+            tofile=f"{path.name} (planned)",
+        )
+    )
 
 
 def write_stack(path: Path, proposed: dict[str, object]) -> str:

@@ -6,6 +6,7 @@ its children. Its CPU is the postmaster's own and reaped children's time plus ev
 own time: a backend that exits between two readings is then still counted, through the
 postmaster's cutime/cstime.
 """
+
 from __future__ import annotations
 
 import os
@@ -21,7 +22,7 @@ def _fields(pid: int) -> list[str] | None:
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
     # The command name (field 2) is in parentheses and may hold spaces: split after its last ')'.
-    return raw[raw.rindex(")") + 2:].split()
+    return raw[raw.rindex(")") + 2 :].split()
 
 
 def _ticks(fields: list[str], children: bool) -> int:
@@ -53,11 +54,14 @@ def tree_cpu_seconds(pid: int) -> float | None:
 
 def sample(pids: dict[str, int]) -> dict[str, float | None]:
     """CPU seconds per component name; Postgres (named `postgres`) with all its backends."""
-    return {name: (tree_cpu_seconds(pid) if name == "postgres" else process_cpu_seconds(pid))
-            for name, pid in pids.items()}
+    return {
+        name: (tree_cpu_seconds(pid) if name == "postgres" else process_cpu_seconds(pid)) for name, pid in pids.items()
+    }
 
 
-def per_request(before: dict[str, float | None], after: dict[str, float | None], requests: int) -> dict[str, float | None]:
+def per_request(
+    before: dict[str, float | None], after: dict[str, float | None], requests: int
+) -> dict[str, float | None]:
     """CPU seconds per request of each component between two samples."""
     result: dict[str, float | None] = {}
     for name, start in before.items():

@@ -14,12 +14,13 @@ into a fresh tenant through the library (as the service writes them):
 Postgres sizes are deltas over the load, so data already in the stack does not count; its files
 grow in 8 KiB pages: the more items, the finer the figure.
 """
+
 from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from memory_core import AgentMemory, MemoryClients, Settings, migrate
 from memory_core.stores.working import conversation_tag
@@ -38,8 +39,13 @@ def neo4j_store_files(data_dir: Path) -> dict[str, int]:
     for path in store.rglob("*"):
         if not path.is_file():
             continue
-        kind = ("node" if path.name.startswith(NODE_FILES) else
-                "relationship" if path.name.startswith(RELATIONSHIP_FILES) else "other")
+        kind = (
+            "node"
+            if path.name.startswith(NODE_FILES)
+            else "relationship"
+            if path.name.startswith(RELATIONSHIP_FILES)
+            else "other"
+        )
         sizes[kind] += path.stat().st_size
     return sizes
 
@@ -49,18 +55,23 @@ async def _pg_sizes(clients: MemoryClients) -> dict[str, int]:
         sizes = {}
         for name in (*TABLES, *HNSW_INDEXES):
             cur = await conn.execute(
-                "SELECT pg_total_relation_size(%s::regclass)" if name in TABLES else "SELECT pg_relation_size(%s::regclass)",
-                (name,))
+                "SELECT pg_total_relation_size(%s::regclass)"
+                if name in TABLES
+                else "SELECT pg_relation_size(%s::regclass)",
+                (name,),
+            )
             sizes[name] = (await cur.fetchone())[0]
         return sizes
 
 
 async def _neo4j_counts(clients: MemoryClients, tenant: str) -> dict[str, int]:
     """The tenant's nodes and relationships, and the whole database's."""
-    queries = {"nodes": "MATCH (n {tenant_id: $t}) RETURN count(n) AS c",
-               "relationships": "MATCH (n {tenant_id: $t})-[r]->() RETURN count(r) AS c",
-               "database_nodes": "MATCH (n) RETURN count(n) AS c",
-               "database_relationships": "MATCH ()-[r]->() RETURN count(r) AS c"}
+    queries = {
+        "nodes": "MATCH (n {tenant_id: $t}) RETURN count(n) AS c",
+        "relationships": "MATCH (n {tenant_id: $t})-[r]->() RETURN count(r) AS c",
+        "database_nodes": "MATCH (n) RETURN count(n) AS c",
+        "database_relationships": "MATCH ()-[r]->() RETURN count(r) AS c",
+    }
     async with clients.neo4j.session() as session:
         return {name: (await (await session.run(query, t=tenant)).single())["c"] for name, query in queries.items()}
 
@@ -71,17 +82,22 @@ async def _pg_counts(clients: MemoryClients, tenant: str) -> dict[str, int]:
             "SELECT (SELECT count(*) FROM conversation_logs WHERE tenant_id = %(t)s),"
             " (SELECT count(*) FROM conversations WHERE tenant_id = %(t)s),"
             " (SELECT count(*) FROM memory_timeline WHERE tenant_id = %(t)s),"
-            " (SELECT count(*) FROM graph_outbox WHERE tenant_id = %(t)s)", {"t": tenant})
+            " (SELECT count(*) FROM graph_outbox WHERE tenant_id = %(t)s)",
+            {"t": tenant},
+        )
         return dict(zip(TABLES, await cur.fetchone()))
 
 
-async def _load(clients: MemoryClients, tenant: str, conversations: int, turns: int, facts: int,
-                context_keys: int, thoughts: int) -> None:
+async def _load(
+    clients: MemoryClients, tenant: str, conversations: int, turns: int, facts: int, context_keys: int, thoughts: int
+) -> None:
     for c in range(conversations):
         memory = AgentMemory(tenant, "user-0", f"conversation-{c}", clients=clients)
         for i in range(turns):
-            await memory.store_turn("user" if i % 2 == 0 else "assistant",
-                                    f"turn {i} of conversation {c}: a sentence of ordinary length about the task {uuid.uuid4().hex}")
+            await memory.store_turn(
+                "user" if i % 2 == 0 else "assistant",
+                f"turn {i} of conversation {c}: a sentence of ordinary length about the task {uuid.uuid4().hex}",
+            )
         for k in range(context_keys):
             await memory.set_working_context(f"key-{k}", {"step": k, "note": "x" * 120}, ttl_seconds=3600)
         for t in range(thoughts):
@@ -103,14 +119,26 @@ async def _redis_usage(clients: MemoryClients, settings: Settings, tenant: str, 
             keys += 1
             total += usage
             items += await (clients.redis.hlen(key) if kind == "ctx" else clients.redis.llen(key))
-        result[kind] = {"keys": keys, "items": items, "bytes": total,
-                        "bytes_per_key": total / keys if keys else None, "bytes_per_item": total / items if items else None}
+        result[kind] = {
+            "keys": keys,
+            "items": items,
+            "bytes": total,
+            "bytes_per_key": total / keys if keys else None,
+            "bytes_per_item": total / items if items else None,
+        }
     return result
 
 
-async def measure_storage(settings: Settings, neo4j_data_dir: Path | None, flush_neo4j: Callable[[], None] | None,
-                          conversations: int = 4, turns: int = 50, facts: int = 200, context_keys: int = 16,
-                          thoughts: int = 20) -> dict:
+async def measure_storage(
+    settings: Settings,
+    neo4j_data_dir: Path | None,
+    flush_neo4j: Callable[[], None] | None,
+    conversations: int = 4,
+    turns: int = 50,
+    facts: int = 200,
+    context_keys: int = 16,
+    thoughts: int = 20,
+) -> dict:
     """Load the items into a new tenant and return bytes per item per store, with the counts
     read back from each store. `flush_neo4j` restarts Neo4j cleanly (see above), last, once
     nothing more is read from it."""
@@ -131,26 +159,39 @@ async def measure_storage(settings: Settings, neo4j_data_dir: Path | None, flush
     finally:
         await clients.close()
     row_of_index = {"conversation_logs_embedding": "conversation_logs", "memory_timeline_embedding": "memory_timeline"}
-    postgres = {name: {"bytes": pg_after[name] - pg_before[name], "rows": rows[row_of_index.get(name, name)],
-                       "bytes_per_row": (pg_after[name] - pg_before[name]) / rows[row_of_index.get(name, name)]
-                       if rows[row_of_index.get(name, name)] else None}
-                for name in (*TABLES, *HNSW_INDEXES)}
+    postgres = {
+        name: {
+            "bytes": pg_after[name] - pg_before[name],
+            "rows": rows[row_of_index.get(name, name)],
+            "bytes_per_row": (pg_after[name] - pg_before[name]) / rows[row_of_index.get(name, name)]
+            if rows[row_of_index.get(name, name)]
+            else None,
+        }
+        for name in (*TABLES, *HNSW_INDEXES)
+    }
     neo4j: dict = {**graph, "store_files": files}
     if files is not None:
         nodes, rels = graph["database_nodes"], graph["database_relationships"]
         # Properties and indexes serve both kinds: shared out per element.
         shared = files["other"] / (nodes + rels) if nodes + rels else 0.0
-        neo4j.update({
-            "bytes_per_node": files["node"] / nodes + shared if nodes else None,
-            "bytes_per_relationship": files["relationship"] / rels + shared if rels else None,
-        })
+        neo4j.update(
+            {
+                "bytes_per_node": files["node"] / nodes + shared if nodes else None,
+                "bytes_per_relationship": files["relationship"] / rels + shared if rels else None,
+            }
+        )
     return {
         "tenant": tenant,
         "embedding_dim": settings.embedding_dim,
         # A conversation's working memory keeps at most this many turns: the projection's full list.
         "working_max_turns": settings.working_max_turns,
-        "inserted": {"conversations": conversations, "turns": conversations * turns, "facts": facts,
-                     "context_keys": conversations * context_keys, "thoughts": conversations * thoughts},
+        "inserted": {
+            "conversations": conversations,
+            "turns": conversations * turns,
+            "facts": facts,
+            "context_keys": conversations * context_keys,
+            "thoughts": conversations * thoughts,
+        },
         "redis": redis,
         "postgres": postgres,
         "neo4j": neo4j,

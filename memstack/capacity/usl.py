@@ -3,6 +3,7 @@
 σ is contention (the serial share), κ coherency (crosstalk between the N in flight), λ the
 throughput of one. Throughput peaks at N* = √((1−σ)/κ) and falls beyond it.
 """
+
 from __future__ import annotations
 
 import csv
@@ -68,10 +69,18 @@ def fit(concurrency, throughput) -> UslModel:
         return lam * n / (1 + sigma * (n - 1) + kappa * n * (n - 1)) - x
 
     # Scaled so that the three parameters, orders of magnitude apart, move alike.
-    result = least_squares(residuals, x0=[0.1, 0.01, lam0], bounds=([0, 0, 0], [np.inf, np.inf, np.inf]),
-                           x_scale=[0.01, 1e-4, lam0], xtol=1e-12, ftol=1e-12, gtol=1e-12, max_nfev=10_000)
+    result = least_squares(
+        residuals,
+        x0=[0.1, 0.01, lam0],
+        bounds=([0, 0, 0], [np.inf, np.inf, np.inf]),
+        x_scale=[0.01, 1e-4, lam0],
+        xtol=1e-12,
+        ftol=1e-12,
+        gtol=1e-12,
+        max_nfev=10_000,
+    )
     sigma, kappa, lam = (float(v) for v in result.x)
-    ss_res = float(np.sum(result.fun ** 2))
+    ss_res = float(np.sum(result.fun**2))
     ss_tot = float(np.sum((x - x.mean()) ** 2))
     r_squared = 1 - ss_res / ss_tot if ss_tot > 0 else 1.0
     return UslModel(sigma=sigma, kappa=kappa, lam=lam, r_squared=r_squared, points=len(n))

@@ -1,6 +1,7 @@
 """A short real capacity run on the local stack: `measure` (3 small steps), `storage`, `plan`
 (on a copy of a stack file, diff and --write), `report`, and a headless browser screenshot of
 the report."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,14 @@ COUNTS = {"conversations": 2, "turns": 12, "facts": 15, "context_keys": 3, "thou
 
 
 def _cli(args, env, cwd, timeout=300):
-    return subprocess.run([sys.executable, "-c", "from memstack.cli import main; main()", *args],
-                          env={**os.environ, **env}, capture_output=True, text=True, timeout=timeout, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-c", "from memstack.cli import main; main()", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -41,12 +48,40 @@ def workdir(tmp_path_factory, run_env):
     results = work / ".memstack" / "capacity" / "run"
     # A generous SLO: this run checks the pipeline, not the machine, which other jobs share (a
     # single closed-loop user has seen a p99 of 27 ms here under a load average of 12).
-    run = _cli(["capacity", "measure", "--profile", "working", "--steps", ",".join(map(str, STEPS)), "--step-s", "4",
-                "--step-warmup-s", "1", "--steps-past-knee", "3", "--wm-p99-ms", "500", "--results", str(results)],
-               run_env, work)
+    run = _cli(
+        [
+            "capacity",
+            "measure",
+            "--profile",
+            "working",
+            "--steps",
+            ",".join(map(str, STEPS)),
+            "--step-s",
+            "4",
+            "--step-warmup-s",
+            "1",
+            "--steps-past-knee",
+            "3",
+            "--wm-p99-ms",
+            "500",
+            "--results",
+            str(results),
+        ],
+        run_env,
+        work,
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    run = _cli(["capacity", "storage", *[f"--{k.replace('_', '-')}={v}" for k, v in COUNTS.items()],
-                "--results", str(results)], run_env, work)
+    run = _cli(
+        [
+            "capacity",
+            "storage",
+            *[f"--{k.replace('_', '-')}={v}" for k, v in COUNTS.items()],
+            "--results",
+            str(results),
+        ],
+        run_env,
+        work,
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     return work, results
 
@@ -79,7 +114,10 @@ def test_storage_counts_match_what_was_inserted(workdir):
     redis = storage["redis"]
     assert (redis["ctx"]["keys"], redis["ctx"]["items"]) == (conversations, conversations * COUNTS["context_keys"])
     assert (redis["turns"]["keys"], redis["turns"]["items"]) == (conversations, turns)
-    assert (redis["thoughts"]["keys"], redis["thoughts"]["items"]) == (conversations, conversations * COUNTS["thoughts"])
+    assert (redis["thoughts"]["keys"], redis["thoughts"]["items"]) == (
+        conversations,
+        conversations * COUNTS["thoughts"],
+    )
     # Graph: a User, a node per conversation, per turn and per fact.
     assert storage["neo4j"]["nodes"] == 1 + conversations + turns + COUNTS["facts"]
     assert storage["postgres"]["conversation_logs"]["bytes_per_row"] > 0
@@ -90,8 +128,24 @@ def test_storage_counts_match_what_was_inserted(workdir):
 def test_plan_has_finite_figures_and_a_diff(workdir, run_env):
     work, results = workdir
     before = (work / "Pulumi.local.yaml").read_text()
-    run = _cli(["capacity", "plan", "--peak-rps", "500", "--stack", "local", "--stack-file", "Pulumi.local.yaml",
-                "--profile", "working", "--measurement", str(results)], run_env, work)
+    run = _cli(
+        [
+            "capacity",
+            "plan",
+            "--peak-rps",
+            "500",
+            "--stack",
+            "local",
+            "--stack-file",
+            "Pulumi.local.yaml",
+            "--profile",
+            "working",
+            "--measurement",
+            str(results),
+        ],
+        run_env,
+        work,
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert (work / "Pulumi.local.yaml").read_text() == before  # no --write: only a diff
     assert "+++ Pulumi.local.yaml (planned)" in run.stdout
@@ -115,8 +169,25 @@ def test_write_round_trip_keeps_comments_and_other_keys(workdir, run_env):
     path = work / "Pulumi.local.yaml"
     before = path.read_text()
     comments = [line for line in before.splitlines() if line.lstrip().startswith("#")]
-    run = _cli(["capacity", "plan", "--peak-rps", "500", "--stack", "local", "--stack-file", "Pulumi.local.yaml",
-                "--profile", "working", "--measurement", str(results), "--write"], run_env, work)
+    run = _cli(
+        [
+            "capacity",
+            "plan",
+            "--peak-rps",
+            "500",
+            "--stack",
+            "local",
+            "--stack-file",
+            "Pulumi.local.yaml",
+            "--profile",
+            "working",
+            "--measurement",
+            str(results),
+            "--write",
+        ],
+        run_env,
+        work,
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     after = path.read_text()
     assert [line for line in after.splitlines() if line.lstrip().startswith("#")] == comments
@@ -133,8 +204,25 @@ def test_write_round_trip_keeps_comments_and_other_keys(workdir, run_env):
     # What the plan did not touch inside a written section stays too.
     assert new["memstack:memoryService"]["image"] == old["memstack:memoryService"]["image"]
     # Planning again on the written file changes nothing.
-    again = _cli(["capacity", "plan", "--peak-rps", "500", "--stack", "local", "--stack-file", "Pulumi.local.yaml",
-                  "--profile", "working", "--measurement", str(results), "--write"], run_env, work)
+    again = _cli(
+        [
+            "capacity",
+            "plan",
+            "--peak-rps",
+            "500",
+            "--stack",
+            "local",
+            "--stack-file",
+            "Pulumi.local.yaml",
+            "--profile",
+            "working",
+            "--measurement",
+            str(results),
+            "--write",
+        ],
+        run_env,
+        work,
+    )
     assert again.returncode == 0 and path.read_text() == after
 
 
@@ -143,8 +231,23 @@ def test_write_refuses_an_unparsable_stack_file_and_leaves_it_whole(workdir, run
     broken = work / "Pulumi.broken.yaml"
     text = "config:\n  memstack:environment: local\n  memstack:postgres: {storageSize: [1Gi\n"
     broken.write_text(text)
-    run = _cli(["capacity", "plan", "--peak-rps", "500", "--stack-file", str(broken), "--profile", "working",
-                "--measurement", str(results), "--write"], run_env, work)
+    run = _cli(
+        [
+            "capacity",
+            "plan",
+            "--peak-rps",
+            "500",
+            "--stack-file",
+            str(broken),
+            "--profile",
+            "working",
+            "--measurement",
+            str(results),
+            "--write",
+        ],
+        run_env,
+        work,
+    )
     assert run.returncode == 2
     [line] = run.stderr.strip().splitlines()
     assert "Pulumi.broken.yaml is not valid YAML" in line
@@ -154,10 +257,28 @@ def test_write_refuses_an_unparsable_stack_file_and_leaves_it_whole(workdir, run
 def test_report_page_renders_in_a_headless_browser(workdir, run_env, tmp_path):
     work, results = workdir
     benchmarks = tmp_path / "benchmarks.json"
-    benchmarks.write_text(json.dumps({"working_memory": {
-        "get_working_context_key": {"p50_ms": 0.2, "p95_ms": 0.5, "p99_ms": 0.9, "target": "p99 <= 2x floor",
-                                    "passed": True},
-        "push_thought": {"p50_ms": 0.3, "p95_ms": 0.8, "p99_ms": 3.1, "target": "p99 <= 2x floor", "passed": False}}}))
+    benchmarks.write_text(
+        json.dumps(
+            {
+                "working_memory": {
+                    "get_working_context_key": {
+                        "p50_ms": 0.2,
+                        "p95_ms": 0.5,
+                        "p99_ms": 0.9,
+                        "target": "p99 <= 2x floor",
+                        "passed": True,
+                    },
+                    "push_thought": {
+                        "p50_ms": 0.3,
+                        "p95_ms": 0.8,
+                        "p99_ms": 3.1,
+                        "target": "p99 <= 2x floor",
+                        "passed": False,
+                    },
+                }
+            }
+        )
+    )
     run = _cli(["capacity", "report", "--measurement", str(results), "--benchmarks", str(benchmarks)], run_env, work)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     page = results / "report.html"
@@ -170,10 +291,26 @@ def test_report_page_renders_in_a_headless_browser(workdir, run_env, tmp_path):
     chromium = shutil.which("chromium")
     assert chromium, "chromium missing: `make setup` installs it"
     shot = results / "report-screenshot.png"
-    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                    f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=1200,2400",
-                    f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120, check=True)
+    subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'chromium'}",
+            "--window-size=1200,2400",
+            f"--screenshot={shot}",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
     from PIL import Image
 
     with Image.open(shot) as image:

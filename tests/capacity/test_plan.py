@@ -1,5 +1,6 @@
 """The plan's arithmetic on given measurements: pods, requests, the storage projection and the
 date a volume fills, against numbers worked out by hand."""
+
 from __future__ import annotations
 
 import math
@@ -15,10 +16,23 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _measurement(throughput=400.0, cpu=0.0005, rss=100 * 2**20):
-    step = {"step": 3, "passed": True, "achieved_rps": throughput, "service_rss_bytes": rss,
-            "cpu_s_per_request": {"service": cpu, "redis": 0.0001, "postgres": 0.0002, "neo4j": 0.0}}
-    return {"profiles": {"mixed": {"throughput_at_slo_rps": throughput, "throughput_at_slo_source": "step 3",
-                                   "cpu_s_per_request": step["cpu_s_per_request"], "step_results": [step]}}}
+    step = {
+        "step": 3,
+        "passed": True,
+        "achieved_rps": throughput,
+        "service_rss_bytes": rss,
+        "cpu_s_per_request": {"service": cpu, "redis": 0.0001, "postgres": 0.0002, "neo4j": 0.0},
+    }
+    return {
+        "profiles": {
+            "mixed": {
+                "throughput_at_slo_rps": throughput,
+                "throughput_at_slo_source": "step 3",
+                "cpu_s_per_request": step["cpu_s_per_request"],
+                "step_results": [step],
+            }
+        }
+    }
 
 
 def _storage(pg_turn=1000.0, dim=384):
@@ -26,13 +40,21 @@ def _storage(pg_turn=1000.0, dim=384):
         return {"bytes": 0, "rows": 10, "bytes_per_row": bytes_per_row}
 
     return {
-        "embedding_dim": dim, "working_max_turns": 50, "source": "by hand",
+        "embedding_dim": dim,
+        "working_max_turns": 50,
+        "source": "by hand",
         "inserted": {"turns": 100, "facts": 100},
-        "redis": {"ctx": {"keys": 1, "items": 4, "bytes_per_key": 1000.0, "bytes_per_item": 250.0},
-                  "turns": {"keys": 1, "items": 50, "bytes_per_key": 10000.0, "bytes_per_item": 200.0},
-                  "thoughts": {"keys": 1, "items": 10, "bytes_per_key": 2000.0, "bytes_per_item": 200.0}},
-        "postgres": {"conversation_logs": rows(pg_turn), "memory_timeline": rows(2000.0),
-                     "conversation_logs_embedding": rows(300.0), "memory_timeline_embedding": rows(300.0)},
+        "redis": {
+            "ctx": {"keys": 1, "items": 4, "bytes_per_key": 1000.0, "bytes_per_item": 250.0},
+            "turns": {"keys": 1, "items": 50, "bytes_per_key": 10000.0, "bytes_per_item": 200.0},
+            "thoughts": {"keys": 1, "items": 10, "bytes_per_key": 2000.0, "bytes_per_item": 200.0},
+        },
+        "postgres": {
+            "conversation_logs": rows(pg_turn),
+            "memory_timeline": rows(2000.0),
+            "conversation_logs_embedding": rows(300.0),
+            "memory_timeline_embedding": rows(300.0),
+        },
         "neo4j": {"nodes": 100, "relationships": 150, "bytes_per_node": 100.0, "bytes_per_relationship": 60.0},
     }
 
@@ -54,8 +76,16 @@ def test_pods_hpa_and_requests():
 
 
 def test_storage_projection_and_the_day_a_volume_fills():
-    inputs = planner.PlanInputs(peak_rps=100, users=1000, turns_per_user_day=10, facts_per_user_day=0,
-                                retention_days=100, growth_pct_month=0, active_share=0.5, start=date(2027, 1, 1))
+    inputs = planner.PlanInputs(
+        peak_rps=100,
+        users=1000,
+        turns_per_user_day=10,
+        facts_per_user_day=0,
+        retention_days=100,
+        growth_pct_month=0,
+        active_share=0.5,
+        start=date(2027, 1, 1),
+    )
     result = planner.plan(inputs, _measurement(), _storage(pg_turn=1000.0), _local())
     pg = result["stores"]["postgres"]
     # 10,000 turns a day of 1,000 bytes: day d holds d + 1 days of them, until retention caps it at 100.
@@ -73,8 +103,15 @@ def test_storage_projection_and_the_day_a_volume_fills():
 
 
 def test_a_volume_fills_on_the_day_its_size_is_passed():
-    inputs = planner.PlanInputs(peak_rps=100, users=1000, turns_per_user_day=10, facts_per_user_day=0,
-                                retention_days=1000, growth_pct_month=0, start=date(2027, 1, 1))
+    inputs = planner.PlanInputs(
+        peak_rps=100,
+        users=1000,
+        turns_per_user_day=10,
+        facts_per_user_day=0,
+        retention_days=1000,
+        growth_pct_month=0,
+        start=date(2027, 1, 1),
+    )
     result = planner.plan(inputs, _measurement(), _storage(pg_turn=1000.0), _local())
     # 1e7 bytes a day: day d holds (d + 1) x 1e7, first above 2**30 on d = 107.
     day = math.floor(2**30 / 1e7)
@@ -103,7 +140,7 @@ def test_no_passing_step_and_bad_inputs_are_refused():
 def test_a_section_the_plan_uses_is_checked_by_the_stack_model(tmp_path):
     path = tmp_path / "Pulumi.bad.yaml"
     path.write_text("config:\n  memstack:redis:\n    maxMemory: lots\n")
-    with pytest.raises(MemstackError, match="memstack:redis.maxMemory: .*not a Kubernetes quantity"):
+    with pytest.raises(MemstackError, match=r"memstack:redis\.maxMemory: .*not a Kubernetes quantity"):
         planner.plan(planner.PlanInputs(peak_rps=100), _measurement(), None, planner.read_stack(path))
     text = path.read_text()
     with pytest.raises(MemstackError):
@@ -114,5 +151,5 @@ def test_a_section_the_plan_uses_is_checked_by_the_stack_model(tmp_path):
 def test_plan_inputs_and_stack_names_are_checked():
     with pytest.raises(MemstackError, match="--peak-rps must be above 0"):
         planner.PlanInputs(peak_rps=-5).check()
-    with pytest.raises(MemstackError, match="unknown stack 'nowhere': no Pulumi.nowhere.yaml"):
+    with pytest.raises(MemstackError, match=r"unknown stack 'nowhere': no Pulumi\.nowhere\.yaml"):
         planner.stack_file("nowhere")

@@ -1,5 +1,6 @@
 """The USL fitter against the reference implementations' published data set, on synthetic data
 with noise, and the refusals of `memstack capacity` (one line, exit 2)."""
+
 from __future__ import annotations
 
 import math
@@ -18,8 +19,13 @@ THROUGHPUT = [65, 996, 1652, 1853, 1829, 1775, 1702]
 
 
 def _cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-c", "from memstack.cli import main; main()", *args],
-                          capture_output=True, text=True, timeout=60, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-c", "from memstack.cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+    )
 
 
 def test_golden_fit_matches_the_reference_implementation():
@@ -53,20 +59,25 @@ def test_fewer_than_six_points_are_refused():
 
 def test_fit_cli_reads_a_csv_with_a_header(tmp_path):
     path = tmp_path / "steps.csv"
-    path.write_text("step,concurrency,throughput\n" + "".join(f"{i},{n},{x}\n" for i, (n, x)
-                                                                  in enumerate(zip(CONCURRENCY, THROUGHPUT))))
+    path.write_text(
+        "step,concurrency,throughput\n"
+        + "".join(f"{i},{n},{x}\n" for i, (n, x) in enumerate(zip(CONCURRENCY, THROUGHPUT)))
+    )
     run = _cli("capacity", "fit", "--csv", str(path))
     assert run.returncode == 0, run.stderr
     assert '"sigma": 0.0277' in run.stdout
 
 
-@pytest.mark.parametrize("content, message", [
-    ("1,65\n2,120\n3,170\n", "needs at least 6 steps, got 3"),
-    ("1,65\n2,abc\n", "line 2: expected two numbers"),
-    ("users,rps\n1,2\n", "must name the columns 'concurrency' and 'throughput'"),
-    ("1\n2\n", "line 1: expected two numbers"),
-    ("", "no rows"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("1,65\n2,120\n3,170\n", "needs at least 6 steps, got 3"),
+        ("1,65\n2,abc\n", "line 2: expected two numbers"),
+        ("users,rps\n1,2\n", "must name the columns 'concurrency' and 'throughput'"),
+        ("1\n2\n", "line 1: expected two numbers"),
+        ("", "no rows"),
+    ],
+)
 def test_bad_csv_is_refused_with_the_line_at_fault(tmp_path, content, message):
     path = tmp_path / "bad.csv"
     path.write_text(content)
@@ -79,8 +90,8 @@ def test_a_refusal_is_one_line_and_exit_2(tmp_path):
     path.write_text("1,65\n2,abc\n")
     run = _cli("capacity", "fit", "--csv", str(path))
     assert run.returncode == 2
-    assert run.stderr.strip().splitlines() == [f"memstack: {path}: line 2: expected two numbers (concurrency, "
-                                               "throughput), got ['2', 'abc']"]
+    assert run.stderr.strip().splitlines() == [
+        f"memstack: {path}: line 2: expected two numbers (concurrency, throughput), got ['2', 'abc']"
+    ]
     run = _cli("capacity", "plan", "--peak-rps", "0", cwd=tmp_path)
     assert run.returncode == 2 and run.stderr.strip().splitlines() == ["memstack: --peak-rps must be above 0, got 0"]
-

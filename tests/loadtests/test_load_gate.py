@@ -1,6 +1,7 @@
 """The CI load gate: `memstack load` for about 20 s against a service on the local stack, with
 the default SLO (working-memory p99 < 10 ms, failures <= 0.1 %). The only test with a timing
 assertion, by design. The summary's own arithmetic is checked on Locust's real stats classes."""
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,13 @@ sys.path.insert(0, str(ROOT / "loadtests"))
 
 
 def _cli(args, env, timeout):
-    return subprocess.run([sys.executable, "-c", "from memstack.cli import main; main()", *args],
-                          env={**os.environ, **env}, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-c", "from memstack.cli import main; main()", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.mark.slow
@@ -29,8 +35,23 @@ def _cli(args, env, timeout):
 def test_short_gate_passes_on_the_local_stack(stack, tmp_path):
     results = tmp_path / "results"
     rate, duration_s = 200, 20
-    run = _cli(["load", "--backend", "external", "--duration", f"{duration_s}s", "--warmup", "15", "--rate", str(rate),
-                "--results", str(results)], stack.env(), timeout=180)
+    run = _cli(
+        [
+            "load",
+            "--backend",
+            "external",
+            "--duration",
+            f"{duration_s}s",
+            "--warmup",
+            "15",
+            "--rate",
+            str(rate),
+            "--results",
+            str(results),
+        ],
+        stack.env(),
+        timeout=180,
+    )
     summary = json.loads((results / "summary.json").read_text())
     assert (results / "locust_stats.csv").exists() and (results / "locust.json").exists()
     assert set(summary["groups"]) >= {"working:read", "working:write", "remember", "facts", "episodic"}
@@ -43,8 +64,25 @@ def test_short_gate_passes_on_the_local_stack(stack, tmp_path):
 
 def test_gate_fails_when_a_threshold_is_violated(stack, tmp_path):
     results = tmp_path / "results"
-    run = _cli(["load", "--backend", "external", "--duration", "3s", "--users", "5", "--rate", "50",
-                "--wm-p99-ms", "0", "--results", str(results)], stack.env(), timeout=120)
+    run = _cli(
+        [
+            "load",
+            "--backend",
+            "external",
+            "--duration",
+            "3s",
+            "--users",
+            "5",
+            "--rate",
+            "50",
+            "--wm-p99-ms",
+            "0",
+            "--results",
+            str(results),
+        ],
+        stack.env(),
+        timeout=120,
+    )
     assert run.returncode == 1
     assert "SLO violated: working-memory p99" in run.stderr
     assert json.loads((results / "summary.json").read_text())["passed"] is False
@@ -52,8 +90,27 @@ def test_gate_fails_when_a_threshold_is_violated(stack, tmp_path):
 
 def test_working_profile_sends_only_working_memory_requests(stack, tmp_path):
     results = tmp_path / "results"
-    run = _cli(["load", "--backend", "external", "--profile", "working", "--duration", "3s", "--warmup", "1",
-                "--users", "5", "--rate", "100", "--results", str(results)], stack.env(), timeout=120)
+    run = _cli(
+        [
+            "load",
+            "--backend",
+            "external",
+            "--profile",
+            "working",
+            "--duration",
+            "3s",
+            "--warmup",
+            "1",
+            "--users",
+            "5",
+            "--rate",
+            "100",
+            "--results",
+            str(results),
+        ],
+        stack.env(),
+        timeout=120,
+    )
     summary = json.loads((results / "summary.json").read_text())
     assert summary["warmup_s"] == 1 and 2 <= summary["duration_s"] <= 4, run.stderr
     # (A `dropped` group, sends skipped by a user behind schedule, is the generator's, not a route.)
@@ -64,8 +121,27 @@ def test_a_user_that_cannot_keep_up_drops_sends_and_fails_the_gate(stack, tmp_pa
     # One user offered 2000 req/s: it falls behind at once, and each send it skips to catch up is
     # a failure of the `dropped` group; the achieved rate stays far below the offered one.
     results = tmp_path / "results"
-    run = _cli(["load", "--backend", "external", "--profile", "working", "--duration", "3s", "--warmup", "0",
-                "--users", "1", "--rate", "2000", "--results", str(results)], stack.env(), timeout=120)
+    run = _cli(
+        [
+            "load",
+            "--backend",
+            "external",
+            "--profile",
+            "working",
+            "--duration",
+            "3s",
+            "--warmup",
+            "0",
+            "--users",
+            "1",
+            "--rate",
+            "2000",
+            "--results",
+            str(results),
+        ],
+        stack.env(),
+        timeout=120,
+    )
     summary = json.loads((results / "summary.json").read_text())
     assert run.returncode == 1
     dropped = summary["groups"]["dropped"]
@@ -77,8 +153,29 @@ def test_a_user_that_cannot_keep_up_drops_sends_and_fails_the_gate(stack, tmp_pa
 
 def test_load_runs_locust_master_and_workers(stack, tmp_path):
     results = tmp_path / "results"
-    run = _cli(["load", "--backend", "external", "--profile", "working", "--duration", "4s", "--warmup", "1",
-                "--users", "4", "--rate", "80", "--workers", "2", "--results", str(results)], stack.env(), timeout=120)
+    run = _cli(
+        [
+            "load",
+            "--backend",
+            "external",
+            "--profile",
+            "working",
+            "--duration",
+            "4s",
+            "--warmup",
+            "1",
+            "--users",
+            "4",
+            "--rate",
+            "80",
+            "--workers",
+            "2",
+            "--results",
+            str(results),
+        ],
+        stack.env(),
+        timeout=120,
+    )
     summary = json.loads((results / "summary.json").read_text())
     log = (results / "locust.log").read_text()
     assert summary["working"]["requests"] > 0, log[-2000:]
@@ -89,8 +186,21 @@ def test_load_runs_locust_master_and_workers(stack, tmp_path):
 
 @pytest.mark.parametrize("duration", ["5x", "", "0s", "1m-3s"])
 def test_a_bad_duration_is_one_line_and_exit_2(duration, tmp_path):
-    run = _cli(["load", "--url", "http://127.0.0.1:9", "--tokens-file", str(tmp_path / "t"), "--duration", duration,
-                "--results", str(tmp_path)], {}, timeout=30)
+    run = _cli(
+        [
+            "load",
+            "--url",
+            "http://127.0.0.1:9",
+            "--tokens-file",
+            str(tmp_path / "t"),
+            "--duration",
+            duration,
+            "--results",
+            str(tmp_path),
+        ],
+        {},
+        timeout=30,
+    )
     assert run.returncode == 2
     [line] = run.stderr.strip().splitlines()
     assert line.startswith("memstack: --duration must")
@@ -106,8 +216,13 @@ def _entry(name, times, failures=0):
     histogram = {}
     for ms in times:
         histogram[ms] = histogram.get(ms, 0) + 1
-    return {"name": name, "num_requests": len(times) + failures, "num_failures": failures,
-            "max_response_time": max(times, default=0), "response_times": histogram}
+    return {
+        "name": name,
+        "num_requests": len(times) + failures,
+        "num_failures": failures,
+        "max_response_time": max(times, default=0),
+        "response_times": histogram,
+    }
 
 
 def test_summary_merges_working_groups_and_applies_both_gates():
@@ -124,8 +239,10 @@ def test_summary_merges_working_groups_and_applies_both_gates():
     assert summary["working"]["p99_ms"] == 20  # 2 of 200 above 2 ms: the 99th percentile is the 20 ms one
     assert summary["working"]["p50_ms"] == 2 and summary["groups"]["working:read"]["p50_ms"] == 1
     assert set(summary["groups"]) == {"working:read", "working:write", "remember", "facts"}
-    assert summary["violations"] == ["working-memory p99 20.0 ms >= 10 ms",
-                                     f"failure ratio {1 / 202:.4%} > {0.001:.4%}"]
+    assert summary["violations"] == [
+        "working-memory p99 20.0 ms >= 10 ms",
+        f"failure ratio {1 / 202:.4%} > {0.001:.4%}",
+    ]
     assert slo.summarize(entries, 10.0, wm_p99_ms=25.0, max_failure_ratio=0.01)["passed"]
 
 
@@ -136,12 +253,18 @@ def test_summary_fails_when_requests_leave_behind_schedule():
     on_time = {0: 95, 1: 4, 3: 1}
     late = {0: 90, 1: 8, 40: 2}  # 2 of 100 sends 40 ms late
     summary = slo.summarize(entries, 10.0, wm_p99_ms=10.0, max_failure_ratio=0.001, send_lag=on_time, offered_rps=10)
-    assert summary["passed"] and summary["generator"] == {"offered_rps": 10, "achieved_rps": 10.0, "send_lag_p50_ms": 0,
-                                                           "send_lag_p99_ms": 3}
+    assert summary["passed"] and summary["generator"] == {
+        "offered_rps": 10,
+        "achieved_rps": 10.0,
+        "send_lag_p50_ms": 0,
+        "send_lag_p99_ms": 3,
+    }
     summary = slo.summarize(entries, 10.0, wm_p99_ms=10.0, max_failure_ratio=0.001, send_lag=late, offered_rps=10)
     assert summary["generator"]["send_lag_p99_ms"] == 40
-    assert summary["violations"] == ["requests left 40 ms behind schedule at p99 (>= 10 ms): the service, "
-                                     "or the load generator, did not keep up with 10 req/s"]
+    assert summary["violations"] == [
+        "requests left 40 ms behind schedule at p99 (>= 10 ms): the service, "
+        "or the load generator, did not keep up with 10 req/s"
+    ]
     # Without a schedule (--rate 0, as fast as possible) there is no lag, and no offered rate, to judge.
     assert slo.summarize(entries, 10.0, 10.0, 0.001)["generator"]["send_lag_p99_ms"] is None
 
@@ -155,7 +278,7 @@ def test_summary_fails_below_95_percent_of_the_offered_rate_and_counts_drops():
     summary = slo.summarize([served], 10.0, 10.0, 0.001, offered_rps=401)
     assert summary["violations"] == ["achieved 380 req/s < 95% of the offered 401 req/s"]
     # Few requests: Poisson chance allows 3 standard deviations below the expected count.
-    assert slo.min_sent(20, 10) == 200 - 3 * 200 ** 0.5 and slo.min_sent(400, 10) == 3800
+    assert slo.min_sent(20, 10) == 200 - 3 * 200**0.5 and slo.min_sent(400, 10) == 3800
     few = _entry("working:read GET context/{key}", [1] * 170)
     assert slo.summarize([few], 10.0, 10.0, 0.001, offered_rps=20)["passed"]
     assert not slo.summarize([few], 10.0, 10.0, 0.001, offered_rps=22)["passed"]
