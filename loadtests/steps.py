@@ -159,6 +159,8 @@ class StepLoad(LoadTestShape):
                     for name, after in cpu_after.items()
                 },
                 "cpu_s_per_request": procstat.per_request(self._cpu_before, cpu_after, requests),
+                # Other work on the machine shows here: a shared host's numbers are only as good as this.
+                "load_average_1m": os.getloadavg()[0],
                 "service_rss_bytes": procstat.rss_bytes(service_pid) if service_pid else None,
                 "violations": summary["violations"],
                 "passed": summary["passed"],

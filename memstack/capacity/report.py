@@ -208,9 +208,12 @@ def write(directory: Path, measurement: dict, plan: dict | None, benchmarks: Pat
             if fit
             else f"no USL fit: {result.get('fit_skipped')}"
         )
+        loads = [s["load_average_1m"] for s in result["step_results"] if s.get("load_average_1m") is not None]
+        machine = f" Machine load average during the steps: {min(loads):.1f} to {max(loads):.1f}." if loads else ""
         sections.append(
             f"<h2>{html.escape(profile)} profile</h2><p>{html.escape(fit_text)}. Per pod at the SLO: "
-            f"{_cell(result['throughput_at_slo_rps'])} req/s ({html.escape(result['throughput_at_slo_source'])}).</p>"
+            f"{_cell(result['throughput_at_slo_rps'])} req/s ({html.escape(result['throughput_at_slo_source'])})."
+            f"{machine}</p>"
             + _table(
                 [
                     "step",
