@@ -73,6 +73,7 @@ def build():
         "Store operation latency p99", "p99 of memory operations per store.", "s",
         (f"histogram_quantile(0.99, sum by (le, store) (rate({B}_bucket[{RATE}])))", "{{store}}")))
     board = board.with_panel(graph(
-        "Stores up (as the worker sees them)", "1 when the store answered the worker's last check.", "short",
-        (f"min by (store) ({m.STORE_UP})", "{{store}}")))
+        "Stores up", "1 when the store answered: the worker's last check, and each exporter's.", "short",
+        (f"min by (store) ({m.STORE_UP})", "{{store}} (worker)"),
+        (f"min({x.REDIS_UP})", "redis (exporter)"), (f"min({x.PG_UP})", "postgres (exporter)")))
     return board

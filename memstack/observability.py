@@ -3,13 +3,16 @@ every panel's queries against the live Prometheus and draws each dashboard to a 
 matplotlib, so the latency of the last load run can be seen over time."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
+import signal
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -23,7 +26,43 @@ GENERATED = Path(__file__).resolve().parents[1] / "dashboards" / "generated"
 SUBSTITUTIONS = {"$__rate_interval": "1m", "$instance": ".*"}
 _UNITS = {"s": "seconds", "percentunit": "fraction", "reqps": "requests/s", "ops": "operations/s", "bytes": "bytes"}
 
+# The `job` label of the memstack processes on the local stack's Prometheus.
+SERVICE_JOB = "memory-service"
+WORKER_JOB = "memstack-worker"
+
 app = typer.Typer(help="The kit's Grafana dashboards, read without a Grafana.", no_args_is_help=True)
+
+
+@contextlib.contextmanager
+def scraped_locally(job: str, host: str, port: int) -> Iterator[None]:
+    """While the block runs, the local stack's Prometheus scrapes host:port as `job`, if the
+    stack's home ($MEMSTACK_HOME or ./.memstack) has one; otherwise nothing happens."""
+    from memstack.local.prometheus_server import TARGETS_DIR, register_target, unregister_target
+    from memstack.local.state import default_home
+
+    home = default_home()
+    if not port or not (home / TARGETS_DIR).is_dir():
+        yield
+        return
+    name = f"{job}-{port}"
+    register_target(home, name, f"{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{port}", job)
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    # uvicorn ends by re-raising the signal that stopped it, to the handler it found: this one,
+    # which removes the target and then lets the signal do what it would have done.
+    def on_signal(signum, frame):
+        unregister_target(home, name)
+        signal.signal(signum, previous[signum])
+        signal.raise_signal(signum)
+
+    for sig in previous:
+        signal.signal(sig, on_signal)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        unregister_target(home, name)
 
 
 def substitute(expr: str) -> str:

@@ -58,18 +58,23 @@ def serve(host: str, port: int, workers: int, log_level: str) -> None:
         os.environ[TOKENS_FILE_ENV] = str(tokens_file().resolve())
     check_tokens()  # the app itself warns, once, when there is no token
     setup_json_logging(log_level.upper())
-    uvicorn.run(
-        "memory_core.service.app:from_environment", factory=True, host=host, port=port, workers=workers,
-        loop="uvloop", http="httptools", lifespan="on", access_log=False, log_config=None, log_level=log_level,
-        timeout_graceful_shutdown=_service_settings().graceful_shutdown_s, server_header=False,
-    )
+    from memstack.observability import SERVICE_JOB, scraped_locally
+
+    with scraped_locally(SERVICE_JOB, host, port):
+        uvicorn.run(
+            "memory_core.service.app:from_environment", factory=True, host=host, port=port, workers=workers,
+            loop="uvloop", http="httptools", lifespan="on", access_log=False, log_config=None, log_level=log_level,
+            timeout_graceful_shutdown=_service_settings().graceful_shutdown_s, server_header=False,
+        )
 
 
 def worker(host: str, port: int, log_level: str) -> None:
     from memory_core.worker import run_worker
+    from memstack.observability import WORKER_JOB, scraped_locally
 
     try:
-        run_worker(host=host, port=port, log_level=log_level)
+        with scraped_locally(WORKER_JOB, host, port):
+            run_worker(host=host, port=port, log_level=log_level)
     except OSError as exc:
         raise MemstackError(f"worker: {exc}") from None
 

@@ -14,7 +14,6 @@ import pytest
 from memory_core import migrate
 from memstack import load as load_runner
 from memstack.local.processes import free_port
-from memstack.local.prometheus_server import register_target, unregister_target
 from memstack.local.http_probe import http_ok
 
 CLI = [sys.executable, "-c", "from memstack.cli import main; main()"]
@@ -22,12 +21,14 @@ CLI = [sys.executable, "-c", "from memstack.cli import main; main()"]
 
 @contextlib.contextmanager
 def service_and_worker(stack, workdir: Path, extra_env: dict[str, str] | None = None):
-    """Run `memstack serve` and `memstack worker` on free ports, registered as scrape targets of
-    the stack's Prometheus; yields (service url, plain tokens file)."""
+    """Run `memstack serve` and `memstack worker` on free ports (each registers itself as a scrape
+    target of the stack's Prometheus); yields (service url, plain tokens file)."""
     asyncio.run(migrate(stack.endpoints.settings()))
     hashes, plain = load_runner.write_tokens(workdir, tenants=5)
     service_port, worker_port = free_port(), free_port()
-    env = {**os.environ, **stack.env(), "MEMSTACK_TOKENS_FILE": str(hashes), **(extra_env or {})}
+    # MEMSTACK_HOME: `serve` and `worker` register themselves with that stack's Prometheus.
+    env = {**os.environ, **stack.env(), "MEMSTACK_TOKENS_FILE": str(hashes), **(extra_env or {}),
+           "MEMSTACK_HOME": str(stack.home or "")}
     processes = []
     try:
         for name, argv in (("service", ["serve", "--port", str(service_port), "--log-level", "warning"]),
@@ -41,14 +42,8 @@ def service_and_worker(stack, workdir: Path, extra_env: dict[str, str] | None = 
             assert processes[1].poll() is None, (workdir / "worker.log").read_text()[-2000:]
             assert time.monotonic() < deadline, "the worker was not ready within 60 s"
             time.sleep(0.2)
-        if stack.home is not None:
-            register_target(stack.home, "memory-service", f"127.0.0.1:{service_port}")
-            register_target(stack.home, "memstack-worker", f"127.0.0.1:{worker_port}")
         yield url, plain
     finally:
-        if stack.home is not None:
-            unregister_target(stack.home, "memory-service")
-            unregister_target(stack.home, "memstack-worker")
         for process in processes:
             process.terminate()
         for process in processes:

@@ -66,7 +66,8 @@ def wait_for_targets(prometheus_url: str, jobs: set[str], timeout: float = 60) -
 def test_every_panel_query_returns_data_on_the_local_stack(stack, prometheus_url, tmp_path):
     assert len(list(panels())) > 40  # never a pass over an empty set
     with service_and_worker(stack, tmp_path) as (url, tokens):
-        wait_for_targets(prometheus_url, {"memory-service", "memstack-worker", "redis-exporter", "postgres-exporter"})
+        wait_for_targets(prometheus_url, {observability.SERVICE_JOB, observability.WORKER_JOB,
+                                          "redis-exporter", "postgres-exporter"})
         load_runner.run(load_runner.LoadOptions(
             url=url, tokens_file=tokens, duration="20s", warmup_s=0, rate=100, users=10, results=tmp_path / "load"))
         time.sleep(12)  # two more scrapes and rule evaluations after the load

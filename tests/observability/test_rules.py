@@ -82,9 +82,13 @@ _OURS = re.compile(r"\bmemstack_[a-z_]+")
 
 def _expressions():
     for path in GENERATED.glob("*.json"):
-        for panel in json.loads(path.read_text())["panels"]:
+        board = json.loads(path.read_text())
+        for panel in board["panels"]:
             for target in panel.get("targets", []):
                 yield target["expr"]
+        for variable in board["templating"]["list"]:
+            if variable["type"] == "query":
+                yield variable["query"]
     for rule in (r for build in RULE_FILES.values() for g in build()["groups"] for r in g["rules"]):
         yield rule["expr"]
 
