@@ -37,8 +37,10 @@ from memstack.service import create_token
 pytestmark = pytest.mark.slow
 
 MIN_CASES = 1000
-# Seconds of generation; at about 30 cases/s on two busy cores this leaves a wide margin over MIN_CASES.
-MAX_TIME_S = int(os.environ.get("MEMSTACK_FUZZ_SECONDS", "75"))
+MAX_SCOPES = 300
+# Seconds of generation. Measured here: 2,200-3,400 cases in 75 s on two cores, and 985 with
+# the machine loaded eight times over; 120 s keeps MIN_CASES within reach even then.
+MAX_TIME_S = int(os.environ.get("MEMSTACK_FUZZ_SECONDS", "120"))
 CHECKS = "all"
 EXCLUDED_CHECKS = "positive_data_acceptance"
 CLI = [sys.executable, "-c", "from memstack.cli import main; main()"]
@@ -145,6 +147,7 @@ async def _row_counts(settings, tenant: str) -> dict[str, int]:
         return counts
 
 
+@pytest.mark.timeout(MAX_TIME_S + 420)
 def test_fuzzing_the_openapi_finds_no_contract_failure(service, settings):
     report_dir = service["home"] / "report"
     har = report_dir / "requests.har"
@@ -193,11 +196,13 @@ def test_fuzzing_the_openapi_finds_no_contract_failure(service, settings):
     other_tenant, other_token = service["other"]
     scopes = _scopes_written(har)
     assert scopes, "the fuzzer had no write accepted: the isolation check would be empty"
+    readable = sorted((s for s in scopes if _valid_path_segments(*s)), key=str)
+    # Every scope the fuzzer wrote to, up to MAX_SCOPES of them spread over the sorted list (each
+    # costs a dozen requests); the row counts below cover every row whatever the sample.
+    checked = readable[:: max(1, len(readable) // MAX_SCOPES)][:MAX_SCOPES]
     found_by_fuzzer = 0
     with httpx.Client(base_url=service["base"], timeout=30) as client:
-        for user, conversation in sorted(scopes, key=str):
-            if not _valid_path_segments(user, conversation):
-                continue
+        for user, conversation in checked:
             assert _visible(client, other_token, user, conversation) == [], (user, conversation)
             found_by_fuzzer += bool(_visible(client, fuzz_token, user, conversation))
     assert found_by_fuzzer > 0, "the fuzzing tenant reads back none of its own writes"
