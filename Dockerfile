@@ -27,7 +27,8 @@ COPY pyproject.toml README.md ./
 COPY memory_core ./memory_core
 COPY memstack ./memstack
 # A regular (non-editable) install; byte-compiled here because the runtime cannot write .pyc files.
-RUN /opt/memstack/bin/pip install ".[${EXTRAS}]" \
+# No extras unless named: pip refuses an empty `.[]`.
+RUN /opt/memstack/bin/pip install ".${EXTRAS:+[${EXTRAS}]}" \
     && /opt/memstack/bin/python -m compileall -q /opt/memstack/lib
 
 FROM ${BASE_IMAGE:-python:3.11.11-slim-bookworm} AS runtime
@@ -39,6 +40,8 @@ ENV PATH=/opt/memstack/bin:$PATH \
 RUN groupadd --system --gid 10001 memstack \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin memstack
 COPY --from=build /opt/memstack /opt/memstack
+# The Locust profile, for the in-cluster load test (an image built with EXTRAS=load runs it).
+COPY loadtests /opt/memstack/loadtests
 USER 10001:10001
 WORKDIR /tmp
 EXPOSE 8080

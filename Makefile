@@ -7,7 +7,7 @@ NEO4J_LAUNCHER := tools/neo4j-local
 NEO4J_STAMP := $(NEO4J_LAUNCHER)/target/.built
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps python-deps lock lint neo4j-launcher checkov jaeger test bench demo down clean
+.PHONY: setup system-deps python-deps lock lint neo4j-launcher checkov jaeger containers test bench demo down clean
 
 setup: system-deps python-deps neo4j-launcher checkov jaeger
 
@@ -86,8 +86,19 @@ $(JAEGER_BIN): $(JAEGER_DIR)/go.mod $(JAEGER_DIR)/go.sum
 	@echo "building Jaeger v2 from the Go module proxy (first run: several minutes)"
 	@cd $(JAEGER_DIR) && go build -o bin/jaeger github.com/jaegertracing/jaeger/cmd/jaeger
 
+# The Docker engine and the local images for the container suites (tests/memstack, tests/recovery):
+# dockerd from Debian is installed and started when none answers and we are root; the images are
+# built from a debootstrap'd Debian (no registry needed) and cached in the engine. Without an
+# engine this says why and the container tests skip with that reason.
+MEMSTACK_IMAGES ?= local
+export MEMSTACK_IMAGES
+containers: python-deps neo4j-launcher
+	@$(BIN)/memstack images engine
+	@if $(BIN)/python -c 'import sys; from memstack.images.engine import answers; sys.exit(not answers())'; then \
+	  $(BIN)/memstack images build; fi
+
 # pytest exits 5 when it collects nothing: that is a failure here, never a pass.
-test: setup lint
+test: setup lint containers
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The benchmarks of benchmarks/ on the local stack; a missed target fails the run.

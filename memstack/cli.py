@@ -22,6 +22,7 @@ from rich.table import Table
 from memstack import load as load_runner
 from memstack import observability, service
 from memstack.capacity.commands import app as capacity_app
+from memstack.chaos import commands as chaos_cli
 from memstack.errors import MemstackError
 from memstack.images.build import IMAGES_ENV, image_source
 from memstack.images.commands import app as images_app
@@ -314,6 +315,7 @@ app.command()(recovery.restore)
 app.command()(recovery.drill)
 app.command("rebuild-graph")(recovery.rebuild_graph)
 app.add_typer(images_app, name="images")
+app.command()(chaos_cli.chaos)
 
 
 def main() -> None:

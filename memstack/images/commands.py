@@ -34,3 +34,13 @@ def build(
     typer.echo(
         f"{sum(built.values())} built, {len(built) - sum(built.values())} up to date in {time.monotonic() - started:.0f} s ({source} images)"
     )
+
+
+@app.command()
+def engine() -> None:
+    """Make sure a Docker engine answers: start Debian's dockerd when none does and this runs as
+    root (installing docker.io first). Prints why not otherwise; never fails."""
+    from memstack.images.engine import ensure_engine
+
+    ok, how = ensure_engine()
+    typer.echo(f"docker engine: {how}" if ok else f"docker engine: none ({how}); the container suites skip")

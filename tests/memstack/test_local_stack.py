@@ -19,6 +19,10 @@ from neo4j.exceptions import AuthError
 from pgvector.psycopg import register_vector
 from psycopg import sql
 
+from memstack.errors import MemstackError
+from memstack.local.backend import BACKEND_ENV
+from memstack.testing import start_stack
+
 DIM = 384
 
 
@@ -47,14 +51,13 @@ BACKENDS_UNDER_TEST = ("process", "containers")
 
 
 @pytest.fixture(scope="module", params=BACKENDS_UNDER_TEST)
-def stack(request, stack, tmp_path_factory):
+def stack(request, tmp_path_factory):
     """The session's stack for its own backend; for the other, a stack of that backend in a fresh
     home, removed afterwards (skipped, with the reason, where that backend cannot run here)."""
-    if request.param == stack.backend.name:
-        return stack
-    from memstack.errors import MemstackError
-    from memstack.testing import start_stack
-
+    configured = request.config.getoption("--backend") or os.environ.get(BACKEND_ENV) or "process"
+    if request.param == configured:
+        # The session fixture of the same name (memstack.testing), started only when needed.
+        return request.getfixturevalue("stack")
     home = tmp_path_factory.mktemp(f"stack-{request.param}")
     try:
         other, _ = start_stack(request.param, home)

@@ -1,0 +1,294 @@
+"""One chaos run: the stack in containers, the service image on its network under a Locust load,
+a ledger writer beside it, one fault in the middle, then the measurements.
+
+Timeline: `before_s` of load, the fault (kill + start, pause, or network cut), `after_s` of load.
+The ledger writer sends sequence-numbered writes (episodic turns and facts: Postgres, projected to
+Neo4j; working-memory keys: Redis) through the real routes and records what was acknowledged."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import math
+import os
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from memstack.chaos.faults import DEFAULT_DURATION_S, Fault, Window, inject
+from memstack.errors import MemstackError
+
+RECORDER = Path(__file__).resolve().parent / "recorder.py"
+# Bounds the recovery suites assert (and the table shows): working-memory p99 after recovery,
+# and the acknowledged writes a store may lose (Redis with appendfsync everysec: 1 s of them).
+WM_P99_AFTER_MS = 10.0
+AFTER_WINDOW_S = 30.0
+
+
+@dataclass
+class ChaosOptions:
+    fault: str
+    duration_s: float | None = None
+    profile: str = "working"
+    rate: float = 150.0
+    users: int = 30
+    before_s: float = 10.0
+    # Load after the fault: the 30 s window after recovery, plus room to recover.
+    after_s: float = 40.0
+    ledger_rate: float = 30.0
+    results: Path | None = None
+
+
+@dataclass
+class ChaosResult:
+    fault: str
+    profile: str
+    duration_s: float
+    window: Window
+    failed: int = 0
+    statuses: dict[int, int] = field(default_factory=dict)
+    failures_not_naming_store: int = 0
+    recovery_s: float | None = None
+    wm_p99_after_ms: float | None = None
+    wm_requests_after: int = 0
+    lost: dict[str, int] = field(default_factory=dict)
+    acknowledged: dict[str, int] = field(default_factory=dict)
+    redis_lost_span_s: float = 0.0
+    requests: int = 0
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "fault": self.fault,
+            "profile": self.profile,
+            "duration_s": round(self.duration_s, 1),
+            "outage_s": round(self.window.end - self.window.start, 2),
+            "requests": self.requests,
+            "failed": self.failed,
+            "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
+            "failures_not_naming_store": self.failures_not_naming_store,
+            "recovery_s": None if self.recovery_s is None else round(self.recovery_s, 2),
+            "wm_p99_after_ms": self.wm_p99_after_ms,
+            "wm_requests_after": self.wm_requests_after,
+            "acknowledged": self.acknowledged,
+            "lost": self.lost,
+            "redis_lost_span_s": round(self.redis_lost_span_s, 3),
+        }
+
+
+# --- the ledger writer ---------------------------------------------------------------------------
+
+
+class LedgerWriter:
+    """Paced writes through the service's routes in a thread of its own; records acknowledgements."""
+
+    def __init__(self, url: str, token: str, rate: float) -> None:
+        from memstack.recovery.drill import Ledger
+
+        self.url, self.token, self.rate = url, token, rate
+        self.ledger = Ledger(run=f"chaos-{os.urandom(3).hex()}")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    async def _run(self) -> None:
+        from memstack.recovery.drill import _write
+
+        async with httpx.AsyncClient(
+            base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=30
+        ) as client:
+            pending: set[asyncio.Task] = set()
+            seq, started = 0, time.monotonic()
+            while not self._stop.is_set():
+                due = started + seq / self.rate
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+                pending.add(asyncio.create_task(_write(client, self.ledger, seq)))
+                pending = {t for t in pending if not t.done()}
+                seq += 1
+            if pending:
+                await asyncio.wait(pending)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+
+# --- reconciliation ------------------------------------------------------------------------------
+
+
+def _present(backend, writer: LedgerWriter, tenant: str) -> dict[str, dict[str, list[int]]]:
+    import psycopg
+    from neo4j import GraphDatabase
+
+    from memstack.local.postgres_server import admin_url
+    from memstack.local.state import load
+    from memstack.recovery.drill import _present_redis, _seq
+
+    state = load(backend.home)
+    run = writer.ledger.run
+    like = f"drill {run} #%"
+    with psycopg.connect(admin_url(state.services["postgres"].port, state.credentials), autocommit=True) as conn:
+        turns = conn.execute(
+            "SELECT content FROM conversation_logs WHERE tenant_id = %s AND content LIKE %s", (tenant, like)
+        ).fetchall()
+        facts = conn.execute(
+            "SELECT summary FROM memory_timeline WHERE tenant_id = %s AND memory_type = 'fact' AND summary LIKE %s",
+            (tenant, like),
+        ).fetchall()
+    postgres = {"turn": [_seq(r[0], run) for r in turns], "fact": [_seq(r[0], run) for r in facts]}
+    endpoints = backend.endpoints()
+    with GraphDatabase.driver(endpoints.neo4j_uri, auth=(endpoints.neo4j_user, endpoints.neo4j_password)) as driver:
+        gturns, _, _ = driver.execute_query("MATCH (t:Turn {tenant_id: $t}) RETURN t.content_preview AS text", t=tenant)
+        gfacts, _, _ = driver.execute_query("MATCH (f:Fact {tenant_id: $t}) RETURN f.claim AS text", t=tenant)
+    neo4j = {"turn": [_seq(r["text"], run) for r in gturns], "fact": [_seq(r["text"], run) for r in gfacts]}
+    redis = _present_redis(writer, writer.token, run)
+    return {"postgres": postgres, "neo4j": neo4j, "redis": redis}
+
+
+def _wait_projected(backend, writer: LedgerWriter, tenant: str, timeout_s: float = 90.0) -> dict:
+    """The stores' contents once Neo4j has caught up with Postgres (the outbox drains after a fault)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        present = _present(backend, writer, tenant)
+        pg = {k: set(v) for k, v in present["postgres"].items()}
+        graph = {k: set(v) for k, v in present["neo4j"].items()}
+        if all(pg[k] <= graph[k] for k in pg) or time.monotonic() > deadline:
+            return present
+        time.sleep(2)
+
+
+# --- the request log -------------------------------------------------------------------------------
+
+
+def _read_requests(path: Path) -> list[tuple[float, str, int, float, bool, str]]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return [(float(r[0]), r[1], int(r[2]), float(r[3]), r[4] == "1", r[5]) for r in csv.reader(f) if len(r) == 6]
+
+
+def _p99(values: list[float]) -> float | None:
+    if len(values) < 20:
+        return None
+    return round(statistics.quantiles(values, n=100, method="inclusive")[98], 2)
+
+
+def measure(result: ChaosResult, requests: list, store: str) -> None:
+    window = result.window
+    # The generator's own skipped sends are not requests the service answered.
+    answered = [r for r in requests if not r[1].startswith("dropped")]
+    result.requests = len(answered)
+    during = [r for r in answered if r[0] >= window.start]
+    failures = [r for r in during if r[4]]
+    last_failure = max((r[0] for r in failures), default=window.end)
+    recovered_from = max(window.end, last_failure)
+    after = [r for r in answered if r[0] > recovered_from and not r[4]]
+    recovered_at = min((r[0] for r in after), default=None)
+    result.recovery_s = None if recovered_at is None else max(0.0, recovered_at - window.end)
+    result.failed = len(failures)
+    result.statuses = dict(Counter(r[2] for r in failures))
+    # A 503 must say which store is down; anything else (500, a timeout: status 0) never qualifies.
+    result.failures_not_naming_store = sum(1 for r in failures if not (r[2] == 503 and store in r[5].lower()))
+    if recovered_at is not None:
+        wm = [
+            r[3]
+            for r in answered
+            if recovered_at <= r[0] <= recovered_at + AFTER_WINDOW_S and r[1].startswith("working") and not r[4]
+        ]
+        result.wm_requests_after = len(wm)
+        result.wm_p99_after_ms = _p99(wm)
+
+
+def reconcile(result: ChaosResult, writer: LedgerWriter, present: dict) -> None:
+    from memstack.recovery.drill import _reconcile
+
+    for store in ("postgres", "neo4j", "redis"):
+        outcome = _reconcile(store, writer.ledger, present[store])
+        result.lost[store] = outcome["lost"]
+        result.acknowledged[store] = outcome["acknowledged"]
+        if store == "redis" and outcome["lost_acked_times"]:
+            times = outcome["lost_acked_times"]
+            result.redis_lost_span_s = times[-1] - times[0]
+
+
+# --- one run ----------------------------------------------------------------------------------------
+
+
+def run(backend, options: ChaosOptions) -> ChaosResult:
+    """Everything above, on the containers stack of `backend` (brought up if needed)."""
+    from memstack import service as service_cli
+    from memstack.images.build import ImageBuilder, image_source, tag
+    from memstack.load import DEFAULT_LOCUSTFILE, LoadOptions, locust_command, write_tokens
+    from memstack.local.backend import CORE_SERVICES
+
+    fault = Fault.parse(options.fault)
+    duration = DEFAULT_DURATION_S[fault.kind] if options.duration_s is None else options.duration_s
+    if duration < 0 or duration > 120:
+        raise MemstackError(f"--duration must be between 0 and 120 seconds, not {duration:g}")
+    backend.up(CORE_SERVICES)
+    service_cli.migrate(backend.endpoints().settings())
+    ImageBuilder(echo=lambda line: None).build(image_source(), ["service"])
+    workdir = Path(options.results or tempfile.mkdtemp(prefix="memstack-chaos-")).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    hashes, plain = write_tokens(workdir, 6)
+    pairs = [line.split(" ", 1) for line in plain.read_text().splitlines()]
+    # The first tenant is the ledger writer's; Locust gets the others.
+    (workdir / "locust.tokens").write_text("\n".join(" ".join(p) for p in pairs[1:]) + "\n")
+    os.chmod(workdir / "locust.tokens", 0o600)
+    tenant, token = pairs[0]
+    container, url = backend.run_service(tag("service"), hashes, name="chaos-service")
+    try:
+        container.reload()
+        peer_ip = container.attrs["NetworkSettings"]["Networks"][backend.network]["IPAddress"]
+        requests_log = workdir / "requests.csv"
+        requests_log.unlink(missing_ok=True)
+        load = LoadOptions(
+            results=workdir, users=options.users, rate=options.rate, profile=options.profile, max_failure_ratio=1.0
+        )
+        total_s = math.ceil(options.before_s + duration + options.after_s + 2)
+        command = locust_command(load, url, workdir / "locust.tokens", [DEFAULT_LOCUSTFILE, RECORDER]) + [
+            "-t",
+            f"{total_s}s",
+            "--warmup-s",
+            "0",
+            "--summary-file",
+            str(workdir / "summary.json"),
+        ]
+        writer = LedgerWriter(url, token, options.ledger_rate)
+        with open(workdir / "locust.log", "w") as log:
+            locust = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=workdir,
+                env={**os.environ, "MEMSTACK_CHAOS_REQUESTS": str(requests_log)},
+            )
+        try:
+            writer.start()
+            time.sleep(options.before_s)
+            window = inject(backend, fault, duration, peer_ip=peer_ip)
+            time.sleep(5)
+            writer.stop()
+            locust.wait(timeout=total_s + 120)
+        finally:
+            writer.stop()
+            if locust.poll() is None:
+                locust.kill()
+                locust.wait()
+        result = ChaosResult(fault=fault.name, profile=options.profile, duration_s=duration, window=window)
+        measure(result, _read_requests(requests_log), fault.store)
+        reconcile(result, writer, _wait_projected(backend, writer, tenant))
+        (workdir / "chaos.json").write_text(json.dumps(result.row(), indent=2))
+        return result
+    finally:
+        container.remove(force=True)
