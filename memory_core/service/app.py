@@ -46,8 +46,8 @@ def create_app(
     tokens = tokens if tokens is not None else TokenTable.load(service_settings)
     if not len(tokens):
         log.warning(
-            "no bearer tokens configured (MEMSTACK_TOKENS_FILE, ./tokens or MEMSTACK_TOKENS): every /v1 "
-            "request will get 401; make one with `memstack token create --tenant NAME`"
+            "no bearer tokens configured (MEMSTACK_TOKENS_FILE or MEMSTACK_TOKENS; `memstack serve` also reads "
+            "./tokens): every /v1 request will get 401; make one with `memstack token create --tenant NAME`"
         )
     tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer("memory_core.service")
 
