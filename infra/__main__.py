@@ -16,6 +16,7 @@ import pulumi
 
 from infra.components.base import Base, BaseArgs
 from infra.components.graph_rebuild import GraphRebuild, GraphRebuildArgs, rebuild_requested
+from infra.components.loadtest import Loadtest, LoadtestArgs
 from infra.components.memory_service import MemoryService, MemoryServiceArgs
 from infra.components.metrics_server import MetricsServer, MetricsServerArgs
 from infra.components.migrations import Migrations, MigrationsArgs
@@ -59,8 +60,10 @@ def main() -> None:
     if rebuild_requested(cfg):
         GraphRebuild("graph-rebuild", GraphRebuildArgs(cfg, migration=migrations.job), after(secrets))
     stores_ready = after(secrets, redis.statefulset)
-    MemoryService("memory-service", MemoryServiceArgs(cfg, crds, migration=migrations.job), stores_ready)
+    service = MemoryService("memory-service", MemoryServiceArgs(cfg, crds, migration=migrations.job), stores_ready)
     Worker("worker", WorkerArgs(cfg, crds, migration=migrations.job), stores_ready)
+    if cfg.loadtest.enabled:
+        Loadtest("loadtest", LoadtestArgs(cfg, service=service.deployment), after(secrets))
 
     pulumi.export("memoryServiceUrl", endpoints.memory_service_url)
     pulumi.export("grafanaUrl", endpoints.grafana_url)

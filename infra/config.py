@@ -637,6 +637,31 @@ class MetricsServer(Model):
     resources: Resources = _resources("50m", "64Mi", "250m", "128Mi")
 
 
+class Loadtest(Model):
+    """Locust from inside the cluster against the deployed service: a master Job and N workers.
+
+    It runs the repository's `loadtests/` profile with its SLO gate; the master exits non-zero on
+    a miss, so `pulumi up` fails, which is how CI gates a staging environment. The image must
+    carry Locust and `loadtests/` (`docker build --build-arg EXTRAS=load`).
+    """
+
+    enabled: bool = False
+    # Unset: the memstack image the service runs.
+    image: Image | None = None
+    profile: Literal["mixed", "working"] = "mixed"
+    workers: Annotated[int, Field(ge=1, le=100)] = 2
+    users: PositiveInt = 100
+    spawn_rate: PositiveInt = 20
+    # Total requests/s over all users; 0 = as fast as the users go.
+    rate: Annotated[float, Field(ge=0)] = 0
+    run_time: str = Field(default="5m", pattern=r"^\d+[smh]$")
+    warmup_seconds: Annotated[int, Field(ge=0)] = 15
+    # Change it to run the load test again.
+    run_id: str = Field(default="1", pattern=r"^[a-z0-9]([-a-z0-9]{0,30}[a-z0-9])?$")
+    master_resources: Resources = _resources("200m", "256Mi", "1", "512Mi")
+    worker_resources: Resources = _resources("500m", "256Mi", "1", "512Mi")
+
+
 class StackConfig(Model):
     environment: Environment
     namespace: DnsLabel = "memstack"
@@ -666,6 +691,9 @@ class StackConfig(Model):
     quota: Quota = Quota()
     cert_manager: CertManager = CertManager()
     metrics_server: MetricsServer = MetricsServer()
+    loadtest: Loadtest = Loadtest()
+    # Secret: lines `<tenant> <token>` the load test authenticates with (their hashes must be in apiTokenHashes).
+    loadtest_tokens: str = ""
 
     @model_validator(mode="after")
     def _deployable(self) -> StackConfig:
@@ -688,6 +716,11 @@ class StackConfig(Model):
         if self.metrics_server.install and self.environment not in ("local", "dev"):
             raise ValueError(
                 f"metricsServer.install: only for local and dev clusters; {self.environment} clusters bring their own"
+            )
+        if self.loadtest.enabled and not self.loadtest_tokens.strip():
+            raise ValueError(
+                'loadtestTokens: the load test needs tokens (`pulumi config set --secret loadtestTokens "$(cat f)"`,'
+                " lines `<tenant> <token>`)"
             )
         if self.environment in SHARED_ENVIRONMENTS:
             if self.embeddings.provider == "hashing":

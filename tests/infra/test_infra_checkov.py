@@ -18,15 +18,17 @@ from pulumi_runs import REPO_ROOT, STACKS, Run
 
 ALLOWLIST = REPO_ROOT / "infra" / "checkov-allowlist.yaml"
 CHECKOV = Path(os.environ.get("CHECKOV", REPO_ROOT / ".venv-checkov" / "bin" / "checkov"))
-# Every optional recovery path on, so that its objects are scanned as well.
+# Every optional recovery path (and the load test) on, so that their objects are scanned as well.
 RESTORE_SCENARIO = "prod-restore"
 # The second production stack (a standby region), which the `runs` fixture does not cover.
 STANDBY_STACK = "prod-dr"
+RESTORE_OVERRIDES = ("memstack:loadtestTokens=tenant-a mock-load-token",)
 RESTORE_MERGES = (
     'memstack:postgres={"restore": {"serverName": "memstack-pg", "targetTime": "2026-12-01T10:00:00Z"},'
     ' "backup": {"serverName": "memstack-pg-r1"}}',
     'memstack:redis={"restore": {"snapshot": "dump-20261201T030000.rdb"}}',
     'memstack:neo4j={"rebuild": {"enabled": true}}',
+    'memstack:loadtest={"enabled": true}',
 )
 
 
@@ -86,7 +88,7 @@ def findings(runs, run_program_module, tmp_path_factory) -> tuple[set[tuple[str,
     root = tmp_path_factory.mktemp("rendered")
     for stack in STACKS:
         render(runs[stack], root / stack)
-    restore = run_program_module("prod", merges=RESTORE_MERGES)
+    restore = run_program_module("prod", *RESTORE_OVERRIDES, merges=RESTORE_MERGES)
     assert restore.error is None, restore.error
     render(restore, root / RESTORE_SCENARIO)
     standby = run_program_module(STANDBY_STACK)
