@@ -345,8 +345,9 @@ def plan(
         print(planner.write_stack(path, result["proposed"]) or "stack file already as planned")
         out.print(f"wrote {path}", highlight=False)
     else:
-        updated = planner.dump(planner.apply(document, result["proposed"]))
-        print(planner.diff(path, path.read_text(), updated) or "stack file already as planned")
+        before = path.read_text()
+        updated = planner.dump(planner.apply(document, result["proposed"]), before)
+        print(planner.diff(path, before, updated) or "stack file already as planned")
     out.print(f"plan: {measure_dir / 'plan.json'}", highlight=False)
 
 

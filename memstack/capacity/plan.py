@@ -71,13 +71,28 @@ def stack_file(stack: str, root: Path = REPO_ROOT) -> Path:
     return path
 
 
-def _yaml():
+def _yaml(sequence_offset: int = 2):
     from ruamel.yaml import YAML
 
     yaml = YAML()  # round trip: comments, key order and quoting stay as they were
     yaml.preserve_quotes = True
     yaml.width = 4096
+    # Block sequences keep their dashes where the file has them (ruamel applies one style to all).
+    yaml.indent(mapping=2, sequence=2 + sequence_offset, offset=sequence_offset)
     return yaml
+
+
+def sequence_offset(text: str) -> int:
+    """How far the file indents a block sequence's dashes under their key: 2 or 0."""
+    previous = None
+    for line in text.splitlines():
+        stripped = line.lstrip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if stripped.startswith("- ") and previous is not None and previous.rstrip().endswith(":"):
+            return max(0, (len(line) - len(stripped)) - (len(previous) - len(previous.lstrip())))
+        previous = line
+    return 2
 
 
 def read_stack(path: Path):
@@ -393,9 +408,10 @@ def apply(document, proposed: dict[str, object]):
     return updated
 
 
-def dump(document) -> str:
+def dump(document, original: str) -> str:
+    """The document as text, in the layout of the file it was read from."""
     buffer = io.StringIO()
-    _yaml().dump(document, buffer)
+    _yaml(sequence_offset(original)).dump(document, buffer)
     return buffer.getvalue()
 
 
@@ -417,7 +433,7 @@ def write_stack(path: Path, proposed: dict[str, object]) -> str:
     document = read_stack(path)
     updated = apply(document, proposed)
     stack_config(updated)
-    text = dump(updated)
+    text = dump(updated, before)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as handle:

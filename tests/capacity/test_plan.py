@@ -153,3 +153,19 @@ def test_plan_inputs_and_stack_names_are_checked():
         planner.PlanInputs(peak_rps=-5).check()
     with pytest.raises(MemstackError, match=r"unknown stack 'nowhere': no Pulumi\.nowhere\.yaml"):
         planner.stack_file("nowhere")
+
+
+@pytest.mark.parametrize("stack", ["dev", "staging", "prod", "local"])
+def test_every_stack_file_reads_and_writes_back_unchanged(stack):
+    path = ROOT / f"Pulumi.{stack}.yaml"
+    text = path.read_text()
+    assert planner.dump(planner.read_stack(path), text) == text
+
+
+def test_both_sequence_layouts_round_trip():
+    for text in (
+        "config:\n  memstack:x:\n    items:\n      - {a: 1}\n      - b\n",
+        "config:\n  memstack:x:\n    items:\n    - {a: 1}\n    - b\n",
+    ):
+        document = planner._yaml(planner.sequence_offset(text)).load(text)
+        assert planner.dump(document, text) == text
