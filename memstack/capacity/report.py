@@ -68,19 +68,21 @@ def plot_throughput(measurement: dict, path: Path) -> Path:
 
 def plot_latency(measurement: dict, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4))
+    by_rate = measurement["step_by"] == "rate"
     for profile, result in measurement["profiles"].items():
         steps = result["step_results"]
-        load = [s["offered_rps"] or s["achieved_rps"] for s in steps]
+        load = [s["offered_rps"] if by_rate else s["users"] for s in steps]
         for q, style in (("p50_ms", ":"), ("p95_ms", "--"), ("p99_ms", "-")):
             ax.plot(load, [s["working"][q] for s in steps], style, marker=".", label=f"{profile} {q[:3]}")
     slo = measurement["slo"]["working_p99_ms"]
     ax.axhline(slo, color="red", label=f"SLO: p99 {slo:g} ms")
+    ax.set_yscale("log")
     return _save(
         fig,
         ax,
         path,
         "Working-memory latency against load",
-        "offered load (req/s; achieved when stepping users)",
+        "offered load (req/s)" if by_rate else "load (closed-loop users)",
         "working-memory latency (ms)",
     )
 

@@ -33,10 +33,11 @@ class UslModel:
 
     @property
     def peak_concurrency(self) -> float:
-        """N*; infinite when there is no coherency cost (throughput only levels off)."""
+        """N*; infinite when there is no coherency cost (throughput only levels off), and 1 when
+        contention is total (σ = 1: a second client never adds throughput)."""
         if self.kappa <= 0:
             return math.inf
-        return math.sqrt(max(1 - self.sigma, 0.0) / self.kappa)
+        return max(1.0, math.sqrt(max(1 - self.sigma, 0.0) / self.kappa))
 
     @property
     def max_throughput(self) -> float:
@@ -50,7 +51,8 @@ class UslModel:
 
 
 def fit(concurrency, throughput) -> UslModel:
-    """Least squares (scipy, trust-region reflective) on the throughput residuals, with σ, κ ≥ 0.
+    """Least squares (scipy, trust-region reflective) on the throughput residuals, with
+    0 ≤ σ ≤ 1 (σ is a share of the work that serialises) and κ, λ ≥ 0.
     Starting point as the reference implementations take it: σ 0.1, κ 0.01, λ the best X/N seen."""
     n = np.asarray(concurrency, dtype=float)
     x = np.asarray(throughput, dtype=float)
@@ -72,7 +74,7 @@ def fit(concurrency, throughput) -> UslModel:
     result = least_squares(
         residuals,
         x0=[0.1, 0.01, lam0],
-        bounds=([0, 0, 0], [np.inf, np.inf, np.inf]),
+        bounds=([0, 0, 0], [1, np.inf, np.inf]),
         x_scale=[0.01, 1e-4, lam0],
         xtol=1e-12,
         ftol=1e-12,

@@ -52,6 +52,13 @@ def test_synthetic_noisy_data_recovers_known_parameters():
     assert model.peak_concurrency == pytest.approx(math.sqrt((1 - sigma) / kappa), rel=0.05)
 
 
+def test_throughput_that_never_rises_peaks_at_one_client():
+    # Every added client costs throughput: σ stops at 1 (all work serialised), N* is 1.
+    model = fit([1, 2, 3, 4, 6, 8], [900, 700, 620, 600, 560, 540])
+    assert 0 <= model.sigma <= 1 and model.peak_concurrency == 1.0
+    assert model.max_throughput == pytest.approx(model.lam)
+
+
 def test_fewer_than_six_points_are_refused():
     with pytest.raises(MemstackError, match="at least 6 steps, got 5"):
         fit(CONCURRENCY[:5], THROUGHPUT[:5])
