@@ -41,7 +41,9 @@ def backup(
         return
     from memstack.recovery.backup import backup as take
 
-    manifest = take(LocalStack.at(), to.resolve() if to else None)
+    stack = LocalStack.at()
+    with stack.exclusive():
+        manifest = take(stack, to.resolve() if to else None)
     pg, rd, neo = manifest["postgres"], manifest["redis"], manifest["neo4j"]
     out.print(
         f"postgres: base backup {pg['start_lsn']}..{pg['stop_lsn']} (timeline {pg['timeline']}) in {pg['seconds']:.1f} s"
@@ -76,7 +78,9 @@ def backup_verify(backup_id: Annotated[str, typer.Argument(metavar="ID")], dir: 
     """Restore a set into a throw-away home on free ports and check it; exit 1 if it does not hold."""
     from memstack.recovery.verify import verify
 
-    result = verify(LocalStack.at(), backup_id, dir)
+    stack = LocalStack.at()
+    with stack.exclusive():
+        result = verify(stack, backup_id, dir)
     graph = ", ".join(f"{label} {found}" for label, (_, found) in result["graph"].items())
     out.print(
         f"checksums ok; postgres {sum(result['rows'].values())} rows in range; redis {result['redis_keys']} keys; "
@@ -94,7 +98,9 @@ def backup_prune(
     reaches back to the oldest set kept)."""
     from memstack.recovery.backup import prune
 
-    result = prune(LocalStack.at(), keep, dir)
+    stack = LocalStack.at()
+    with stack.exclusive():
+        result = prune(stack, keep, dir)
     out.print(
         f"removed {len(result['removed_sets'])} sets and {result['wal_files_removed']} archived WAL files; "
         f"kept {', '.join(result['kept_sets']) or 'none'}"
@@ -113,9 +119,10 @@ def restore(
     from memstack.recovery.restore import parse_time
     from memstack.recovery.restore import restore as run
 
-    report = run(
-        LocalStack.at(), backup_id, to_time=parse_time(to_time) if to_time else None, force=force, sets_dir=dir
-    )
+    stack = LocalStack.at()
+    target = parse_time(to_time) if to_time else None
+    with stack.exclusive():
+        report = run(stack, backup_id, to_time=target, force=force, sets_dir=dir)
     for name, path in report["moved_aside"].items():
         out.print(f"{name}: damaged data moved aside to {path}")
     neo = report["neo4j"]
@@ -137,7 +144,9 @@ def drill(
     """Write through the service, back up mid-stream, destroy every store, restore, reconcile."""
     from memstack.recovery.drill import DrillOptions, print_results, run
 
-    results = run(LocalStack.at(), DrillOptions(writes=writes, rounds=rounds, concurrency=concurrency))
+    stack = LocalStack.at()
+    with stack.exclusive():
+        results = run(stack, DrillOptions(writes=writes, rounds=rounds, concurrency=concurrency))
     print_results(out, results)
     if json_file:
         json_file.write_text(json.dumps(results, indent=2, default=str))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,6 +90,20 @@ class LocalStack:
         with self.admin() as conn:
             tables = [r[0] for r in conn.execute(_USER_TABLES).fetchall()]
             return {t: conn.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables}
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the home's recovery lock: two backups, restores or drills on one stack at once
+        would kill, move and restart each other's services."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        with open(self.home / ".recovery.lock", "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise MemstackError(
+                    f"another backup, restore or drill is running on {self.home}; wait for it to end"
+                ) from None
+            yield
 
     def remove(self) -> None:
         """Delete this home and what was placed outside it for the Postgres system user."""
