@@ -20,7 +20,7 @@ CLI = [sys.executable, "-c", "from memstack.cli import main; main()"]
 
 
 @contextlib.contextmanager
-def service_and_worker(stack, workdir: Path, extra_env: dict[str, str] | None = None):
+def _service_and_worker(stack, workdir: Path, extra_env: dict[str, str] | None = None):
     """Run `memstack serve` and `memstack worker` on free ports (each registers itself as a scrape
     target of the stack's Prometheus); yields (service url, plain tokens file)."""
     asyncio.run(migrate(stack.endpoints.settings()))
@@ -51,6 +51,12 @@ def service_and_worker(stack, workdir: Path, extra_env: dict[str, str] | None = 
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+@pytest.fixture
+def service_and_worker():
+    """`with service_and_worker(stack, workdir, extra_env) as (url, tokens_file):`"""
+    return _service_and_worker
 
 
 @pytest.fixture

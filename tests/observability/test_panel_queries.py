@@ -17,7 +17,6 @@ from dashboards.rules import RULE_FILES
 from memstack import load as load_runner
 from memstack import observability
 
-from .conftest import service_and_worker
 
 def substitute(expr: str) -> str:
     """As Grafana would (memstack.observability.SUBSTITUTIONS), leaving no variable behind."""
@@ -63,7 +62,7 @@ def wait_for_targets(prometheus_url: str, jobs: set[str], timeout: float = 60) -
 
 
 @pytest.mark.slow
-def test_every_panel_query_returns_data_on_the_local_stack(stack, prometheus_url, tmp_path):
+def test_every_panel_query_returns_data_on_the_local_stack(stack, prometheus_url, service_and_worker, tmp_path):
     assert len(list(panels())) > 40  # never a pass over an empty set
     with service_and_worker(stack, tmp_path) as (url, tokens):
         wait_for_targets(prometheus_url, {observability.SERVICE_JOB, observability.WORKER_JOB,

@@ -14,7 +14,6 @@ import pytest
 
 from memstack.local.backend import CORE_SERVICES
 
-from .conftest import service_and_worker
 
 
 def jaeger_get(base: str, path: str, **params) -> dict:
@@ -45,18 +44,18 @@ def all_values(candidate: dict) -> list[str]:
 
 
 @pytest.mark.slow
-def test_a_request_trace_reaches_jaeger_with_its_backend_spans_and_no_secret(stack, tmp_path):
+def test_a_request_trace_reaches_jaeger_with_its_backend_spans_and_no_secret(stack, service_and_worker, tmp_path):
     if stack.backend.name != "process":
         pytest.skip("Jaeger runs only with the process backend")
     stack.backend.up(CORE_SERVICES + ("jaeger",))  # builds Jaeger on first use (make setup does it before)
     try:
-        check_traces(stack, tmp_path)
+        check_traces(stack, service_and_worker, tmp_path)
     finally:
         # The session's other tests see the stack as it was: without Jaeger (in memory: nothing to keep).
         stack.backend.kill("jaeger")
 
 
-def check_traces(stack, tmp_path):
+def check_traces(stack, service_and_worker, tmp_path):
     endpoints = stack.backend.endpoints()
     jaeger = stack.backend.status()
     jaeger_url = next(row.url for row in jaeger if row.name == "jaeger")
