@@ -14,7 +14,7 @@ async def test_episodic_turns_are_durable_and_listed(api):
         f"/v1/episodic/{U}/conv-1/turns",
         json={"role": "user", "content": "I like hiking in the Alps", "metadata": {"lang": "en"}},
     )
-    assert r.status_code == 201
+    assert r.status_code == 201, r.text
     turn = r.json()
     assert turn["content"] == "I like hiking in the Alps" and turn["metadata"] == {"lang": "en"}
     listed = (await api.call("GET", f"/v1/episodic/{U}/conv-1/turns")).json()["turns"]
