@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 
 .PHONY: setup system-deps python-deps lock lint neo4j-launcher checkov jaeger containers test bench demo down clean
 
-setup: system-deps python-deps neo4j-launcher checkov jaeger
+setup: system-deps python-deps neo4j-launcher checkov
 
 # Redis, Prometheus and Chromium (the capacity report's screenshot test) from Debian; Java and
 # Maven must already be there (the launcher checks).
@@ -98,7 +98,8 @@ containers: python-deps neo4j-launcher
 	  $(BIN)/memstack images build; fi
 
 # pytest exits 5 when it collects nothing: that is a failure here, never a pass.
-test: setup lint containers
+# Jaeger only for the tests (the trace test): `make demo` runs without Go.
+test: setup lint containers jaeger
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The benchmarks of benchmarks/ on the local stack; a missed target fails the run.
