@@ -74,8 +74,8 @@ def test_unknown_key():
     assert error_for({"environment": "local", "replicaz": 3}) == (
         "memstack:replicaz: unknown key; allowed keys here: alertReceiverSecrets, alertsDir, apiTokenHashes,"
         " certManager, charts, dashboardsDir, embeddingApiKey, embeddings, environment, imagePullPolicy,"
-        " memoryService, metricsServer, migrations, namespace, neo4j, observability, postgres, quota, redis,"
-        " storageClass, worker"
+        " loadtest, loadtestTokens, memoryService, metricsServer, migrations, namespace, neo4j, observability,"
+        " postgres, quota, redis, storageClass, worker"
     )
 
 
