@@ -88,7 +88,9 @@ def restore_script(snapshot: str) -> str:
             'if [ -d /data/appendonlydir ]; then mv /data/appendonlydir "/data/appendonlydir.before-restore-$stamp"; fi',
             'if [ -e /data/dump.rdb ]; then mv /data/dump.rdb "/data/dump.rdb.before-restore-$stamp"; fi',
             f"cp {SNAPSHOTS_DIR}/{snapshot} /data/dump.rdb",
-            f"redis-server --port 0 --unixsocket {socket} --dir /data --appendonly no --daemonize yes",
+            # The root filesystem is read-only: the pid file goes to /tmp.
+            f"redis-server --port 0 --unixsocket {socket} --dir /data --appendonly no --daemonize yes"
+            " --pidfile /tmp/restore.pid",
             bounded(f"until {cli} ping 2>/dev/null | grep -q PONG; do sleep 1; done"),
             f"{cli} config set appendonly yes",
             bounded(

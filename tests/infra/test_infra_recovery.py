@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import kubernetes_validate
 import pytest
 from pulumi_runs import Run
 
@@ -272,3 +273,15 @@ def test_a_redis_restore_needs_the_snapshot_volume(run_program):
 def test_redis_starts_as_before_without_a_restore(runs):
     for run in runs.values():
         assert "initContainers" not in pod(run.one("StatefulSet", "memstack-redis").manifest)
+
+
+def test_every_recovery_object_is_valid_and_passes_the_policy(restored, redis_restored, standby):
+    from infra.policy import rules
+
+    for run in (restored, redis_restored, standby):
+        assert run.core_objects
+        for resource in run.core_objects:
+            kubernetes_validate.validate(resource.manifest, "1.31", strict=True)
+        violations = [m for manifest in run.manifests for rule in rules.OBJECT_RULES.values() for m in rule(manifest)]
+        violations += [m for rule in rules.STACK_RULES.values() for m in rule(run.manifests)]
+        assert not violations, "\n".join(violations)
