@@ -23,7 +23,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -234,7 +234,10 @@ def check_options(options: LoadOptions) -> None:
         raise MemstackError("--url needs --tokens-file with lines '<tenant> <token>'")
 
 
-def run_locust(options: LoadOptions, url: str, tokens: Path) -> tuple[int, dict]:
+def run_locust(
+    options: LoadOptions, url: str, tokens: Path, started: Callable[[subprocess.Popen], None] | None = None
+) -> tuple[int, dict]:
+    """Run Locust to its end; `started` is handed the running process (to sample its CPU)."""
     results = options.results
     summary_path = results / "summary.json"
     # Locust runs warm-up + duration; statistics restart when the warm-up ends.
@@ -249,7 +252,10 @@ def run_locust(options: LoadOptions, url: str, tokens: Path) -> tuple[int, dict]
         str(summary_path),
     ]
     with open(results / "locust.log", "w") as log:
-        code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=results).returncode
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=results)
+        if started is not None:
+            started(process)
+        code = process.wait()
     if not summary_path.exists():
         tail = (results / "locust.log").read_text().strip().splitlines()[-1:]
         raise MemstackError(f"locust exited with {code} and wrote no summary: {' '.join(tail) or 'no output'}")

@@ -1,0 +1,76 @@
+"""The floor app of the service-efficiency benchmark: the cheapest request that still
+authenticates and does one Redis command, with the service's Redis client and server.
+
+A raw ASGI app: the bearer token is checked by a SHA-256 dict lookup (the service's token
+table), then a read is one HGET and a write one HSET, with the redis-py client memory_core
+builds. It answers the working-memory routes of the Locust working profile with their status
+codes (200/404 for reads, 204 for PUT, 201 for POST), so Locust counts the same requests.
+
+    uvicorn --app-dir benchmarks floor_app:create --factory --loop uvloop --http httptools
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from memory_core.service.auth import TokenTable
+from memory_core.service.config import ServiceSettings
+from memory_core.settings import Settings
+
+_UNAUTHORIZED = b'{"detail":"invalid bearer token"}'
+
+
+def create() -> Any:
+    tokens = TokenTable.load(ServiceSettings())
+    by_hash = tokens._tenants_by_hash
+    redis = aioredis.Redis.from_url(Settings().redis_url.get_secret_value(), decode_responses=False)
+
+    async def respond(send: Any, status: int, body: bytes = b"") -> None:
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def app(scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await redis.aclose()
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        path: str = scope["path"]
+        if path == "/ready":
+            await respond(send, 200, b'{"status":"ok"}')
+            return
+        token = b""
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                token = value[7:]
+                break
+        tenant = by_hash.get(hashlib.sha256(token).hexdigest())
+        if tenant is None:
+            await respond(send, 401, _UNAUTHORIZED)
+            return
+        key = f"floor:{tenant}:{path}"
+        if scope["method"] == "GET":
+            value = await redis.hget(key, "v")
+            if value is None:
+                await respond(send, 404, b'{"detail":"not found"}')
+            else:
+                await respond(send, 200, b'{"value":' + value + b"}")
+            return
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        await redis.hset(key, "v", body)
+        await respond(send, 201 if scope["method"] == "POST" else 204)
+
+    return app
