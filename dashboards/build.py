@@ -1,4 +1,5 @@
 """Render every dashboard and rule file; `python -m dashboards` writes them, the tests compare."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,7 +25,8 @@ def rendered() -> dict[Path, str]:
         files[ALERTS / f"{name}.yaml"] = HEADER + yaml.safe_dump(build(), sort_keys=False, width=120)
     for name in TEST_FILES:
         files[ALERTS / "tests" / f"{name}.yaml"] = HEADER.replace("rules.py", "alert_tests.py") + yaml.safe_dump(
-            test_file(name), sort_keys=False, width=120)
+            test_file(name), sort_keys=False, width=120
+        )
     return files
 
 

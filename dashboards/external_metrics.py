@@ -2,6 +2,7 @@
 the alert rules and their tests. Versions: redis_exporter 1.45 and postgres_exporter 0.11
 (Debian, the local stack), CloudNativePG 1.27 with the Barman Cloud plugin, kube-state-metrics
 and the kubelet (Kubernetes)."""
+
 from __future__ import annotations
 
 # redis_exporter (the local stack runs Debian's; on Kubernetes, the Redis chart's metrics sidecar).
@@ -46,7 +47,13 @@ VOLUME_CAPACITY = "kubelet_volume_stats_capacity_bytes"
 
 # Series that only exist on Kubernetes: a panel query reading nothing else may return no data
 # on the local stack (the panel-query test accepts exactly these).
-KUBERNETES_ONLY = frozenset({
-    HPA_CURRENT_REPLICAS, HPA_DESIRED_REPLICAS, HPA_MAX_REPLICAS,
-    BACKUP_LAST_AVAILABLE, VOLUME_AVAILABLE, VOLUME_CAPACITY,
-})
+KUBERNETES_ONLY = frozenset(
+    {
+        HPA_CURRENT_REPLICAS,
+        HPA_DESIRED_REPLICAS,
+        HPA_MAX_REPLICAS,
+        BACKUP_LAST_AVAILABLE,
+        VOLUME_AVAILABLE,
+        VOLUME_CAPACITY,
+    }
+)

@@ -1,4 +1,5 @@
 """Small builders over grafana-foundation-sdk, so each dashboard module reads as a list of panels."""
+
 from __future__ import annotations
 
 import json
@@ -6,7 +7,7 @@ import json
 from grafana_foundation_sdk.builders import common, dashboard, prometheus, stat, timeseries
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.common import GraphThresholdsStyleMode
-from grafana_foundation_sdk.models.dashboard import DataSourceRef, ThresholdsMode, Threshold
+from grafana_foundation_sdk.models.dashboard import DataSourceRef, Threshold, ThresholdsMode
 
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
 RATE = "$__rate_interval"
@@ -26,11 +27,20 @@ def _thresholds(limit: float | None):
     return dashboard.ThresholdsConfig().mode(ThresholdsMode.ABSOLUTE).steps(steps)
 
 
-def graph(title: str, description: str, unit: str, *targets: tuple[str, str], limit: float | None = None,
-          width: int = WIDTH) -> timeseries.Panel:
+def graph(
+    title: str, description: str, unit: str, *targets: tuple[str, str], limit: float | None = None, width: int = WIDTH
+) -> timeseries.Panel:
     """A time series panel; `limit` draws the threshold (an SLO, an alert level) as a red line."""
-    panel = (timeseries.Panel().title(title).description(description).unit(unit).datasource(DATASOURCE)
-             .height(HEIGHT).span(width).thresholds(_thresholds(limit)))
+    panel = (
+        timeseries.Panel()
+        .title(title)
+        .description(description)
+        .unit(unit)
+        .datasource(DATASOURCE)
+        .height(HEIGHT)
+        .span(width)
+        .thresholds(_thresholds(limit))
+    )
     if limit is not None:
         panel = panel.thresholds_style(common.GraphThresholdsStyleConfig().mode(GraphThresholdsStyleMode.LINE))
     for i, (expr, legend) in enumerate(targets):
@@ -38,23 +48,47 @@ def graph(title: str, description: str, unit: str, *targets: tuple[str, str], li
     return panel
 
 
-def single(title: str, description: str, unit: str, expr: str, *, limit: float | None = None,
-           width: int = 6) -> stat.Panel:
+def single(
+    title: str, description: str, unit: str, expr: str, *, limit: float | None = None, width: int = 6
+) -> stat.Panel:
     """A stat panel showing the last value of one expression."""
-    return (stat.Panel().title(title).description(description).unit(unit).datasource(DATASOURCE)
-            .height(HEIGHT // 2).span(width).thresholds(_thresholds(limit)).with_target(query(expr)))
+    return (
+        stat.Panel()
+        .title(title)
+        .description(description)
+        .unit(unit)
+        .datasource(DATASOURCE)
+        .height(HEIGHT // 2)
+        .span(width)
+        .thresholds(_thresholds(limit))
+        .with_target(query(expr))
+    )
 
 
 def new_dashboard(uid: str, title: str, description: str) -> dashboard.Dashboard:
-    return (dashboard.Dashboard(title).uid(uid).description(description).tags(["memstack"])
-            .refresh("30s").time("now-1h", "now").timezone("utc")
-            .with_variable(dashboard.DatasourceVariable("datasource").label("Data source").type("prometheus")))
+    return (
+        dashboard.Dashboard(title)
+        .uid(uid)
+        .description(description)
+        .tags(["memstack"])
+        .refresh("30s")
+        .time("now-1h", "now")
+        .timezone("utc")
+        .with_variable(dashboard.DatasourceVariable("datasource").label("Data source").type("prometheus"))
+    )
 
 
 def instance_variable(metric: str) -> dashboard.QueryVariable:
     """`$instance`: one process or all of them (`.*`)."""
-    return (dashboard.QueryVariable("instance").label("Instance").datasource(DATASOURCE)
-            .query(f"label_values({metric}, instance)").include_all(True).all_value(".*").multi(True))
+    return (
+        dashboard.QueryVariable("instance")
+        .label("Instance")
+        .datasource(DATASOURCE)
+        .query(f"label_values({metric}, instance)")
+        .include_all(True)
+        .all_value(".*")
+        .multi(True)
+    )
 
 
 def render(board: dashboard.Dashboard) -> str:

@@ -1,5 +1,6 @@
 """The two service-level objectives, their error-rate expressions over any window, and the
 names of the recording rules that hold them. Alerts and dashboards both read these."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -42,15 +43,29 @@ class Objective:
         """PromQL: the fraction of bad requests over `window`, from the raw histogram."""
         h = metrics.HTTP_REQUEST_DURATION
         if self.name == "working_latency_slow":
-            return (f'1 - sum(rate({h}_bucket{{{WORKING_ROUTES},le="{WORKING_P99_SECONDS:g}"}}[{window}]))'
-                    f" / sum(rate({h}_count{{{WORKING_ROUTES}}}[{window}]))")
+            return (
+                f'1 - sum(rate({h}_bucket{{{WORKING_ROUTES},le="{WORKING_P99_SECONDS:g}"}}[{window}]))'
+                f" / sum(rate({h}_count{{{WORKING_ROUTES}}}[{window}]))"
+            )
         # No 5xx at all is a ratio of 0, not an absent series.
-        return (f'(sum(rate({h}_count{{{API_ROUTES},status=~"5.."}}[{window}])) or vector(0))'
-                f" / sum(rate({h}_count{{{API_ROUTES}}}[{window}]))")
+        return (
+            f'(sum(rate({h}_count{{{API_ROUTES},status=~"5.."}}[{window}])) or vector(0))'
+            f" / sum(rate({h}_count{{{API_ROUTES}}}[{window}]))"
+        )
 
 
-WORKING_LATENCY = Objective("working_latency_slow", "WorkingMemoryLatencyBudgetBurn",
-                            "Working-memory latency: 99% of requests under 10 ms", "working-memory latency", 0.99)
-AVAILABILITY = Objective("request_errors", "AvailabilityBudgetBurn",
-                         "Availability: 99.9% of /v1 requests without a 5xx", "availability", 0.999)
+WORKING_LATENCY = Objective(
+    "working_latency_slow",
+    "WorkingMemoryLatencyBudgetBurn",
+    "Working-memory latency: 99% of requests under 10 ms",
+    "working-memory latency",
+    0.99,
+)
+AVAILABILITY = Objective(
+    "request_errors",
+    "AvailabilityBudgetBurn",
+    "Availability: 99.9% of /v1 requests without a 5xx",
+    "availability",
+    0.999,
+)
 OBJECTIVES = (WORKING_LATENCY, AVAILABILITY)

@@ -7,14 +7,16 @@ running several apps in one process never registers a name twice.
 Labels are bounded: `route` is the route template (never the raw path), `status` the
 numeric code, `store` one of STORES, `operation` an AgentMemory method name.
 """
+
 from __future__ import annotations
 
 import platform
+from collections.abc import Callable, Iterable, Iterator
 from importlib import metadata
-from typing import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -44,30 +46,63 @@ WORKER_TASKS = ("reflection", "outbox_replay", "decay", "archive", "cleanup")
 
 # Fine at the low end so a 1 ms p99 is readable (the SLO is 10 ms; the aim is far below it).
 LATENCY_BUCKETS = (
-    0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0075,
-    0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    0.00025,
+    0.0005,
+    0.00075,
+    0.001,
+    0.0015,
+    0.002,
+    0.003,
+    0.004,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
 )
 
 http_request_duration = Histogram(
-    HTTP_REQUEST_DURATION, "HTTP request duration by route template, method and status",
-    ("method", "route", "status"), buckets=LATENCY_BUCKETS, registry=REGISTRY,
+    HTTP_REQUEST_DURATION,
+    "HTTP request duration by route template, method and status",
+    ("method", "route", "status"),
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
 )
 http_requests_in_flight = Gauge(
-    HTTP_REQUESTS_IN_FLIGHT, "HTTP requests being served", registry=REGISTRY,
+    HTTP_REQUESTS_IN_FLIGHT,
+    "HTTP requests being served",
+    registry=REGISTRY,
 )
 backend_operation_duration = Histogram(
-    BACKEND_OPERATION_DURATION, "Duration of memory operations by the store they run on, and outcome",
-    ("store", "operation", "outcome"), buckets=LATENCY_BUCKETS, registry=REGISTRY,
+    BACKEND_OPERATION_DURATION,
+    "Duration of memory operations by the store they run on, and outcome",
+    ("store", "operation", "outcome"),
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
 )
 # A job runs from milliseconds (an empty outbox poll) to minutes (a cleanup of a large tenant).
 JOB_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 worker_job_duration = Histogram(
-    WORKER_JOB_DURATION, "Duration of worker jobs by task and outcome (ok | error)",
-    ("task", "outcome"), buckets=JOB_BUCKETS, registry=REGISTRY,
+    WORKER_JOB_DURATION,
+    "Duration of worker jobs by task and outcome (ok | error)",
+    ("task", "outcome"),
+    buckets=JOB_BUCKETS,
+    registry=REGISTRY,
 )
 ProcessCollector(namespace=PROCESS_PREFIX, registry=REGISTRY)
 build_info = Gauge(
-    BUILD_INFO, "Always 1; the labels name the running build", ("version", "python"), registry=REGISTRY,
+    BUILD_INFO,
+    "Always 1; the labels name the running build",
+    ("version", "python"),
+    registry=REGISTRY,
 )
 
 
@@ -90,11 +125,15 @@ class PoolCollector(Collector):
     def __init__(self) -> None:
         self.sources: list[Callable[[], Iterable[tuple[str, str, float]]]] = []
 
-    def describe(self):
-        return [GaugeMetricFamily(POOL_CONNECTIONS, "Connections of each client pool, by state", labels=("store", "state"))]
+    def describe(self) -> list[Metric]:
+        return [
+            GaugeMetricFamily(POOL_CONNECTIONS, "Connections of each client pool, by state", labels=("store", "state"))
+        ]
 
-    def collect(self):
-        family = GaugeMetricFamily(POOL_CONNECTIONS, "Connections of each client pool, by state", labels=("store", "state"))
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            POOL_CONNECTIONS, "Connections of each client pool, by state", labels=("store", "state")
+        )
         for source in list(self.sources):
             for store, state, value in source():
                 family.add_metric((store, state), value)
@@ -124,16 +163,20 @@ class WorkerGauges(Collector):
         self.outbox_rows: dict[str, float] = {}  # state (pending | failed) -> rows
         self.store_up: dict[str, float] = {}
 
-    def describe(self):
+    def describe(self) -> list[Metric]:
         return list(self._families())
 
-    def _families(self):
+    def _families(self) -> Iterator[GaugeMetricFamily]:
         for name, help_text in self._HELP.items():
             yield GaugeMetricFamily(name, help_text)
-        yield GaugeMetricFamily(OUTBOX_ROWS, "Outbox rows by state: pending, or failed (out of attempts)", labels=("state",))
-        yield GaugeMetricFamily(STORE_UP, "1 when the store answered the worker's last check, else 0", labels=("store",))
+        yield GaugeMetricFamily(
+            OUTBOX_ROWS, "Outbox rows by state: pending, or failed (out of attempts)", labels=("state",)
+        )
+        yield GaugeMetricFamily(
+            STORE_UP, "1 when the store answered the worker's last check, else 0", labels=("store",)
+        )
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         for family in self._families():
             if family.name == OUTBOX_ROWS:
                 for state, value in self.outbox_rows.items():

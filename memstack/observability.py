@@ -1,6 +1,7 @@
 """`memstack dashboards ...`: the kit's Grafana dashboards without a Grafana. `snapshot` runs
 every panel's queries against the live Prometheus and draws each dashboard to a PNG with
 matplotlib, so the latency of the last load run can be seen over time."""
+
 from __future__ import annotations
 
 import contextlib
@@ -14,7 +15,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -132,8 +133,11 @@ def snapshot(prometheus_url: str, out: Path, minutes: float, step_s: float, dire
             ax.tick_params(labelsize=7)
             drawn = 0
             for target in panel.get("targets", []):
-                answer = prometheus_get(prometheus_url, "/api/v1/query_range", {
-                    "query": substitute(target["expr"]), "start": start, "end": end, "step": step_s})
+                answer = prometheus_get(
+                    prometheus_url,
+                    "/api/v1/query_range",
+                    {"query": substitute(target["expr"]), "start": start, "end": end, "step": step_s},
+                )
                 if answer.get("status") != "success":
                     raise MemstackError(f"{board['title']} / {panel['title']}: {answer.get('error')}")
                 for series in answer["data"]["result"]:
@@ -149,7 +153,7 @@ def snapshot(prometheus_url: str, out: Path, minutes: float, step_s: float, dire
                 ax.set_xlabel("minutes ago", fontsize=7)
             else:
                 ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="grey")
-        for ax in list(axes.flat)[len(shown):]:
+        for ax in list(axes.flat)[len(shown) :]:
             ax.axis("off")
         figure.tight_layout()
         path = out / f"{board['uid']}.png"
@@ -159,7 +163,7 @@ def snapshot(prometheus_url: str, out: Path, minutes: float, step_s: float, dire
     return written
 
 
-def where_to_see_metrics(backend_name: Optional[str]) -> list[str]:
+def where_to_see_metrics(backend_name: str | None) -> list[str]:
     """Lines telling a person where the live metrics are, for the end of `memstack demo`."""
     from memstack.local.backend import get_backend
 
@@ -168,19 +172,25 @@ def where_to_see_metrics(backend_name: Optional[str]) -> list[str]:
     except MemstackError:
         prometheus = None
     if prometheus is None:
-        return ["live metrics: start Prometheus with `memstack up --with prometheus` (it also runs the store "
-                "exporters), then `memstack dashboards snapshot` draws the dashboards to PNG"]
-    return [f"live metrics: Prometheus at {prometheus} (graph: {prometheus}/graph)",
-            "dashboards as pictures: `memstack dashboards snapshot` (PNG per dashboard, last 15 min)"]
+        return [
+            "live metrics: start Prometheus with `memstack up --with prometheus` (it also runs the store "
+            "exporters), then `memstack dashboards snapshot` draws the dashboards to PNG"
+        ]
+    return [
+        f"live metrics: Prometheus at {prometheus} (graph: {prometheus}/graph)",
+        "dashboards as pictures: `memstack dashboards snapshot` (PNG per dashboard, last 15 min)",
+    ]
 
 
 @app.command("snapshot")
 def snapshot_command(
-    out: Annotated[Optional[Path], typer.Option(help="Directory for the PNGs (default .memstack/snapshots/<time>)")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Directory for the PNGs (default .memstack/snapshots/<time>)")
+    ] = None,
     minutes: Annotated[float, typer.Option(min=1, help="How far back to draw")] = 15,
     step: Annotated[float, typer.Option(min=1, help="Seconds between points")] = 5,
-    prometheus_url: Annotated[Optional[str], typer.Option(help="Default: the local stack's Prometheus")] = None,
-    backend: Annotated[Optional[str], typer.Option("--backend", "-b", help="process | containers | external")] = None,
+    prometheus_url: Annotated[str | None, typer.Option(help="Default: the local stack's Prometheus")] = None,
+    backend: Annotated[str | None, typer.Option("--backend", "-b", help="process | containers | external")] = None,
 ) -> None:
     """Render each dashboard's panels from the live Prometheus to PNG."""
     if prometheus_url is None:
@@ -188,7 +198,9 @@ def snapshot_command(
 
         prometheus_url = get_backend(backend).endpoints().prometheus_url
         if prometheus_url is None:
-            raise MemstackError("no Prometheus runs in the local stack; start it with `memstack up --with prometheus` or pass --prometheus-url")
+            raise MemstackError(
+                "no Prometheus runs in the local stack; start it with `memstack up --with prometheus` or pass --prometheus-url"
+            )
     directory = out or Path(".memstack/snapshots") / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     for path in snapshot(prometheus_url.rstrip("/"), directory, minutes, step):
         print(path)

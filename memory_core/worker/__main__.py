@@ -1,4 +1,5 @@
 """`python -m memory_core.worker [--host H] [--port P]`: the same entry point as `memstack worker`."""
+
 import argparse
 
 from .probes import DEFAULT_PORT, run_worker

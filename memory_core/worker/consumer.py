@@ -2,6 +2,7 @@
 retry of stale pending entries, dead-letter stream after N deliveries), outbox replay, and
 periodic jobs each guarded by a lease so replicas never run one concurrently or twice within
 its interval. SIGTERM/SIGINT set `stopping`: the current job finishes, then the loop exits."""
+
 from __future__ import annotations
 
 import asyncio
@@ -10,8 +11,9 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from typing import Awaitable, Callable
+from typing import Any, cast
 
 from opentelemetry import trace
 from redis.exceptions import ResponseError
@@ -32,10 +34,12 @@ PERIODIC_JOBS: dict[str, Callable[[MemoryClients, str | None], Awaitable[object]
 
 
 _tracer = trace.get_tracer("memory_core.worker")
+# A Redis Stream entry as redis-py returns it: (id, {field: value}).
+StreamEntry = tuple[bytes, dict[bytes, bytes]]
 
 
 @contextmanager
-def timed(task: str):
+def timed(task: str) -> Iterator[None]:
     """One run of `task`: a span (exported when tracing is configured, else a no-op) and an
     observation in the job-duration histogram, with its outcome."""
     started = time.perf_counter()
@@ -74,21 +78,24 @@ class Worker:
         stale = await redis.xpending_range(
             s.reflection_stream, s.reflection_group, min="-", max="+", count=50, idle=s.job_claim_idle_ms
         )
-        retry = []
+        retry: list[bytes | str | int | memoryview] = []
         for entry in stale:
-            if entry["times_delivered"] >= s.reflection_max_deliveries:
-                await self._dead_letter(entry["message_id"])
+            message_id = cast(bytes, entry["message_id"])
+            if int(entry["times_delivered"]) >= s.reflection_max_deliveries:
+                await self._dead_letter(message_id)
             else:
-                retry.append(entry["message_id"])
-        messages = []
+                retry.append(message_id)
+        messages: list[StreamEntry] = []
         if retry:
-            messages += await redis.xclaim(
+            claimed = await redis.xclaim(
                 s.reflection_stream, s.reflection_group, self.consumer, s.job_claim_idle_ms, retry
             )
+            messages += cast(list[StreamEntry], claimed)
         if not self.stopping.is_set():
-            for _, entries in await redis.xreadgroup(
+            read = await redis.xreadgroup(
                 s.reflection_group, self.consumer, {s.reflection_stream: ">"}, count=10, block=block_ms
-            ) or []:
+            )
+            for _, entries in cast(list[tuple[bytes, list[StreamEntry]]], read or []):
                 messages += entries
         for message_id, raw in messages:
             if not raw:  # deleted from the stream (trimmed) while pending
@@ -107,8 +114,8 @@ class Worker:
 
     async def _dead_letter(self, message_id: bytes) -> None:
         s, redis = self.settings, self.clients.redis
-        entries = await redis.xrange(s.reflection_stream, min=message_id, max=message_id)
-        fields = dict(entries[0][1]) if entries else {}
+        entries = cast(list[StreamEntry], await redis.xrange(s.reflection_stream, min=message_id, max=message_id))
+        fields: dict[Any, Any] = dict(entries[0][1]) if entries else {}
         fields[b"original_id"] = message_id
         async with redis.pipeline(transaction=True) as pipe:
             pipe.xadd(self.dead_letter_stream, fields, maxlen=s.reflection_stream_maxlen, approximate=True)
@@ -168,17 +175,18 @@ class Worker:
         """Drop this consumer from the group, unless it still holds pending jobs (they would go
         with it). Consumer names are per process, so each restart would otherwise add one."""
         s, redis = self.settings, self.clients.redis
-        if not await redis.xpending_range(s.reflection_stream, s.reflection_group, "-", "+", 1, consumername=self.consumer):
+        if not await redis.xpending_range(
+            s.reflection_stream, s.reflection_group, "-", "+", 1, consumername=self.consumer
+        ):
             await redis.xgroup_delconsumer(s.reflection_stream, s.reflection_group, self.consumer)
 
     async def _sleep(self, seconds: float) -> None:
         try:
             await asyncio.wait_for(self.stopping.wait(), timeout=seconds)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
-

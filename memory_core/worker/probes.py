@@ -7,12 +7,14 @@ Worker readiness needs Redis and Postgres; Neo4j being down only delays outbox r
 /metrics first reads the backlog (stream, outbox, dead letters, store checks): a few cheap
 queries per scrape, none on the job path.
 """
+
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable, Iterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -34,12 +36,20 @@ async def _postgres_ping(clients: MemoryClients, timeout: float) -> None:
         await conn.execute("SELECT 1")
 
 
+async def _redis_ping(clients: MemoryClients, timeout: float) -> None:
+    await clients.redis.ping()
+
+
+async def _neo4j_ping(clients: MemoryClients, timeout: float) -> None:
+    await clients.neo4j.verify_connectivity()
+
+
 # One round trip per store, timed: Neo4j Community has no metrics endpoint, so these timings
 # (with the service's own) are what the dashboards show of it.
-_PINGS = {
-    "redis": lambda clients, timeout: clients.redis.ping(),
+_PINGS: dict[str, Callable[[MemoryClients, float], Awaitable[None]]] = {
+    "redis": _redis_ping,
     "postgres": _postgres_ping,
-    "neo4j": lambda clients, timeout: clients.neo4j.verify_connectivity(),
+    "neo4j": _neo4j_ping,
 }
 
 
@@ -51,7 +61,7 @@ async def ping_stores(clients: MemoryClients, timeout: float) -> dict[str, bool]
         try:
             await asyncio.wait_for(_PINGS[store](clients, timeout), timeout)
             outcome = "ok"
-        except Exception:  # noqa: BLE001 - a failed ping, whatever its kind, is a store that did not answer
+        except Exception:
             pass
         metrics.backend_operation_duration.labels(store, "ping", outcome).observe(time.perf_counter() - started)
         return store, outcome == "ok"
@@ -74,13 +84,15 @@ async def read_backlog(clients: MemoryClients, timeout: float) -> None:
         if stream:
             try:
                 pending = (await clients.redis.xpending(s.reflection_stream, s.reflection_group))["pending"]
-            except Exception:  # noqa: BLE001 - no group yet: nothing delivered, nothing pending
+            except Exception:
                 pending = 0
-        gauges.values.update({
-            metrics.REFLECTION_STREAM_LENGTH: stream,
-            metrics.REFLECTION_DEAD_LETTERS: dead,
-            metrics.REFLECTION_PENDING: pending,
-        })
+        gauges.values.update(
+            {
+                metrics.REFLECTION_STREAM_LENGTH: stream,
+                metrics.REFLECTION_DEAD_LETTERS: dead,
+                metrics.REFLECTION_PENDING: pending,
+            }
+        )
 
     async def outbox_backlog() -> None:
         async with clients.maintenance_transaction() as conn:
@@ -90,7 +102,9 @@ async def read_backlog(clients: MemoryClients, timeout: float) -> None:
                 " FROM graph_outbox",
                 {"max": s.outbox_max_attempts},
             )
-            age, pending, failed = await cur.fetchone()
+            row = await cur.fetchone()
+            assert row is not None  # an aggregate always returns one row
+            age, pending, failed = row
         gauges.values[metrics.OUTBOX_OLDEST_AGE] = float(age)
         gauges.outbox_rows = {"pending": pending, "failed": failed}
 
@@ -99,7 +113,7 @@ async def read_backlog(clients: MemoryClients, timeout: float) -> None:
             continue
         try:
             await asyncio.wait_for(read(), timeout)
-        except Exception as exc:  # noqa: BLE001 - a scrape must answer even while a store fails
+        except Exception as exc:
             log.warning("worker backlog from %s not read: %s", name, exc)
 
 
@@ -115,7 +129,9 @@ async def _answer(clients: MemoryClients, path: str, timeout: float) -> tuple[in
     return 404, "application/json", b'{"detail":"not found"}'
 
 
-def probe_handler(clients: MemoryClients, timeout: float = 1.0):
+def probe_handler(
+    clients: MemoryClients, timeout: float = 1.0
+) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             request_line = await asyncio.wait_for(reader.readline(), 5)
@@ -129,10 +145,11 @@ def probe_handler(clients: MemoryClients, timeout: float = 1.0):
                 status, ctype, body = await _answer(clients, path, timeout)
             writer.write(
                 f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: {ctype}\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                + body
             )
             await writer.drain()
-        except (asyncio.TimeoutError, ConnectionError, UnicodeDecodeError):
+        except (TimeoutError, ConnectionError, UnicodeDecodeError):
             pass
         finally:
             writer.close()
@@ -147,7 +164,7 @@ async def serve_worker(settings: Settings, host: str, port: int) -> None:
         worker = Worker(clients)
         worker.install_signal_handlers()
 
-        def source():
+        def source() -> Iterator[tuple[str, str, float]]:
             return pool_usage(clients)
 
         metrics.pool_collector.sources.append(source)
@@ -159,8 +176,9 @@ async def serve_worker(settings: Settings, host: str, port: int) -> None:
             await server.wait_closed()
 
 
-def run_worker(settings: Settings | None = None, host: str = "0.0.0.0", port: int = DEFAULT_PORT,
-               log_level: str = "info") -> None:
+def run_worker(
+    settings: Settings | None = None, host: str = "0.0.0.0", port: int = DEFAULT_PORT, log_level: str = "info"
+) -> None:
     """The worker's one entry point: JSON logs, OTLP tracing when configured, probes, the loop."""
     from ..telemetry import setup_json_logging, setup_tracing
 

@@ -2,8 +2,16 @@
 the store exporters, optional Jaeger) behind one interface, run as local processes, as
 containers, or reached as external servers. The backends are registered here, so that
 `backend` (the interface) never imports them."""
+
 from memstack.local.backend import (
-    BACKENDS, CORE_SERVICES, SERVICES, Backend, Endpoints, ServiceStatus, get_backend, register_backend,
+    BACKENDS,
+    CORE_SERVICES,
+    SERVICES,
+    Backend,
+    Endpoints,
+    ServiceStatus,
+    get_backend,
+    register_backend,
 )
 from memstack.local.containers import ContainersBackend
 from memstack.local.external import ExternalBackend

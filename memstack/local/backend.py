@@ -3,12 +3,14 @@ servers that already exist. The CLI and the test fixtures both go through it.
 
 This module imports none of the backends: each is registered with `register_backend` by the
 package (`memstack/local/__init__.py`), so the interface sits below its implementations."""
+
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 from memory_core.settings import Settings
 from memstack.errors import MemstackError

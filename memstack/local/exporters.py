@@ -5,6 +5,7 @@ each registered as a scrape target once it answers.
 Credentials reach them through the environment, never the command line (`ps` shows that).
 The Postgres exporter logs in as its own role with `pg_monitor`, not as the superuser.
 """
+
 from __future__ import annotations
 
 import os
@@ -49,7 +50,9 @@ class Exporter(LocalService):
 
     def check_prerequisites(self) -> None:
         if shutil.which(self.binary) is None:
-            raise MemstackError(f"{self.binary} not found on PATH; install it with `apt-get install {self.binary}` or run `make setup`")
+            raise MemstackError(
+                f"{self.binary} not found on PATH; install it with `apt-get install {self.binary}` or run `make setup`"
+            )
 
     def store_port(self) -> int:
         state = load(self.home)
@@ -79,12 +82,14 @@ class RedisExporter(Exporter):
 
     def launch(self, port: int) -> Launch:
         return Launch(
-            argv=[self.binary, f"--redis.addr=redis://127.0.0.1:{self.store_port()}",
-                  f"--web.listen-address=127.0.0.1:{port}"],
+            argv=[
+                self.binary,
+                f"--redis.addr=redis://127.0.0.1:{self.store_port()}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
             env={**os.environ, "REDIS_PASSWORD": self.credentials.redis_password},
             log=self.log,
         )
-
 
 
 class PostgresExporter(Exporter):
@@ -115,24 +120,31 @@ class PostgresExporter(Exporter):
         password = self._monitor_password()
         with psycopg.connect(admin_url(self.store_port(), self.credentials, "postgres"), autocommit=True) as conn:
             exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (MONITOR_ROLE,)).fetchone()
-            conn.execute(sql.SQL("{} ROLE {} LOGIN NOSUPERUSER PASSWORD {}").format(
-                sql.SQL("ALTER" if exists else "CREATE"), sql.Identifier(MONITOR_ROLE), sql.Literal(password)))
+            conn.execute(
+                sql.SQL("{} ROLE {} LOGIN NOSUPERUSER PASSWORD {}").format(
+                    sql.SQL("ALTER" if exists else "CREATE"), sql.Identifier(MONITOR_ROLE), sql.Literal(password)
+                )
+            )
             conn.execute(sql.SQL("GRANT pg_monitor TO {}").format(sql.Identifier(MONITOR_ROLE)))
 
     def _dsn(self) -> str:
         from memstack.local.postgres_server import APP_DATABASE
 
-        return (f"postgresql://{MONITOR_ROLE}:{self._monitor_password()}@127.0.0.1:{self.store_port()}"
-                f"/{APP_DATABASE}?sslmode=disable")
+        return (
+            f"postgresql://{MONITOR_ROLE}:{self._monitor_password()}@127.0.0.1:{self.store_port()}"
+            f"/{APP_DATABASE}?sslmode=disable"
+        )
 
     def launch(self, port: int) -> Launch:
         return Launch(
-            argv=[self.binary, f"--web.listen-address=127.0.0.1:{port}",
-                  f"--extend.query-path={self.data_dir / 'queries.yaml'}"],
+            argv=[
+                self.binary,
+                f"--web.listen-address=127.0.0.1:{port}",
+                f"--extend.query-path={self.data_dir / 'queries.yaml'}",
+            ],
             env={**os.environ, "DATA_SOURCE_NAME": self._dsn()},
             log=self.log,
         )
-
 
 
 EXPORTERS = (RedisExporter, PostgresExporter)

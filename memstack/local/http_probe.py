@@ -1,4 +1,5 @@
 """Readiness of the stack's HTTP services (Prometheus, the exporters, Jaeger)."""
+
 from __future__ import annotations
 
 import urllib.error

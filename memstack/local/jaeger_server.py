@@ -4,6 +4,7 @@ binary). The first start builds it (several minutes); later starts reuse the bin
 
 The recorded URL is the query API and UI; the service and the worker send OTLP over HTTP to
 `otlp_endpoint()`. Every listener is on 127.0.0.1, on ports chosen once per home."""
+
 from __future__ import annotations
 
 import json
@@ -35,11 +36,15 @@ def binary() -> Path:
 def build() -> Path:
     """Build the pinned Jaeger into tools/jaeger/bin (once; Go caches the modules)."""
     if shutil.which("go") is None:
-        raise MemstackError("go not found on PATH; `--with jaeger` builds Jaeger v2 from source: install Go 1.24+ (https://go.dev/dl) or run `make jaeger`")
+        raise MemstackError(
+            "go not found on PATH; `--with jaeger` builds Jaeger v2 from source: install Go 1.24+ (https://go.dev/dl) or run `make jaeger`"
+        )
     if not (tool_dir() / "go.mod").exists():
         raise MemstackError(f"no Jaeger module at {tool_dir()} (expected go.mod); set {TOOL_ENV}")
     print(f"building Jaeger in {tool_dir()} (first run: several minutes)", flush=True)
-    result = subprocess.run(["go", "build", "-o", str(binary()), MODULE], cwd=tool_dir(), capture_output=True, text=True)
+    result = subprocess.run(
+        ["go", "build", "-o", str(binary()), MODULE], cwd=tool_dir(), capture_output=True, text=True
+    )
     if result.returncode != 0:
         last = (result.stderr or result.stdout).strip().splitlines()[-1:]
         raise MemstackError(f"building Jaeger failed: {' '.join(last)}")
@@ -83,21 +88,33 @@ class JaegerServer(LocalService):
         config = {
             "service": {
                 "extensions": ["jaeger_storage", "jaeger_query", "healthcheckv2"],
-                "pipelines": {"traces": {"receivers": ["otlp"], "processors": ["batch"],
-                                         "exporters": ["jaeger_storage_exporter"]}},
+                "pipelines": {
+                    "traces": {"receivers": ["otlp"], "processors": ["batch"], "exporters": ["jaeger_storage_exporter"]}
+                },
                 # Jaeger's own metrics would take a fixed port (8888): off here.
-                "telemetry": {"resource": {"service.name": "jaeger"}, "metrics": {"level": "none"},
-                              "logs": {"level": "info"}},
+                "telemetry": {
+                    "resource": {"service.name": "jaeger"},
+                    "metrics": {"level": "none"},
+                    "logs": {"level": "info"},
+                },
             },
             "extensions": {
                 "healthcheckv2": {"use_v2": True, "http": {"endpoint": f"{listen}:{p['health']}"}},
-                "jaeger_query": {"storage": {"traces": "memory"},
-                                 "http": {"endpoint": f"{listen}:{port}"},
-                                 "grpc": {"endpoint": f"{listen}:{p['query_grpc']}"}},
+                "jaeger_query": {
+                    "storage": {"traces": "memory"},
+                    "http": {"endpoint": f"{listen}:{port}"},
+                    "grpc": {"endpoint": f"{listen}:{p['query_grpc']}"},
+                },
                 "jaeger_storage": {"backends": {"memory": {"memory": {"max_traces": 100000}}}},
             },
-            "receivers": {"otlp": {"protocols": {"grpc": {"endpoint": f"{listen}:{p['otlp_grpc']}"},
-                                                 "http": {"endpoint": f"{listen}:{p['otlp_http']}"}}}},
+            "receivers": {
+                "otlp": {
+                    "protocols": {
+                        "grpc": {"endpoint": f"{listen}:{p['otlp_grpc']}"},
+                        "http": {"endpoint": f"{listen}:{p['otlp_http']}"},
+                    }
+                }
+            },
             "processors": {"batch": {}},
             "exporters": {"jaeger_storage_exporter": {"trace_storage": "memory"}},
         }
@@ -105,8 +122,9 @@ class JaegerServer(LocalService):
         (self.data_dir / "config.yaml").write_text(json.dumps(config, indent=2))
 
     def launch(self, port: int) -> Launch:
-        return Launch(argv=[str(binary()), "--config", str(self.data_dir / "config.yaml")], log=self.log,
-                      cwd=self.data_dir)
+        return Launch(
+            argv=[str(binary()), "--config", str(self.data_dir / "config.yaml")], log=self.log, cwd=self.data_dir
+        )
 
     def probe(self, port: int) -> bool:
         return probe(self.url(port))

@@ -1,5 +1,6 @@
 """Prometheus from Debian, optional. Scrape targets are files under `prometheus/targets/`,
 which Prometheus re-reads on change: later components drop a JSON file there to be scraped."""
+
 from __future__ import annotations
 
 import json
@@ -51,7 +52,9 @@ class PrometheusServer(LocalService):
 
     def check_prerequisites(self) -> None:
         if shutil.which("prometheus") is None:
-            raise MemstackError("prometheus not found on PATH; install it with `apt-get install prometheus` or run `make setup`")
+            raise MemstackError(
+                "prometheus not found on PATH; install it with `apt-get install prometheus` or run `make setup`"
+            )
 
     def prepare(self, port: int) -> None:
         self.targets_dir.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,5 @@
 """A memory service and a worker on the test stack, scraped by its Prometheus."""
+
 from __future__ import annotations
 
 import asyncio
@@ -13,8 +14,8 @@ import pytest
 
 from memory_core import migrate
 from memstack import load as load_runner
-from memstack.local.processes import free_port
 from memstack.local.http_probe import http_ok
+from memstack.local.processes import free_port
 
 CLI = [sys.executable, "-c", "from memstack.cli import main; main()"]
 
@@ -27,14 +28,21 @@ def _service_and_worker(stack, workdir: Path, extra_env: dict[str, str] | None =
     hashes, plain = load_runner.write_tokens(workdir, tenants=5)
     service_port, worker_port = free_port(), free_port()
     # MEMSTACK_HOME: `serve` and `worker` register themselves with that stack's Prometheus.
-    env = {**os.environ, **stack.env(), "MEMSTACK_TOKENS_FILE": str(hashes), **(extra_env or {}),
-           "MEMSTACK_HOME": str(stack.home or "")}
+    env = {
+        **os.environ,
+        **stack.env(),
+        "MEMSTACK_TOKENS_FILE": str(hashes),
+        **(extra_env or {}),
+        "MEMSTACK_HOME": str(stack.home or ""),
+    }
     processes = []
     try:
-        for name, argv in (("service", ["serve", "--port", str(service_port), "--log-level", "warning"]),
-                           ("worker", ["worker", "--host", "127.0.0.1", "--port", str(worker_port)])):
-            log = open(workdir / f"{name}.log", "w")
-            processes.append(subprocess.Popen(CLI + argv, env=env, stdout=log, stderr=subprocess.STDOUT))
+        for name, argv in (
+            ("service", ["serve", "--port", str(service_port), "--log-level", "warning"]),
+            ("worker", ["worker", "--host", "127.0.0.1", "--port", str(worker_port)]),
+        ):
+            with open(workdir / f"{name}.log", "w") as log:  # the child keeps its own descriptor
+                processes.append(subprocess.Popen(CLI + argv, env=env, stdout=log, stderr=subprocess.STDOUT))
         url = f"http://127.0.0.1:{service_port}"
         load_runner.wait_ready(url, processes[0], workdir / "service.log")
         deadline = time.monotonic() + 60

@@ -1,5 +1,6 @@
 """`memstack up --with jaeger` without Go, and no Jaeger built: one line naming Go, exit 2, and
 nothing started."""
+
 from __future__ import annotations
 
 import os
@@ -18,10 +19,19 @@ def test_up_with_jaeger_without_go_says_so_in_one_line(tmp_path):
     directories = [d for d in os.environ["PATH"].split(os.pathsep) if not (Path(d) / "go").exists()]
     (tmp_path / "jaeger").mkdir()
     (tmp_path / "jaeger" / "go.mod").write_text("module example.com/jaeger\n")
-    env = {**os.environ, "PATH": os.pathsep.join(directories), "MEMSTACK_HOME": str(tmp_path / "home"),
-           "MEMSTACK_JAEGER_DIR": str(tmp_path / "jaeger")}
-    result = subprocess.run([sys.executable, "-c", "from memstack.cli import main; main()", "up", "--with", "jaeger"],
-                            env=env, capture_output=True, text=True, timeout=120)
+    env = {
+        **os.environ,
+        "PATH": os.pathsep.join(directories),
+        "MEMSTACK_HOME": str(tmp_path / "home"),
+        "MEMSTACK_JAEGER_DIR": str(tmp_path / "jaeger"),
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", "from memstack.cli import main; main()", "up", "--with", "jaeger"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2, result.stdout + result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("memstack: go not found"), result.stderr

@@ -1,6 +1,7 @@
 """Every expression of every generated dashboard panel runs on real metrics: the local stack's
 Prometheus scrapes the service, the worker and both store exporters (and evaluates the kit's
 recording rules) while a short load runs; then each query must parse and return data."""
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,11 @@ def substitute(expr: str) -> str:
 
 def kubernetes_only(expr: str) -> bool:
     """The query reads only series that exist on Kubernetes alone (HPA, CloudNativePG backups)."""
-    names = {n for n in re.findall(r"\b[a-z][a-z0-9_]*_[a-z0-9_]+\b", expr)
-             if n.startswith(("memstack_", "redis_", "pg_", "cnpg_", "kube_", "kubelet_", "barman_"))}
+    names = {
+        n
+        for n in re.findall(r"\b[a-z][a-z0-9_]*_[a-z0-9_]+\b", expr)
+        if n.startswith(("memstack_", "redis_", "pg_", "cnpg_", "kube_", "kubelet_", "barman_"))
+    }
     return bool(names) and names <= KUBERNETES_ONLY
 
 
@@ -65,10 +69,14 @@ def wait_for_targets(prometheus_url: str, jobs: set[str], timeout: float = 60) -
 def test_every_panel_query_returns_data_on_the_local_stack(stack, prometheus_url, service_and_worker, tmp_path):
     assert len(list(panels())) > 40  # never a pass over an empty set
     with service_and_worker(stack, tmp_path) as (url, tokens):
-        wait_for_targets(prometheus_url, {observability.SERVICE_JOB, observability.WORKER_JOB,
-                                          "redis-exporter", "postgres-exporter"})
-        load_runner.run(load_runner.LoadOptions(
-            url=url, tokens_file=tokens, duration="20s", warmup_s=0, rate=100, users=10, results=tmp_path / "load"))
+        wait_for_targets(
+            prometheus_url, {observability.SERVICE_JOB, observability.WORKER_JOB, "redis-exporter", "postgres-exporter"}
+        )
+        load_runner.run(
+            load_runner.LoadOptions(
+                url=url, tokens_file=tokens, duration="20s", warmup_s=0, rate=100, users=10, results=tmp_path / "load"
+            )
+        )
         time.sleep(12)  # two more scrapes and rule evaluations after the load
         failures, with_data, allowed_empty = [], 0, []
         for dashboard, panel, ref, expr in panels():
@@ -89,13 +97,17 @@ def test_every_panel_query_returns_data_on_the_local_stack(stack, prometheus_url
     assert {g["name"] for g in groups} >= {g["name"] for build in RULE_FILES.values() for g in build()["groups"]}
     assert [r["name"] for r in rules if r["health"] != "ok"] == []
     total = len(list(panels()))
-    print(f"\npanel queries: {total} run on real metrics, {with_data} returned data, "
-          f"{len(allowed_empty)} empty as Kubernetes-only: {allowed_empty}")
+    print(
+        f"\npanel queries: {total} run on real metrics, {with_data} returned data, "
+        f"{len(allowed_empty)} empty as Kubernetes-only: {allowed_empty}"
+    )
     assert not failures, "\n".join(failures)
     assert with_data + len(allowed_empty) == total
 
     # `memstack dashboards snapshot` draws the same panels from the same Prometheus.
     pictures = observability.snapshot(prometheus_url, tmp_path / "snapshots", minutes=5, step_s=5)
-    assert sorted(p.name for p in pictures) == sorted(f"{json.loads(p.read_text())['uid']}.png" for p in GENERATED.glob("*.json"))
+    assert sorted(p.name for p in pictures) == sorted(
+        f"{json.loads(p.read_text())['uid']}.png" for p in GENERATED.glob("*.json")
+    )
     for picture in pictures:
         assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and picture.stat().st_size > 20_000

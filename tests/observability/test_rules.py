@@ -1,6 +1,7 @@
 """The committed dashboards and rule files are what their source generates; every rule file
 passes `promtool check rules`, every alert has promtool tests where it fires and where it does
 not, and every alert links to its runbook section."""
+
 from __future__ import annotations
 
 import json
@@ -52,8 +53,9 @@ def test_promtool_checks_every_rule_file():
 def test_promtool_unit_tests_pass():
     tests = sorted((ALERTS / "tests").glob("*.yaml"))
     assert len(tests) == len(TEST_FILES)
-    result = subprocess.run([_promtool(), "test", "rules", *map(str, tests)], capture_output=True, text=True,
-                            cwd=ALERTS / "tests")
+    result = subprocess.run(
+        [_promtool(), "test", "rules", *map(str, tests)], capture_output=True, text=True, cwd=ALERTS / "tests"
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("SUCCESS") == len(tests)
 
@@ -105,7 +107,8 @@ def test_every_metric_name_comes_from_the_definitions():
     # Every definition is used somewhere, so none is left behind when a panel goes.
     assert known_theirs - used == set()
     assert {n for n in metrics.ALL_METRICS if n != metrics.PROCESS_RESIDENT_MEMORY} - {
-        u.removesuffix("_bucket").removesuffix("_count") for u in used} == set()
+        u.removesuffix("_bucket").removesuffix("_count") for u in used
+    } == set()
 
 
 def test_worker_tasks_name_every_periodic_job():

@@ -1,6 +1,7 @@
 """With Jaeger on (`memstack up --with jaeger`), the service and the worker export their spans
 to it: a request's trace is found through Jaeger's query API with the request span and the
 backend spans under it, and no token or password in any attribute."""
+
 from __future__ import annotations
 
 import json
@@ -13,7 +14,6 @@ import httpx
 import pytest
 
 from memstack.local.backend import CORE_SERVICES
-
 
 
 def jaeger_get(base: str, path: str, **params) -> dict:
@@ -63,7 +63,7 @@ def check_traces(stack, service_and_worker, tmp_path):
     extra = {**endpoints.env(), "OTEL_BSP_SCHEDULE_DELAY": "200"}
     assert "OTEL_EXPORTER_OTLP_ENDPOINT" in extra
     with service_and_worker(stack, tmp_path, extra) as (url, tokens):
-        tenant, token = tokens.read_text().splitlines()[0].split()
+        _tenant, token = tokens.read_text().splitlines()[0].split()
         user, conversation = "u-trace", f"c-{uuid.uuid4().hex[:8]}"
         headers = {"Authorization": f"Bearer {token}"}
         with httpx.Client(base_url=url, headers=headers, timeout=10) as client:
@@ -85,8 +85,12 @@ def check_traces(stack, service_and_worker, tmp_path):
             assert kinds.get("span.kind") == "server" and operation in request["operationName"], request
 
             values = all_values(candidate)
-            secrets = [token, endpoints.neo4j_password, endpoints.redis_url.split("@")[0].split(":")[-1],
-                       endpoints.postgres_url.split("@")[0].split(":")[-1]]
+            secrets = [
+                token,
+                endpoints.neo4j_password,
+                endpoints.redis_url.split("@")[0].split(":")[-1],
+                endpoints.postgres_url.split("@")[0].split(":")[-1],
+            ]
             leaked = [v for v in values for s in secrets if s and s in v]
             assert not leaked, f"a secret in a span attribute of {backend_span}'s trace"
             assert not any("authorization" in t["key"].lower() for s in spans.values() for t in s["tags"])
