@@ -42,6 +42,7 @@ def table(results: list) -> Table:
             " ".join(f"{k}x{v}" for k, v in row["statuses"].items()) or "-",
             str(r.failures_not_naming_store),
             "-" if r.recovery_s is None else f"{r.recovery_s:.2f}",
+            "-" if r.wm_p99_before_ms is None else f"{r.wm_p99_before_ms:.1f}",
             "-" if r.wm_p99_after_ms is None else f"{r.wm_p99_after_ms:.1f}",
             " / ".join(f"{r.lost.get(s, '-')} of {r.acknowledged.get(s, '-')}" for s in ("postgres", "neo4j", "redis")),
         )
@@ -54,7 +55,7 @@ def chaos(
         float | None, typer.Option(help="Seconds the fault lasts (default: kill 0, pause 2, netcut 5)")
     ] = None,
     profile: Annotated[str, typer.Option(help=f"Load profile: {', '.join(PROFILES)}")] = "working",
-    rate: Annotated[float, typer.Option(min=1, help="Locust's target requests/s")] = 150.0,
+    rate: Annotated[float, typer.Option(min=1, help="Locust's target requests/s")] = 100.0,
     results: Annotated[
         Path | None, typer.Option(help="Directory for requests.csv, chaos.json and Locust's files")
     ] = None,

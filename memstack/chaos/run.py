@@ -39,8 +39,8 @@ class ChaosOptions:
     fault: str
     duration_s: float | None = None
     profile: str = "working"
-    rate: float = 150.0
-    users: int = 30
+    rate: float = 100.0
+    users: int = 20
     before_s: float = 10.0
     # Load after the fault: the 30 s window after recovery, plus room to recover.
     after_s: float = 40.0
@@ -59,6 +59,8 @@ class ChaosResult:
     failures_not_naming_store: int = 0
     recovery_s: float | None = None
     wm_p99_after_ms: float | None = None
+    # The same measure over the load before the fault: what the machine gives without one.
+    wm_p99_before_ms: float | None = None
     wm_requests_after: int = 0
     lost: dict[str, int] = field(default_factory=dict)
     acknowledged: dict[str, int] = field(default_factory=dict)
@@ -77,6 +79,7 @@ class ChaosResult:
             "failures_not_naming_store": self.failures_not_naming_store,
             "recovery_s": None if self.recovery_s is None else round(self.recovery_s, 2),
             "wm_p99_after_ms": self.wm_p99_after_ms,
+            "wm_p99_before_ms": self.wm_p99_before_ms,
             "wm_requests_after": self.wm_requests_after,
             "acknowledged": self.acknowledged,
             "lost": self.lost,
@@ -199,6 +202,8 @@ def measure(result: ChaosResult, requests: list, store: str) -> None:
     result.statuses = dict(Counter(r[2] for r in failures))
     # A 503 must say which store is down; anything else (500, a timeout: status 0) never qualifies.
     result.failures_not_naming_store = sum(1 for r in failures if not (r[2] == 503 and store in r[5].lower()))
+    before = [r[3] for r in answered if r[0] < window.start and r[1].startswith("working") and not r[4]]
+    result.wm_p99_before_ms = _p99(before)
     if recovered_at is not None:
         wm = [
             r[3]
@@ -247,6 +252,8 @@ def run(backend, options: ChaosOptions) -> ChaosResult:
     os.chmod(workdir / "locust.tokens", 0o600)
     tenant, token = pairs[0]
     container, url = backend.run_service(tag("service"), hashes, name="chaos-service")
+    # The worker replays the graph outbox: what the inline projection could not write during a fault.
+    worker, _ = backend.run_service(tag("service"), hashes, name="chaos-worker", worker=True)
     try:
         container.reload()
         peer_ip = container.attrs["NetworkSettings"]["Networks"][backend.network]["IPAddress"]
@@ -292,3 +299,4 @@ def run(backend, options: ChaosOptions) -> ChaosResult:
         return result
     finally:
         container.remove(force=True)
+        worker.remove(force=True)

@@ -285,14 +285,18 @@ class ContainersBackend(ProcessBackend):
             neo4j_password=state.credentials.neo4j_password,
         )
 
-    def run_service(self, image: str, token_hashes: Path, *, name: str = "service", port: int | None = None):
+    def run_service(
+        self, image: str, token_hashes: Path, *, name: str = "service", port: int | None = None, worker: bool = False
+    ):
         """The memory service image on the stack network, as Kubernetes runs it: its own non-root
         user, a read-only root filesystem with only /tmp writable, no capabilities, the token hashes
-        mounted read-only. Published on 127.0.0.1; returns (container, URL) once /ready answers."""
+        mounted read-only. Published on 127.0.0.1; returns (container, URL) once /ready answers.
+        With `worker`, the same image runs the consolidation worker (outbox replay) instead."""
         from infra.config import MemoryServiceContract
 
         contract = MemoryServiceContract()
         port = port or free_port()
+        inner_port = contract.worker_health_port if worker else contract.port
         # Readable by the image's user, and by no one else.
         tokens_dir = Path(tempfile.mkdtemp(prefix="memstack-tokens-"))
         tokens = tokens_dir / contract.tokens_file_name
@@ -318,7 +322,8 @@ class ContainersBackend(ProcessBackend):
             detach=True,
             environment=env,
             network=self.network,
-            ports={f"{contract.port}/tcp": ("127.0.0.1", port)},
+            ports={f"{inner_port}/tcp": ("127.0.0.1", port)},
+            command=contract.worker_command if worker else None,
             read_only=True,
             tmpfs={"/tmp": "rw,noexec,nosuid,size=64m"},
             cap_drop=["ALL"],

@@ -86,7 +86,7 @@ def test_service_image_runs_read_only_as_non_root_and_passes_the_load_gate(
     try:
         container.reload()
         host = container.attrs["HostConfig"]
-        assert host["ReadonlyRoot"] is True and host["CapDrop"] == ["ALL"]
+        assert host["ReadonlyRootfs"] is True and host["CapDrop"] == ["ALL"]
         uid = container.exec_run(["id", "-u"]).output.decode().strip()
         assert uid == "10001"
         # The root filesystem refuses writes; /tmp (the only writable place) takes them.
