@@ -172,3 +172,26 @@ def _program_runner(directory: Path) -> Callable[..., Run]:
         )
 
     return execute
+
+
+@dataclass
+class ConfigCheck:
+    """The outcome of reading a stack's config the way the program's first step does, in-process."""
+
+    error: dict[str, Any] | None
+
+
+def check_config(stack: str, *overrides: str, merges: Iterable[str] = (), bare: bool = False) -> ConfigCheck:
+    """What `load_config` says about a stack file plus overrides (the same inputs `run_program` passes),
+    without starting a Pulumi run: for tests about refused settings."""
+    from pulumi_harness import stack_config
+
+    from infra.config import ConfigError, load_config, raw_project_config
+
+    inputs, input_merges = ((), ()) if bare else DEPLOY_INPUTS[stack]
+    values = stack_config(REPO_ROOT / f"Pulumi.{stack}.yaml", [*inputs, *overrides], [*input_merges, *merges])
+    try:
+        load_config(raw_project_config(values))
+    except ConfigError as error:
+        return ConfigCheck({"type": "ConfigError", "message": str(error)})
+    return ConfigCheck(None)

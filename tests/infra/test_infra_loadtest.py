@@ -6,7 +6,7 @@ import re
 
 import kubernetes_validate
 import pytest
-from pulumi_runs import REPO_ROOT, Run
+from pulumi_runs import REPO_ROOT, Run, check_config
 
 from infra.policy import rules
 from memstack.load import PROFILES
@@ -99,7 +99,7 @@ def test_the_load_test_objects_are_valid_and_pass_the_policy(loaded):
     assert [m for rule in rules.STACK_RULES.values() for m in rule(loaded.manifests)] == []
 
 
-def test_a_load_test_without_tokens_is_refused(run_program):
-    run = run_program("staging", LOADTEST)
+def test_a_load_test_without_tokens_is_refused():
+    run = check_config("staging", LOADTEST)
     assert run.error["type"] == "ConfigError"
     assert run.error["message"].startswith("memstack:loadtestTokens: the load test needs tokens")

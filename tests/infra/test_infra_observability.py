@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from pulumi_runs import RECEIVER_SECRETS, REPO_ROOT, Run
+from pulumi_runs import RECEIVER_SECRETS, REPO_ROOT, Run, check_config
 
 from infra.components.observability import find_dashboards, find_rule_files
 
@@ -192,7 +192,7 @@ def test_prod_refuses_alertmanager_without_a_receiver(run_program):
     assert not [r for r in run.resources if r.type.startswith("kubernetes:")]
 
 
-def test_a_receiver_without_its_secret_is_refused(run_program):
-    run = run_program("prod", "memstack:alertReceiverSecrets={}")
+def test_a_receiver_without_its_secret_is_refused():
+    run = check_config("prod", "memstack:alertReceiverSecrets={}")
     assert run.error["type"] == "ConfigError"
     assert run.error["message"].startswith("memstack:alertReceiverSecrets: no secret for receiver oncall, tickets")

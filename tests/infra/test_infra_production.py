@@ -6,7 +6,7 @@ import json
 import re
 
 import pytest
-from pulumi_runs import Run
+from pulumi_runs import Run, check_config
 
 from infra.config import settings_env
 from memory_core.settings import Settings
@@ -59,9 +59,9 @@ def test_every_app_pod_gets_the_stacks_embedder_and_memory_core_reads_it(runs, s
         assert settings.embedding_model == "all-MiniLM-L6-v2"
 
 
-def test_shared_stacks_refuse_the_hashing_embedder(run_program):
+def test_shared_stacks_refuse_the_hashing_embedder():
     for stack in ("staging", "prod"):
-        run = run_program(stack, 'memstack:embeddings={"provider": "hashing"}')
+        run = check_config(stack, 'memstack:embeddings={"provider": "hashing"}')
         assert run.error["type"] == "ConfigError"
         assert run.error["message"] == (
             f"memstack:embeddings.provider: {stack} refuses the hashing embedder (not a semantic model);"
@@ -69,13 +69,13 @@ def test_shared_stacks_refuse_the_hashing_embedder(run_program):
         )
 
 
-def test_a_dimension_the_schema_does_not_have_is_refused(run_program):
-    run = run_program("dev", 'memstack:embeddings={"provider": "hashing", "dimension": 768}')
+def test_a_dimension_the_schema_does_not_have_is_refused():
+    run = check_config("dev", 'memstack:embeddings={"provider": "hashing", "dimension": 768}')
     assert run.error["message"] == (
         "memstack:embeddings.dimension: must equal postgres.vectorDimension (384), the dimension of the schema's"
         " vector columns, got 768"
     )
-    run = run_program("prod", 'memstack:embeddings={"provider": "sentence-transformers", "dimension": 768}')
+    run = check_config("prod", 'memstack:embeddings={"provider": "sentence-transformers", "dimension": 768}')
     assert run.error["message"] == (
         "memstack:embeddings.dimension: all-MiniLM-L6-v2 produces 384-dimensional vectors, got 768"
     )
@@ -170,14 +170,14 @@ def test_the_redis_password_is_on_no_command_line_and_in_no_environment(run):
 # --- 5. tokens --------------------------------------------------------------------------------------
 
 
-def test_shared_stacks_refuse_to_deploy_without_a_token_hash(run_program):
+def test_shared_stacks_refuse_to_deploy_without_a_token_hash():
     for stack in ("staging", "prod"):
-        run = run_program(stack, "memstack:apiTokenHashes= ")
+        run = check_config(stack, "memstack:apiTokenHashes= ")
         assert run.error["type"] == "ConfigError"
         assert run.error["message"].startswith(
             f"memstack:apiTokenHashes: {stack} requires at least one token hash, or every request gets 401"
         )
-    assert run_program("dev").error is None
+    assert check_config("dev").error is None
 
 
 # --- 6. Postgres egress to the object store --------------------------------------------------------
@@ -201,9 +201,9 @@ def test_postgres_may_reach_the_object_store_on_its_port(run_program, endpoint, 
     assert run.one("ObjectStore", "memstack-pg-store").manifest["spec"]["configuration"]["endpointURL"] == endpoint
 
 
-def test_an_endpoint_that_is_not_a_url_is_refused(run_program):
+def test_an_endpoint_that_is_not_a_url_is_refused():
     store = {"destinationPath": "s3://b/p", "endpointUrl": "minio:9000", "credentialsSecret": "s3"}
-    run = run_program("staging", merges=[f"memstack:postgres={json.dumps({'backup': {'objectStore': store}})}"])
+    run = check_config("staging", merges=[f"memstack:postgres={json.dumps({'backup': {'objectStore': store}})}"])
     assert run.error["message"] == (
         "memstack:postgres.backup.objectStore.endpointUrl: must be an http(s) URL with a host, got 'minio:9000'"
     )
@@ -242,8 +242,8 @@ def test_local_gets_metrics_server_for_its_hpa(runs):
         assert "metrics-server" not in {r.raw_inputs["name"] for r in runs[stack].kinds("Release")}
 
 
-def test_shared_clusters_bring_their_own_metrics_server(run_program):
-    run = run_program("prod", 'memstack:metricsServer={"install": true}')
+def test_shared_clusters_bring_their_own_metrics_server():
+    run = check_config("prod", 'memstack:metricsServer={"install": true}')
     assert run.error["message"] == (
         "memstack:metricsServer.install: only for local and dev clusters; prod clusters bring their own"
     )
@@ -252,13 +252,13 @@ def test_shared_clusters_bring_their_own_metrics_server(run_program):
 # --- 9. image references ----------------------------------------------------------------------------
 
 
-def test_shared_stacks_need_the_image_ci_pushed(run_program):
+def test_shared_stacks_need_the_image_ci_pushed():
     for stack in ("dev", "staging", "prod"):
         overrides = () if stack == "dev" else ("memstack:apiTokenHashes=t",)
-        run = run_program(stack, *overrides, bare=True)
+        run = check_config(stack, *overrides, bare=True)
         assert run.error["type"] == "ConfigError", stack
         assert run.error["message"].startswith(f"memstack:memoryService.image: required on {stack}: "), run.error
-    assert run_program("local", bare=True).error is None
+    assert check_config("local", bare=True).error is None
 
 
 def test_the_released_image_runs_everywhere_and_a_digest_pins_it(runs, run_program):

@@ -6,7 +6,7 @@ import json
 
 import kubernetes_validate
 import pytest
-from pulumi_runs import Run
+from pulumi_runs import Run, check_config
 
 RESTORE = {
     "restore": {"serverName": "memstack-pg", "targetTime": "2026-12-01T10:00:00Z"},
@@ -69,8 +69,8 @@ def test_the_restored_cluster_archives_under_a_new_server_name(restored):
     )
 
 
-def test_a_restore_into_the_old_wal_path_is_refused(run_program):
-    run = run_program("prod", merges=[merge("postgres", {"restore": {"serverName": "memstack-pg"}})])
+def test_a_restore_into_the_old_wal_path_is_refused():
+    run = check_config("prod", merges=[merge("postgres", {"restore": {"serverName": "memstack-pg"}})])
     assert run.error["type"] == "ConfigError"
     assert run.error["message"] == (
         "memstack:postgres.backup.serverName: must differ from restore.serverName (memstack-pg), so that this"
@@ -78,8 +78,8 @@ def test_a_restore_into_the_old_wal_path_is_refused(run_program):
     )
 
 
-def test_a_target_time_without_a_zone_is_refused(run_program):
-    run = run_program(
+def test_a_target_time_without_a_zone_is_refused():
+    run = check_config(
         "prod",
         merges=[
             merge("postgres", {**RESTORE, "restore": {"serverName": "memstack-pg", "targetTime": "2026-12-01 10:00"}})
@@ -224,8 +224,8 @@ def test_no_recovery_step_touches_neo4j_itself(restored, runs):
             assert not {"statefulsets", "statefulsets/scale"} & resources, role.name
 
 
-def test_community_edition_has_no_backup_to_switch_on(run_program):
-    run = run_program("prod", 'memstack:neo4j={"backup": {"enabled": true}}')
+def test_community_edition_has_no_backup_to_switch_on():
+    run = check_config("prod", 'memstack:neo4j={"backup": {"enabled": true}}')
     assert run.error["message"].startswith("memstack:neo4j.backup.enabled: community edition has no online backup")
 
 
@@ -263,8 +263,8 @@ def test_the_snapshot_job_runs_beside_redis_so_the_volume_never_multi_attaches(r
     assert term["labelSelector"]["matchLabels"]["app.kubernetes.io/name"] == "memstack-redis"
 
 
-def test_a_redis_restore_needs_the_snapshot_volume(run_program):
-    run = run_program("dev", 'memstack:redis={"restore": {"snapshot": "dump-20261201T030000.rdb"}}')
+def test_a_redis_restore_needs_the_snapshot_volume():
+    run = check_config("dev", 'memstack:redis={"restore": {"snapshot": "dump-20261201T030000.rdb"}}')
     assert run.error["message"] == (
         "memstack:redis.restore: snapshots live on the snapshot volume; it needs snapshot.enabled true"
     )
