@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from memstack import load as load_runner
+from memstack.capacity.usl import UslModel
 from memstack.errors import MemstackError
 
 app = typer.Typer(
@@ -96,13 +97,7 @@ def print_measurement(report: dict) -> None:
         out.print(table)
         fit = result.get("fit")
         if fit:
-            out.print(
-                f"USL: sigma={fit['sigma']:.5g} kappa={fit['kappa']:.5g} lambda={fit['lam']:.5g} "
-                f"R2={fit['r_squared']:.3f}; N*={fit['peak_concurrency']:.1f}, "
-                f"max {fit['max_throughput']:.0f} req/s"
-                + (" (a poor fit: the steps do not follow the USL)" if fit["r_squared"] < 0.8 else ""),
-                highlight=False,
-            )
+            out.print(UslModel.from_dict(fit).describe(), highlight=False)
         else:
             out.print(f"USL fit skipped: {result.get('fit_skipped')}", highlight=False)
         out.print(
@@ -360,12 +355,17 @@ def report(
 ) -> None:
     """Write report.html (self-contained) and PNGs beside the measurement."""
     from memstack.capacity import report as reporter
+    from memstack.capacity.measure import analyse
 
     directory = latest_with("measure.json", measurement)
+    measured = json.loads((directory / "measure.json").read_text())
+    # Per-pod figures and the fit come from the steps by today's analysis, not a stored copy.
+    for result in measured["profiles"].values():
+        result.update(analyse(result["step_results"], measured["step_by"]))
     plan_path = directory / "plan.json"
     page = reporter.write(
         directory,
-        json.loads((directory / "measure.json").read_text()),
+        measured,
         json.loads(plan_path.read_text()) if plan_path.exists() else None,
         benchmarks,
     )

@@ -41,8 +41,8 @@ def plot_throughput(measurement: dict, path: Path) -> Path:
         points = ax.plot(n, x, "o", label=f"{profile}: measured")[0]
         fit = result.get("fit")
         if fit:
-            model = UslModel(fit["sigma"], fit["kappa"], fit["lam"], fit["r_squared"], fit["points"])
-            peak = fit["peak_concurrency"]
+            model = UslModel.from_dict(fit)
+            peak = model.peak_concurrency
             # N* far beyond the measured range (a flat curve: κ near 0) would squash the data.
             show_peak = math.isfinite(peak) and peak <= 4 * max(n)
             top = max(max(n), peak if show_peak else 0) * 1.2
@@ -204,12 +204,7 @@ def write(directory: Path, measurement: dict, plan: dict | None, benchmarks: Pat
             for s in result["step_results"]
         ]
         fit = result.get("fit")
-        fit_text = (
-            f"USL σ={fit['sigma']:.4g}, κ={fit['kappa']:.4g}, λ={fit['lam']:.4g}, R²={fit['r_squared']:.3f}, "
-            f"N*={fit['peak_concurrency']:.1f}, max {fit['max_throughput']:.0f} req/s"
-            if fit
-            else f"no USL fit: {result.get('fit_skipped')}"
-        )
+        fit_text = UslModel.from_dict(fit).describe() if fit else f"no USL fit: {result.get('fit_skipped')}"
         loads = [s["load_average_1m"] for s in result["step_results"] if s.get("load_average_1m") is not None]
         machine = f" Machine load average during the steps: {min(loads):.1f} to {max(loads):.1f}." if loads else ""
         sections.append(

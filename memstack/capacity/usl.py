@@ -17,6 +17,9 @@ from scipy.optimize import least_squares
 from memstack.errors import MemstackError
 
 MIN_POINTS = 6
+# Below this the coherency cost is zero as far as floating point tells: the curve only levels off
+# (at λ/σ), and its "peak" would be a meaningless astronomical N.
+NEGLIGIBLE_KAPPA = 1e-12
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,7 @@ class UslModel:
     def peak_concurrency(self) -> float:
         """N*; infinite when there is no coherency cost (throughput only levels off), and 1 when
         contention is total (σ = 1: a second client never adds throughput)."""
-        if self.kappa <= 0:
+        if self.kappa <= NEGLIGIBLE_KAPPA:
             return math.inf
         return max(1.0, math.sqrt(max(1 - self.sigma, 0.0) / self.kappa))
 
@@ -47,7 +50,30 @@ class UslModel:
         return float(self.throughput(n))
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "peak_concurrency": self.peak_concurrency, "max_throughput": self.max_throughput}
+        """Fields for JSON: an unbounded peak (no coherency cost) is None, as JSON has no infinity."""
+
+        def finite(value: float) -> float | None:
+            return value if math.isfinite(value) else None
+
+        return {
+            **asdict(self),
+            "peak_concurrency": finite(self.peak_concurrency),
+            "max_throughput": finite(self.max_throughput),
+        }
+
+    def describe(self) -> str:
+        peak = (
+            f"N*={self.peak_concurrency:.1f}, max {self.max_throughput:.0f} req/s"
+            if math.isfinite(self.peak_concurrency)
+            else f"no peak (κ≈0), levels off at {self.max_throughput:.0f} req/s"
+        )
+        return f"USL σ={self.sigma:.4g}, κ={self.kappa:.4g}, λ={self.lam:.4g}, R²={self.r_squared:.3f}, {peak}" + (
+            " (a poor fit: the steps do not follow the USL)" if self.r_squared < 0.8 else ""
+        )
+
+    @classmethod
+    def from_dict(cls, values: dict) -> UslModel:
+        return cls(values["sigma"], values["kappa"], values["lam"], values["r_squared"], values["points"])
 
 
 def fit(concurrency, throughput) -> UslModel:
