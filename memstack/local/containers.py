@@ -19,11 +19,12 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
 from memstack.errors import MemstackError
-from memstack.images.build import IMAGES_ENV, SERVICE_IMAGES, ImageBuilder, image_source, tag
+from memstack.images.build import IMAGES_ENV, REPO, SERVICE_IMAGES, ImageBuilder, image_source, tag
 from memstack.local.backend import Endpoints, with_companions
 from memstack.local.http_probe import http_ok
 from memstack.local.neo4j_server import USER as NEO4J_USER
@@ -292,6 +293,10 @@ class ContainersBackend(ProcessBackend):
         user, a read-only root filesystem with only /tmp writable, no capabilities, the token hashes
         mounted read-only. Published on 127.0.0.1; returns (container, URL) once /ready answers.
         With `worker`, the same image runs the consolidation worker (outbox replay) instead."""
+        # The image's contract (port, user, probes, token mount) is the Pulumi program's, read
+        # from the checkout: it is not an installed package.
+        if str(REPO) not in sys.path:
+            sys.path.append(str(REPO))
         from infra.config import MemoryServiceContract
 
         contract = MemoryServiceContract()
