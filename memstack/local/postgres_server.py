@@ -6,6 +6,7 @@ that owns the `memstack` database. POSTGRES_URL names `memstack`, so row-level s
 applies to the application as it does in Kubernetes, where CloudNativePG's `app` user
 is likewise a non-superuser owner.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -52,8 +53,9 @@ def archive_command(wal_dir: Path) -> str:
     idempotently (a segment already archived with the same bytes counts as done, a different
     one is an error, as the Postgres documentation asks)."""
     d = shlex.quote(str(wal_dir))
-    return (f"if [ -f {d}/%f ]; then cmp -s %p {d}/%f; "
-            f"else cp %p {d}/%f.tmp && sync {d}/%f.tmp && mv {d}/%f.tmp {d}/%f; fi")
+    return (
+        f"if [ -f {d}/%f ]; then cmp -s %p {d}/%f; else cp %p {d}/%f.tmp && sync {d}/%f.tmp && mv {d}/%f.tmp {d}/%f; fi"
+    )
 
 
 def restore_command(wal_dir: Path) -> str:
@@ -100,11 +102,15 @@ def bootstrap(port: int, credentials: Credentials, host: str = "127.0.0.1") -> N
         exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (APP_ROLE,)).fetchone()
         conn.execute(
             sql.SQL("{} ROLE {} LOGIN NOSUPERUSER NOCREATEROLE PASSWORD {}").format(
-                sql.SQL("ALTER" if exists else "CREATE"), sql.Identifier(APP_ROLE), sql.Literal(credentials.postgres_password)
+                sql.SQL("ALTER" if exists else "CREATE"),
+                sql.Identifier(APP_ROLE),
+                sql.Literal(credentials.postgres_password),
             )
         )
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (APP_DATABASE,)).fetchone():
-            conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(APP_DATABASE), sql.Identifier(APP_ROLE)))
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(APP_DATABASE), sql.Identifier(APP_ROLE))
+            )
     with psycopg.connect(admin_url(port, credentials, APP_DATABASE, host), autocommit=True) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
 
@@ -134,14 +140,18 @@ def place_for_system_user(path: Path, home: Path, user: str) -> Path:
     if _reachable_by(user, path.resolve()):
         return path.resolve()
     if path.is_symlink() or not path.is_relative_to(home):
-        raise MemstackError(f"the {user} user (Postgres runs as it) cannot reach {path.resolve()}; let it through its parents (chmod o+x) or choose another directory")
+        raise MemstackError(
+            f"the {user} user (Postgres runs as it) cannot reach {path.resolve()}; let it through its parents (chmod o+x) or choose another directory"
+        )
     own = relocation_dir(home)
     target = own / path.relative_to(home)
     SYSTEM_USER_ROOT.mkdir(mode=0o755, exist_ok=True)
     target.mkdir(parents=True, exist_ok=True)
     chown_tree(own, user)
     if not _reachable_by(user, target):
-        raise MemstackError(f"the {user} user cannot reach {path} nor {target}; let it traverse the parent directories (chmod o+x)")
+        raise MemstackError(
+            f"the {user} user cannot reach {path} nor {target}; let it traverse the parent directories (chmod o+x)"
+        )
     for child in path.iterdir():
         shutil.move(str(child), target / child.name)
     path.rmdir()
@@ -217,8 +227,10 @@ class PostgresServer(LocalService):
             result = subprocess.run(
                 [
                     str(bin_dir() / "initdb"),
-                    "-D", str(self.pgdata),
-                    "-U", ADMIN_ROLE,
+                    "-D",
+                    str(self.pgdata),
+                    "-U",
+                    ADMIN_ROLE,
                     "--auth=scram-sha-256",
                     f"--pwfile={pwfile}",
                     "--encoding=UTF8",
@@ -240,18 +252,28 @@ class PostgresServer(LocalService):
         return Launch(
             argv=[
                 str(bin_dir() / "postgres"),
-                "-D", str(self.pgdata),
-                "-p", str(port),
-                "-c", "listen_addresses=127.0.0.1",
+                "-D",
+                str(self.pgdata),
+                "-p",
+                str(port),
+                "-c",
+                "listen_addresses=127.0.0.1",
                 # No Unix socket: every client, tests included, goes through TCP and a password.
-                "-c", "unix_socket_directories=",
-                "-c", "shared_buffers=256MB",
-                "-c", "max_connections=200",
-                "-c", "logging_collector=off",
+                "-c",
+                "unix_socket_directories=",
+                "-c",
+                "shared_buffers=256MB",
+                "-c",
+                "max_connections=200",
+                "-c",
+                "logging_collector=off",
                 # WAL archiving, for point-in-time recovery from a base backup (memstack backup).
-                "-c", "archive_mode=on",
-                "-c", f"archive_command={archive_command(self.wal_dir)}",
-                "-c", f"archive_timeout={self.archive_timeout_s()}s",
+                "-c",
+                "archive_mode=on",
+                "-c",
+                f"archive_command={archive_command(self.wal_dir)}",
+                "-c",
+                f"archive_timeout={self.archive_timeout_s()}s",
             ],
             log=self.log,
             cwd=self.data_dir,
@@ -276,5 +298,9 @@ class PostgresServer(LocalService):
             image="pgvector/pgvector:pg16",
             port=5432,
             data_path="/var/lib/postgresql/data",
-            env={"POSTGRES_USER": ADMIN_ROLE, "POSTGRES_PASSWORD": self.credentials.postgres_admin_password, "POSTGRES_DB": "postgres"},
+            env={
+                "POSTGRES_USER": ADMIN_ROLE,
+                "POSTGRES_PASSWORD": self.credentials.postgres_admin_password,
+                "POSTGRES_DB": "postgres",
+            },
         )

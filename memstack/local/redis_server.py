@@ -1,4 +1,5 @@
 """Redis from Debian's redis-server: AOF on, password required, loopback only."""
+
 from __future__ import annotations
 
 import os
@@ -42,9 +43,13 @@ class RedisServer(LocalService):
 
     def check_prerequisites(self) -> None:
         if shutil.which("redis-server") is None:
-            raise MemstackError("redis-server not found on PATH; install it with `apt-get install redis-server` or run `make setup`")
+            raise MemstackError(
+                "redis-server not found on PATH; install it with `apt-get install redis-server` or run `make setup`"
+            )
         if self.appendfsync not in APPENDFSYNC_CHOICES:
-            raise MemstackError(f"appendfsync must be one of {', '.join(APPENDFSYNC_CHOICES)}, not {self.appendfsync!r}")
+            raise MemstackError(
+                f"appendfsync must be one of {', '.join(APPENDFSYNC_CHOICES)}, not {self.appendfsync!r}"
+            )
 
     @property
     def config_file(self):
@@ -104,9 +109,17 @@ class RedisServer(LocalService):
             port=6379,
             data_path="/data",
             command=[
-                "redis-server", "--appendonly", "yes", "--appendfsync", self.appendfsync,
-                "--requirepass", self.credentials.redis_password,
-                "--maxmemory", MAXMEMORY, "--maxmemory-policy", MAXMEMORY_POLICY,
+                "redis-server",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                self.appendfsync,
+                "--requirepass",
+                self.credentials.redis_password,
+                "--maxmemory",
+                MAXMEMORY,
+                "--maxmemory-policy",
+                MAXMEMORY_POLICY,
             ],
         )
 
