@@ -289,6 +289,11 @@ class ImageBuilder:
         if SERVICE_IMAGE in wanted and source == "local":
             wanted |= {"debian", "python", "python-build"}
         if source == "official":
+            if set(names) - {SERVICE_IMAGE}:
+                raise MemstackError(
+                    f"{', '.join(sorted(set(names) - {SERVICE_IMAGE}))}: built only with --images local "
+                    "(official images come from a registry)"
+                )
             wanted &= {SERVICE_IMAGE}
         built: dict[str, bool] = {}
         for name in ALL_IMAGES:

@@ -30,7 +30,7 @@ def build(
         if name not in ALL_IMAGES:
             raise MemstackError(f"unknown image {name!r}: choose among {', '.join(ALL_IMAGES)}")
     started = time.monotonic()
-    built = ImageBuilder().build(source, only or ALL_IMAGES)
+    built = ImageBuilder().build(source, only or (ALL_IMAGES if source == "local" else ("service",)))
     typer.echo(
         f"{sum(built.values())} built, {len(built) - sum(built.values())} up to date in {time.monotonic() - started:.0f} s ({source} images)"
     )
