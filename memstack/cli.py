@@ -313,7 +313,7 @@ app.add_typer(capacity_app, name="capacity")
 app.add_typer(recovery.backup_app, name="backup")
 app.command()(recovery.restore)
 app.command()(recovery.drill)
-app.command("rebuild-graph")(recovery.rebuild_graph)
+app.add_typer(recovery.graph_app, name="graph")
 app.add_typer(images_app, name="images")
 app.command()(chaos_cli.chaos)
 

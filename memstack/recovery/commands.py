@@ -154,9 +154,16 @@ def drill(
         raise typer.Exit(1)
 
 
+graph_app = typer.Typer(help="The Neo4j projection of Postgres.", no_args_is_help=True)
+
+
+@graph_app.command("rebuild")
 def rebuild_graph() -> None:
     """Rebuild the Neo4j projection from Postgres (configured by the memory_core environment)."""
+    import psycopg
+
     from memory_core.settings import Settings
+    from memory_core.stores.graph import GRAPH_UNAVAILABLE
     from memstack.recovery.graph import rebuild
 
     settings = Settings()
@@ -169,6 +176,7 @@ def rebuild_graph() -> None:
                 settings.neo4j_password.get_secret_value(),
             )
         )
-    except OSError as exc:
-        raise MemstackError(f"rebuild-graph: cannot reach a store: {exc}") from None
+    except (OSError, psycopg.OperationalError, *GRAPH_UNAVAILABLE) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MemstackError(f"graph rebuild: cannot reach a store: {first}") from None
     print(json.dumps(result))
