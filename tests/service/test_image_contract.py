@@ -74,6 +74,9 @@ def test_cli_defaults_and_env_names_match_the_contract():
     commands = get_command(app).commands
     for argv in (CONTRACT.serve_command, CONTRACT.worker_command, CONTRACT.migrate_command):
         assert argv[0] == "memstack" and argv[1] in commands
+    # The Kubernetes graph rebuild Job's command is a sub-command group and its command.
+    program, group, command = CONTRACT.graph_rebuild_command
+    assert program == "memstack" and command in commands[group].commands
     serve_options = {p.opts[0] for p in commands["serve"].params}
     assert {"--host", "--port"} <= serve_options
 
