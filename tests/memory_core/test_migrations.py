@@ -118,3 +118,19 @@ def test_a_missing_table_or_column_means_the_schema_is_not_migrated(error):
 
 def test_a_row_level_security_violation_is_a_bug_not_a_store_outage():
     assert from_store_exception(psycopg.errors.InsufficientPrivilege("new row violates"), "postgres") is None
+
+
+# The checksum of every applied migration is stored in each database it ran on, so a released
+# migration is never edited, not even its comments: a change goes into a new numbered file.
+RELEASED = {
+    ("postgres", 1): "254820918c9d1ab7a93d1d2ef16cc04bb9e7ad7fe1c056be7827f21448584817",
+    ("neo4j", 1): "34599feb7fa88747587f9611f94242bb8468156a5760b810659d4bb65e499e91",
+}
+
+
+@pytest.mark.parametrize(("kind", "version"), sorted(RELEASED))
+def test_released_migrations_are_never_edited(kind, version):
+    (migration,) = [m for m in load(kind) if m.version == version]
+    assert migration.checksum == RELEASED[kind, version], (
+        f"{kind} migration {migration.name} was edited after release; put the change in a new migration"
+    )

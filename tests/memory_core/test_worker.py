@@ -142,7 +142,13 @@ async def test_archival_hides_old_conversations(memory, clients, tenant_id):
 @pytest.mark.slow
 def test_sigterm_stops_the_worker_cleanly(stack):
     env = {**os.environ, **stack.env(), "MEMORY_REFLECTION_STREAM": f"mc:test:{uuid.uuid4().hex}"}
-    proc = subprocess.Popen([sys.executable, "-m", "memory_core.worker"], env=env, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        # Port 0: a fixed probe port can be taken by another worker on a shared machine.
+        [sys.executable, "-m", "memory_core.worker", "--host", "127.0.0.1", "--port", "0"],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         for line in proc.stderr:
             if "started" in line:

@@ -130,7 +130,7 @@ CREATE TABLE fact_entities (
 );
 CREATE INDEX fact_entities_fact ON fact_entities (tenant_id, fact_id);
 
--- Shared memory between agents of one tenant: explicit spaces with grants.
+-- Shared memory between agents of one tenant (seed 002): explicit spaces with grants.
 CREATE TABLE memory_spaces (
     tenant_id    text        NOT NULL,
     space        text        NOT NULL,
