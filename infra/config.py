@@ -245,6 +245,9 @@ class MemoryServiceContract(Model):
     tokens_file_env: str = "MEMSTACK_TOKENS_FILE"
     tokens_mount_dir: str = "/etc/memstack/tokens"
     tokens_file_name: str = "tokens"
+    # Neo4j is a projection that the outbox catches up: with it down the API still serves every
+    # route, so a Neo4j crash must not take every API pod out of the Service.
+    ready_requires_neo4j_env: str = "MEMSTACK_READY_REQUIRES_NEO4J"
     env: ConnectionEnv = ConnectionEnv()
     # The consolidation worker serves the same probe paths on its own port.
     worker_health_port: int = Field(default=8081, ge=1024, le=65535)

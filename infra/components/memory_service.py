@@ -116,7 +116,11 @@ class MemoryService(Component):
             svc.resources,
             pull_policy=cfg.pull_policy,
             command=contract.serve_command,
-            env=[*app_env(cfg, names.MEMORY_SERVICE), plain_env(contract.tokens_file_env, contract.tokens_file)],
+            env=[
+                *app_env(cfg, names.MEMORY_SERVICE),
+                plain_env(contract.tokens_file_env, contract.tokens_file),
+                plain_env(contract.ready_requires_neo4j_env, "false"),
+            ],
             ports={"http": contract.port},
             liveness=http_probe(contract.liveness_path, contract.port, period=10, failures=3),
             readiness=http_probe(contract.readiness_path, contract.port, period=5, failures=2),

@@ -220,3 +220,13 @@ def test_only_labelled_clients_reach_the_service_and_it_reaches_only_its_backend
     }
     assert {port for _, port in destinations} == {6379, 5432, 7687, 4317, 4318}
     assert all(rule["to"] for rule in spec["egress"]), "every egress rule names its destination"
+
+
+def test_api_pods_stay_ready_while_neo4j_is_down(run, monkeypatch):
+    from memory_core.service.config import ServiceSettings
+
+    assert ServiceSettings().ready_requires_neo4j  # the default the Deployment overrides
+    for entry in api_container(run)["env"]:
+        if "value" in entry:
+            monkeypatch.setenv(entry["name"], entry["value"])
+    assert not ServiceSettings().ready_requires_neo4j
