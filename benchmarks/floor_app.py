@@ -24,9 +24,13 @@ _UNAUTHORIZED = b'{"detail":"invalid bearer token"}'
 
 
 def create() -> Any:
+    """The uvicorn factory: tokens and Redis from the environment, as the service reads them."""
     tokens = TokenTable.load(ServiceSettings())
-    by_hash = tokens._tenants_by_hash
     redis = aioredis.Redis.from_url(Settings().redis_url.get_secret_value(), decode_responses=False)
+    return make_app(tokens._tenants_by_hash, redis)
+
+
+def make_app(by_hash: dict[str, str], redis: aioredis.Redis) -> Any:
 
     async def respond(send: Any, status: int, body: bytes = b"") -> None:
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -109,12 +108,7 @@ def floor_app(env: dict[str, str], results: Path) -> Iterator[tuple[str, int]]:
         load_runner.wait_ready(url, process, log)
         yield url, process.pid
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        load_runner.stop(process)
 
 
 def one_run(

@@ -151,12 +151,17 @@ def local_service(options: LoadOptions, workdir: Path) -> Iterator[LocalService]
         wait_ready(url, process, log)
         yield LocalService(url=url, tokens=plain, pid=process.pid, backend=backend)
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
+
+
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM (a server drains its requests), SIGKILL after 30 s."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def server_side_percentiles(metrics_text: str, route_prefix: str = "/v1/working/") -> dict:

@@ -26,6 +26,7 @@ from . import errors
 from .asgi import Instrumented
 from .auth import TokenTable, watch_tokens_file
 from .config import ServiceSettings
+from .fast_path import WorkingFastPath
 from .health import Readiness, check_stores, readiness
 from .routes import BEARER_SCHEME, router
 from .runtime import Runtime, pool_usage
@@ -55,7 +56,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own = clients is None
         live = clients or await MemoryClients.connect(settings or Settings())
-        app.state.runtime = Runtime(live, tokens, tracer, service_settings)
+        app.state.runtime = Runtime(live, tokens, tracer, service_settings, tracer_provider)
 
         def source() -> Iterator[tuple[str, str, float]]:
             return pool_usage(live)
@@ -132,7 +133,7 @@ def create_app(
     async def prometheus_metrics() -> Response:
         return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
-    return Instrumented(app, service_settings.max_body_bytes)
+    return Instrumented(WorkingFastPath(app, tracer_provider), service_settings.max_body_bytes)
 
 
 _SAME_USER = {"user_id": "$request.path.user_id"}

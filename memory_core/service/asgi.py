@@ -8,15 +8,24 @@ cannot blow up the metric's cardinality. The request span is FastAPI's own (see 
 
 from __future__ import annotations
 
+from functools import lru_cache
 from time import perf_counter
 from typing import Any
 
+from prometheus_client import Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import metrics
 from .errors import BodyTooLarge, ErrorBody
 
 UNMATCHED = "unmatched"
+
+
+@lru_cache(maxsize=4096)
+def _request_duration(method: str, route: str, status: int) -> Histogram:
+    # One histogram child per label set, looked up once: `labels()` takes a lock on every call.
+    # Bounded: methods and statuses are few, and routes are the app's templates or UNMATCHED.
+    return metrics.http_request_duration.labels(method, route, str(status))
 
 
 async def _reject(send: Send, status: int, detail: str) -> None:
@@ -93,5 +102,5 @@ class Instrumented:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or UNMATCHED
-            metrics.http_request_duration.labels(method, template, str(status)).observe(perf_counter() - start)
+            _request_duration(method, template, status).observe(perf_counter() - start)
             metrics.http_requests_in_flight.dec()

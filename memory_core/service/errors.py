@@ -123,10 +123,18 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return _error(422, detail, errors=described)
 
 
-async def _memory_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, MemoryCoreError)
+def memory_error_response(exc: MemoryCoreError) -> JSONResponse:
     status = status_of(exc)
     return _error(status, str(exc), RETRY_AFTER if status == 503 else None)
+
+
+async def _memory_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, MemoryCoreError)
+    return memory_error_response(exc)
+
+
+def body_too_large_response(exc: BodyTooLarge) -> JSONResponse:
+    return _error(exc.status_code, str(exc.detail))
 
 
 def _allowed_methods(request: Request) -> str:
@@ -165,6 +173,10 @@ def request_id(request: Request) -> str:
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    return unexpected_response(request, exc)
+
+
+def unexpected_response(request: Request, exc: Exception) -> JSONResponse:
     rid = request_id(request)
     log.error("unexpected error in %s %s (request id %s)", request.method, request.url.path, rid, exc_info=exc)
     return _error(500, f"internal error; request id {rid}", {REQUEST_ID_HEADER: rid}, request_id=rid)

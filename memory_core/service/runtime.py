@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Iterator
+from contextlib import nullcontext
+from functools import lru_cache
 from time import perf_counter
 from typing import TypeVar
 
 from fastapi import HTTPException
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
+from prometheus_client import Histogram
 
 from .. import metrics
 from ..clients import MemoryClients
@@ -26,12 +29,37 @@ from .config import ServiceSettings
 T = TypeVar("T")
 
 
+# Tracer providers that record nothing: OpenTelemetry's default before one is configured.
+_NO_TRACING = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
+# What a request that records no spans gets instead: skips a no-op span's context switch.
+_NO_SPAN = nullcontext(trace.INVALID_SPAN)
+
+
+def tracing(provider: trace.TracerProvider | None) -> bool:
+    """Whether spans are recorded: a provider was handed in, or a global one was configured."""
+    return provider is not None or not isinstance(trace.get_tracer_provider(), _NO_TRACING)
+
+
+@lru_cache(maxsize=4096)
+def _backend_duration(store: str, operation: str, outcome: str) -> Histogram:
+    # One histogram child per label set, looked up once: `labels()` takes a lock on every call.
+    return metrics.backend_operation_duration.labels(store, operation, outcome)
+
+
 class Runtime:
-    def __init__(self, clients: MemoryClients, tokens: TokenTable, tracer: trace.Tracer, settings: ServiceSettings):
+    def __init__(
+        self,
+        clients: MemoryClients,
+        tokens: TokenTable,
+        tracer: trace.Tracer,
+        settings: ServiceSettings,
+        tracer_provider: trace.TracerProvider | None = None,
+    ):
         self.clients = clients
         self.tokens = tokens
         self.tracer = tracer
         self.settings = settings
+        self.tracer_provider = tracer_provider
 
     def memory(
         self, tenant_id: str, user_id: str, conversation_id: str | None = None, agent_id: str | None = None
@@ -43,9 +71,14 @@ class Runtime:
         timeout as `StoreUnavailable` (memory_core's refusals pass through to their handlers)."""
         start = perf_counter()
         outcome = "error"
-        with self.tracer.start_as_current_span(
-            f"{store} {operation}", kind=SpanKind.CLIENT, record_exception=False, set_status_on_exception=False
-        ) as span:
+        spans = (
+            self.tracer.start_as_current_span(
+                f"{store} {operation}", kind=SpanKind.CLIENT, record_exception=False, set_status_on_exception=False
+            )
+            if tracing(self.tracer_provider)
+            else _NO_SPAN
+        )
+        with spans as span:
             try:
                 async with asyncio.timeout(self.settings.request_timeout_s):
                     result = await call
@@ -67,7 +100,7 @@ class Runtime:
                     outcome = "rejected"
                 raise mapped from exc
             finally:
-                metrics.backend_operation_duration.labels(store, operation, outcome).observe(perf_counter() - start)
+                _backend_duration(store, operation, outcome).observe(perf_counter() - start)
                 if span.is_recording():
                     span.set_attribute("db.system", store)
                     span.set_attribute("memory.operation", operation)

@@ -1,0 +1,119 @@
+"""The working-memory fast path answers exactly as FastAPI does, and hands FastAPI what it
+does not serve itself.
+
+One app without a tracer provider (the fast path is live); each request goes once through the
+fast path and once, with the fast path switched off, through FastAPI, against two conversations
+that received the same requests before. Status and body must be equal."""
+
+from __future__ import annotations
+
+import httpx
+import pytest_asyncio
+from opentelemetry.sdk.trace import TracerProvider
+
+from memory_core import MemoryClients
+from memory_core.service import create_app
+from memory_core.service.auth import TokenTable, hash_line, new_token
+from memory_core.service.fast_path import WorkingFastPath
+
+
+class CountingApp:
+    """The FastAPI app behind the fast path, counting the requests that reach it."""
+
+    def __init__(self, app):
+        self.app = app
+        self.calls = 0
+
+    def __getattr__(self, name):
+        return getattr(self.app, name)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            self.calls += 1
+        await self.app(scope, receive, send)
+
+
+@pytest_asyncio.fixture
+async def fast(migrated, tenant_id, service_settings):
+    token = new_token()
+    clients = await MemoryClients.connect(migrated)
+    app = create_app(
+        migrated, service_settings, clients=clients, tokens=TokenTable.parse(hash_line(tenant_id, token), "t")
+    )
+    fast_path = app.app
+    assert isinstance(fast_path, WorkingFastPath)
+    fast_path.app = CountingApp(fast_path.app)
+    try:
+        async with app.router.lifespan_context(fast_path.app.app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://memstack") as client:
+                yield client, fast_path, {"Authorization": f"Bearer {token}"}
+    finally:
+        await clients.close()
+
+
+JSON = {"Content-Type": "application/json"}
+# (method, path under the conversation, body, extra headers, served by the fast path)
+CASES = [
+    ("PUT", "/context/k1", b'{"value": {"a": [1, 2]}, "ttl_seconds": 60, "priority": 2}', JSON, True),
+    ("GET", "/context/k1", None, {}, True),
+    ("GET", "/context/missing", None, {}, True),
+    ("PUT", "/context/k2", b'{"value": null}', JSON, True),
+    ("PUT", "/context/k2", b'{"value": 1, "ttl_seconds": 1e12}', JSON, False),
+    ("PUT", "/context/k2", b'{"value": 1, "ttl_seconds": 3e8}', JSON, True),
+    ("PUT", "/context/k2", b'{"value": 1, "extra": 2}', JSON, False),
+    ("PUT", "/context/k2", b'{"value": 1, "priority": "3"}', JSON, False),
+    ("PUT", "/context/k2", b'{"value": ', JSON, False),
+    ("PUT", "/context/k2", b'{"value": 1}', {"Content-Type": "text/plain"}, False),
+    ("PUT", "/context/" + "k" * 257, b'{"value": 1}', JSON, False),
+    ("POST", "/turns", b'{"role": "user", "content": "hello"}', JSON, True),
+    ("POST", "/turns", b'{"role": "nobody", "content": "hello"}', JSON, False),
+    ("GET", "/turns?limit=5", None, {}, True),
+    ("GET", "/turns?limit=0", None, {}, False),
+    ("GET", "/turns?limit=99999", None, {}, True),
+    ("GET", "/turns?other=1", None, {}, False),
+    ("POST", "/thoughts", b'{"thought": "maybe"}', JSON, True),
+    ("GET", "/thoughts", None, {}, True),
+    ("GET", "/context", None, {}, True),
+    ("DELETE", "/context/k1", None, {}, True),
+    ("DELETE", "/context/k1", None, {}, True),
+    ("GET", "/context/k1", None, {"Authorization": "Bearer mst_unknown"}, False),
+    ("GET", "/context/k1", None, {"Authorization": ""}, False),
+    ("DELETE", "/context", None, {}, True),
+]
+
+
+def _comparable(response: httpx.Response):
+    body = response.json() if response.content else None
+    # Turns and thoughts carry the time they were stored: compare their shape, not the clock.
+    if isinstance(body, dict):
+        for name in ("turn", "turns", "thoughts", "recent_turns", "recent_thoughts"):
+            if name in body:
+                body[name] = _shape(body[name])
+    return response.status_code, body, response.headers.get("www-authenticate"), response.headers.get("retry-after")
+
+
+def _shape(value):
+    if isinstance(value, list):
+        return [_shape(v) for v in value]
+    if isinstance(value, dict):
+        return {k: (v if k in ("role", "content", "thought") else type(v).__name__) for k, v in value.items()}
+    return value
+
+
+async def test_fast_path_answers_as_fastapi_does(fast):
+    client, fast_path, auth = fast
+    for method, path, body, headers, served in CASES:
+        answers = []
+        for conversation, traced in (("c-framework", True), ("c-fast", False)):
+            # A tracer provider sends every request through FastAPI (its request span).
+            fast_path.tracer_provider = TracerProvider() if traced else None
+            before = fast_path.app.calls
+            response = await client.request(
+                method, f"/v1/working/u1/{conversation}{path}", content=body, headers={**auth, **headers}
+            )
+            reached_fastapi = fast_path.app.calls > before
+            if not traced:
+                assert reached_fastapi is not served, f"{method} {path}: served by the fast path: {not reached_fastapi}"
+            answers.append(_comparable(response))
+        assert answers[0] == answers[1], f"{method} {path}"
