@@ -28,6 +28,7 @@ def table(results: list) -> Table:
         "statuses",
         "not 503 naming the store",
         "recovery s",
+        "wm p99 before ms",
         f"wm p99 after (< {WM_P99_AFTER_MS:g} ms)",
         "lost pg / neo4j / redis",
     ):
