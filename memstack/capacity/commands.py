@@ -13,7 +13,6 @@ from rich.console import Console
 from rich.table import Table
 
 from memstack import load as load_runner
-from memstack.capacity.usl import UslModel
 from memstack.errors import MemstackError
 
 app = typer.Typer(
@@ -97,6 +96,8 @@ def print_measurement(report: dict) -> None:
         out.print(table)
         fit = result.get("fit")
         if fit:
+            from memstack.capacity.usl import UslModel  # numpy and scipy: not in the service image
+
             out.print(UslModel.from_dict(fit).describe(), highlight=False)
         else:
             out.print(f"USL fit skipped: {result.get('fit_skipped')}", highlight=False)
