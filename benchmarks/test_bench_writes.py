@@ -1,5 +1,7 @@
 """Write-path latency: `store_turn` (Postgres row + outbox in one statement, inline Neo4j
-projection, working-memory push) and `learn_fact`. Informational: writes have no latency target.
+projection, working-memory push) and `learn_fact`, with the graph projection inline and left to
+the worker's outbox replay (MEMSTACK_GRAPH_PROJECTION=worker). Informational: writes have no
+latency target.
 
     .venv/bin/python -m pytest benchmarks/test_bench_writes.py --benchmark-only -s
 """
@@ -9,13 +11,27 @@ from __future__ import annotations
 import itertools
 import uuid
 
+import pytest
 from latency import record, run_timed
 
 from memory_core import AgentMemory
 
+PROJECTION = pytest.mark.parametrize("projection", ["inline", "worker"])
 
-def test_store_turn(benchmark, bench):
+
+@pytest.fixture
+def bench_clients(bench, projection):
     loop, clients = bench
+    clients.project_inline = projection == "inline"
+    try:
+        yield loop, clients
+    finally:
+        clients.project_inline = True
+
+
+@PROJECTION
+def test_store_turn(benchmark, bench_clients, projection):
+    loop, clients = bench_clients
     memory = AgentMemory(f"bench-writes-{uuid.uuid4().hex[:8]}", "user", "conversation", clients=clients)
     counter = itertools.count()
     stats = run_timed(
@@ -25,14 +41,15 @@ def test_store_turn(benchmark, bench):
         rounds=300,
         warmup=20,
     )
-    record("writes", "store_turn", stats)
+    record("writes", "store_turn" if projection == "inline" else "store_turn, worker projection", stats)
 
 
-def test_learn_fact(benchmark, bench):
-    loop, clients = bench
+@PROJECTION
+def test_learn_fact(benchmark, bench_clients, projection):
+    loop, clients = bench_clients
     memory = AgentMemory(f"bench-writes-{uuid.uuid4().hex[:8]}", "user", "conversation", clients=clients)
     counter = itertools.count()
     stats = run_timed(
         benchmark, loop, lambda: memory.learn_fact(f"benchmark fact number {next(counter)}"), rounds=300, warmup=20
     )
-    record("writes", "learn_fact", stats)
+    record("writes", "learn_fact" if projection == "inline" else "learn_fact, worker projection", stats)

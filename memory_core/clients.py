@@ -91,6 +91,8 @@ class MemoryClients:
         self.neo4j = neo4j
         self.embedder = embedder
         self.graph_circuit = GraphCircuit(settings.neo4j_retry_after_s)
+        # False: durable writes leave their graph projection to the worker's outbox replay.
+        self.project_inline = True
         self.working_scripts = WorkingScripts(redis)
 
     @classmethod

@@ -144,11 +144,13 @@ class AgentMemory:
         return check_id(space, "space")
 
     async def _write_and_project(self, work: Callable[[Any], Awaitable[tuple[T, list[OutboxRow]]]]) -> T:
-        """Run `work` in one tenant transaction, then project its outbox rows to the graph."""
+        """Run `work` in one tenant transaction, then project its outbox rows to the graph
+        (unless the clients leave that to the worker's outbox replay)."""
         c = await self.clients()
         async with c.tenant_transaction(self.tenant_id) as conn:
             result, rows = await work(conn)
-        await project_now(c, rows)
+        if c.project_inline:
+            await project_now(c, rows)
         return result
 
     async def _in_transaction(self, work: Callable[[Any], Awaitable[T]]) -> T:

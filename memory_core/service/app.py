@@ -56,6 +56,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own = clients is None
         live = clients or await MemoryClients.connect(settings or Settings())
+        live.project_inline = service_settings.graph_projection == "inline"
         app.state.runtime = Runtime(live, tokens, tracer, service_settings, tracer_provider)
 
         def source() -> Iterator[tuple[str, str, float]]:

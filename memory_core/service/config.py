@@ -1,12 +1,13 @@
 """Settings of the service process itself (the stores are configured by memory_core.Settings).
 
 Environment names carry the MEMSTACK_ prefix: MEMSTACK_TOKENS_FILE (the name the Kubernetes
-Deployment sets, checked against infra's contract by a test), MEMSTACK_TOKENS, MEMSTACK_MAX_BODY_BYTES...
+Deployment sets, checked against infra's contract by a test), MEMSTACK_TOKENS, MEMSTACK_MAX_BODY_BYTES, MEMSTACK_GRAPH_PROJECTION...
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -29,3 +30,9 @@ class ServiceSettings(BaseSettings):
     # graph is down, since working memory and episodic writes keep working then.
     ready_requires_neo4j: bool = True
     graceful_shutdown_s: float = Field(25.0, ge=0)
+    # Where durable writes reach the Neo4j projection. `inline`: right after the Postgres commit,
+    # inside the request (the graph is current when the answer leaves; a write costs a Neo4j
+    # round trip and a second transaction). `worker`: only through the outbox the worker replays
+    # (the graph lags by the worker's loop). Every route reads Postgres, never the graph, so
+    # either way a caller reads its own writes.
+    graph_projection: Literal["inline", "worker"] = "inline"
