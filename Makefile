@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 
 .PHONY: setup system-deps python-deps lock lint neo4j-launcher checkov jaeger containers test bench demo down clean
 
-setup: system-deps python-deps neo4j-launcher checkov
+setup: system-deps python-deps neo4j-launcher
 
 # Redis, Prometheus and Chromium (the capacity report's screenshot test) from Debian; Java and
 # Maven must already be there (the launcher checks).
@@ -99,7 +99,7 @@ containers: python-deps neo4j-launcher
 
 # pytest exits 5 when it collects nothing: that is a failure here, never a pass.
 # Jaeger only for the tests (the trace test): `make demo` runs without Go.
-test: setup lint containers jaeger
+test: setup checkov lint containers jaeger
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The benchmarks of benchmarks/ on the local stack; a missed target fails the run.

@@ -3,6 +3,7 @@
 Every failure an operator can cause or fix ends in one line on stderr and exit code 2;
 a traceback is a bug (set MEMSTACK_DEBUG=1 to see one).
 """
+
 from __future__ import annotations
 
 import json
@@ -12,12 +13,12 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
-from typer.exceptions import TyperException
 from rich.console import Console
 from rich.table import Table
+from typer.exceptions import TyperException
 
 from memstack import load as load_runner
 from memstack import observability, service
@@ -43,7 +44,7 @@ app = typer.Typer(
 out = Console(width=max(shutil.get_terminal_size((120, 24)).columns, 120))
 
 BackendOption = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--backend", "-b", help=f"process | containers | external (default: ${BACKEND_ENV} or process)"),
 ]
 
@@ -76,7 +77,7 @@ def _parse_ports(values: list[str]) -> dict[str, int]:
     return ports
 
 
-def _print_status(backend_name: Optional[str]) -> None:
+def _print_status(backend_name: str | None) -> None:
     rows = get_backend(backend_name).status()
     table = Table(title="memstack local stack")
     for column in ("service", "state", "health", "pid", "url", "data"):
@@ -96,11 +97,18 @@ def _print_status(backend_name: Optional[str]) -> None:
 @app.command()
 def up(
     backend: BackendOption = None,
-    with_: Annotated[list[str], typer.Option("--with", help=f"Optional services to add: {', '.join(OPTIONAL_SERVICES)}")] = [],
+    with_: Annotated[
+        list[str], typer.Option("--with", help=f"Optional services to add: {', '.join(OPTIONAL_SERVICES)}")
+    ] = [],
     port: Annotated[list[str], typer.Option("--port", help="Pin a port: SERVICE=PORT (repeatable)")] = [],
-    appendfsync: Annotated[Optional[str], typer.Option(help="Redis AOF fsync policy: everysec | always")] = None,
-    wal_dir: Annotated[Optional[Path], typer.Option(help=f"Postgres WAL archive (default ${WAL_DIR_ENV} or $MEMSTACK_HOME/backups/wal)")] = None,
-    images: Annotated[Optional[str], typer.Option(help=f"containers backend: local | official images (default ${IMAGES_ENV} or official)")] = None,
+    appendfsync: Annotated[str | None, typer.Option(help="Redis AOF fsync policy: everysec | always")] = None,
+    wal_dir: Annotated[
+        Path | None, typer.Option(help=f"Postgres WAL archive (default ${WAL_DIR_ENV} or $MEMSTACK_HOME/backups/wal)")
+    ] = None,
+    images: Annotated[
+        str | None,
+        typer.Option(help=f"containers backend: local | official images (default ${IMAGES_ENV} or official)"),
+    ] = None,
 ) -> None:
     """Start the data tier (Redis, Postgres + pgvector, Neo4j), reusing what already runs, and apply pending migrations."""
     if images is not None:
@@ -118,7 +126,7 @@ def up(
     out.print(f"schema: applied {applied}" if any(applied.values()) else "schema: up to date", highlight=False)
     for name, value in chosen.endpoints().env().items():
         out.print(f"{name}={_redact(value) if 'PASSWORD' not in name else '***'}", highlight=False)
-    out.print("credentials: `eval \"$(memstack env)\"`", highlight=False)
+    out.print('credentials: `eval "$(memstack env)"`', highlight=False)
 
 
 @app.command()
@@ -201,7 +209,9 @@ def migrate() -> None:
 @token_app.command("create")
 def token_create(
     tenant: Annotated[str, typer.Option(help="Tenant the token grants access to")],
-    file: Annotated[Optional[Path], typer.Option(help=f"Hash file to append to (default: ${service.TOKENS_FILE_ENV} or ./tokens)")] = None,
+    file: Annotated[
+        Path | None, typer.Option(help=f"Hash file to append to (default: ${service.TOKENS_FILE_ENV} or ./tokens)")
+    ] = None,
 ) -> None:
     """Print a new token once; only its hash is appended to the tokens file."""
     path = file or service.tokens_file()
@@ -210,21 +220,31 @@ def token_create(
     print(f"hash appended to {path}; the token is not stored and will not be shown again", file=sys.stderr)
 
 
-def _ms(value: Optional[float]) -> str:
+def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}"
 
 
 def _print_load_summary(summary: dict) -> None:
     slo = summary["slo"]
     warmup = f" after {summary['warmup_s']:g} s warm-up" if summary.get("warmup_s") else ""
-    table = Table(title=f"memory service load: {summary['duration_s']:.0f} s{warmup}, "
-                        f"working-memory p99 SLO < {slo['working_p99_ms']:g} ms")
+    table = Table(
+        title=f"memory service load: {summary['duration_s']:.0f} s{warmup}, "
+        f"working-memory p99 SLO < {slo['working_p99_ms']:g} ms"
+    )
     for column in ("route group", "requests", "req/s", "p50 ms", "p95 ms", "p99 ms", "failures", "SLO"):
         table.add_column(column, justify="left" if column == "route group" else "right")
 
     def add(name: str, row: dict, verdict: str = "") -> None:
-        table.add_row(name, str(row["requests"]), f"{row['rps']:.0f}", _ms(row["p50_ms"]), _ms(row["p95_ms"]),
-                      _ms(row["p99_ms"]), str(row["failures"]), verdict)
+        table.add_row(
+            name,
+            str(row["requests"]),
+            f"{row['rps']:.0f}",
+            _ms(row["p50_ms"]),
+            _ms(row["p95_ms"]),
+            _ms(row["p99_ms"]),
+            str(row["failures"]),
+            verdict,
+        )
 
     for name, row in summary["groups"].items():
         add(name, row)
@@ -237,19 +257,24 @@ def _print_load_summary(summary: dict) -> None:
     out.print(table)
     server = summary.get("server_working")
     if server:
-        out.print(f"service-side working memory (its own histogram, bucket upper bounds): p50 {server['p50_ms']} ms, "
-                  f"p95 {server['p95_ms']} ms, p99 {server['p99_ms']} ms over {server['requests']} requests",
-                  highlight=False)
+        out.print(
+            f"service-side working memory (its own histogram, bucket upper bounds): p50 {server['p50_ms']} ms, "
+            f"p95 {server['p95_ms']} ms, p99 {server['p99_ms']} ms over {server['requests']} requests",
+            highlight=False,
+        )
     generator = summary.get("generator") or {}
     if generator.get("send_lag_p99_ms") is not None:
-        out.print(f"load generator: offered {generator['offered_rps']:g} req/s; requests left behind schedule by "
-                  f"p50 {generator['send_lag_p50_ms']:.0f} ms, p99 {generator['send_lag_p99_ms']:.0f} ms",
-                  highlight=False)
-    out.print("Locust percentiles are whole milliseconds; load generator and service share this machine.",
-              highlight=False)
+        out.print(
+            f"load generator: offered {generator['offered_rps']:g} req/s; requests left behind schedule by "
+            f"p50 {generator['send_lag_p50_ms']:.0f} ms, p99 {generator['send_lag_p99_ms']:.0f} ms",
+            highlight=False,
+        )
+    out.print(
+        "Locust percentiles are whole milliseconds; load generator and service share this machine.", highlight=False
+    )
 
 
-def _load(options: "load_runner.LoadOptions") -> None:
+def _load(options: load_runner.LoadOptions) -> None:
     code, summary = load_runner.run(options)
     _print_load_summary(summary)
     out.print(f"results: {_relative(str(options.results))}", highlight=False)
@@ -262,45 +287,75 @@ def _load(options: "load_runner.LoadOptions") -> None:
 _LOAD = load_runner.LoadOptions()  # the defaults, defined once
 
 
-def _results_dir(results: Optional[Path]) -> Path:
+def _results_dir(results: Path | None) -> Path:
     return results or Path(".memstack/load") / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
 
 
 @app.command()
 def load(
-    url: Annotated[Optional[str], typer.Option(help="Service to load; default: start one on the local stack")] = None,
-    tokens_file: Annotated[Optional[Path], typer.Option(help="With --url: lines '<tenant> <token>'")] = None,
+    url: Annotated[str | None, typer.Option(help="Service to load; default: start one on the local stack")] = None,
+    tokens_file: Annotated[Path | None, typer.Option(help="With --url: lines '<tenant> <token>'")] = None,
     duration: Annotated[str, typer.Option(help="Measured run time, e.g. 20s, 2m")] = _LOAD.duration,
-    warmup: Annotated[float, typer.Option(min=0, help="Seconds of load before the measured run; not in the statistics")] = _LOAD.warmup_s,
-    users: Annotated[int, typer.Option(min=1, help="Locust users; each acts for random tenants and conversations")] = _LOAD.users,
+    warmup: Annotated[
+        float, typer.Option(min=0, help="Seconds of load before the measured run; not in the statistics")
+    ] = _LOAD.warmup_s,
+    users: Annotated[
+        int, typer.Option(min=1, help="Locust users; each acts for random tenants and conversations")
+    ] = _LOAD.users,
     rate: Annotated[float, typer.Option(min=0, help="Target total requests/s; 0 = as fast as possible")] = _LOAD.rate,
     tenants: Annotated[int, typer.Option(min=1, help="Tenants to create tokens for (local service)")] = _LOAD.tenants,
-    results: Annotated[Optional[Path], typer.Option(help="Results directory (default .memstack/load/<time>)")] = None,
-    wm_p99_ms: Annotated[float, typer.Option(help="Gate: working-memory p99, and the p99 of how late requests "
-                                                  "leave against schedule, must be below this")] = _LOAD.wm_p99_ms,
-    max_failure_ratio: Annotated[float, typer.Option(help="Gate: failures/requests must not exceed this")] = _LOAD.max_failure_ratio,
+    results: Annotated[Path | None, typer.Option(help="Results directory (default .memstack/load/<time>)")] = None,
+    wm_p99_ms: Annotated[
+        float,
+        typer.Option(
+            help="Gate: working-memory p99, and the p99 of how late requests leave against schedule, must be below this"
+        ),
+    ] = _LOAD.wm_p99_ms,
+    max_failure_ratio: Annotated[
+        float, typer.Option(help="Gate: failures/requests must not exceed this")
+    ] = _LOAD.max_failure_ratio,
     profile: Annotated[str, typer.Option(help="mixed | working (working memory only)")] = _LOAD.profile,
-    workers: Annotated[int, typer.Option(min=1, help="Locust worker processes (master/worker mode when > 1)")] = _LOAD.workers,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Locust worker processes (master/worker mode when > 1)")
+    ] = _LOAD.workers,
     backend: BackendOption = None,
 ) -> None:
     """Run the Locust profile headless; exit 1 when the SLO gate fails."""
-    _load(load_runner.LoadOptions(
-        url=url, tokens_file=tokens_file, duration=duration, warmup_s=warmup, users=users, rate=rate,
-        tenants=tenants, results=_results_dir(results), wm_p99_ms=wm_p99_ms, max_failure_ratio=max_failure_ratio,
-        backend=backend, profile=profile, workers=workers))
+    _load(
+        load_runner.LoadOptions(
+            url=url,
+            tokens_file=tokens_file,
+            duration=duration,
+            warmup_s=warmup,
+            users=users,
+            rate=rate,
+            tenants=tenants,
+            results=_results_dir(results),
+            wm_p99_ms=wm_p99_ms,
+            max_failure_ratio=max_failure_ratio,
+            backend=backend,
+            profile=profile,
+            workers=workers,
+        )
+    )
 
 
 @app.command()
 def demo(
     duration: Annotated[str, typer.Option(help=f"Measured run time, after a {_LOAD.warmup_s:g} s warm-up")] = "30s",
     rate: Annotated[float, typer.Option(min=1, help="Target total requests/s")] = _LOAD.rate,
-    users: Annotated[int, typer.Option(min=1, help="Locust users; each acts for random tenants and conversations")] = _LOAD.users,
+    users: Annotated[
+        int, typer.Option(min=1, help="Locust users; each acts for random tenants and conversations")
+    ] = _LOAD.users,
     backend: BackendOption = None,
 ) -> None:
     """Bring up the local stack and the service, load it, and print latency per route group against the SLO."""
     try:
-        _load(load_runner.LoadOptions(duration=duration, rate=rate, users=users,
-                                      results=_results_dir(None), backend=backend))
+        _load(
+            load_runner.LoadOptions(
+                duration=duration, rate=rate, users=users, results=_results_dir(None), backend=backend
+            )
+        )
     finally:
         _print_status(backend)
         for line in observability.where_to_see_metrics(backend):

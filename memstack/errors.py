@@ -1,4 +1,5 @@
 """The one error type the CLI turns into a single line and an exit code."""
+
 from __future__ import annotations
 
 

@@ -3,6 +3,7 @@
 The defaults below are the image's contract; tests/service/test_contract.py checks them against
 infra.config (which is not installed in the image, so it cannot be imported here).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -62,9 +63,19 @@ def serve(host: str, port: int, workers: int, log_level: str) -> None:
 
     with scraped_locally(SERVICE_JOB, host, port):
         uvicorn.run(
-            "memory_core.service.app:from_environment", factory=True, host=host, port=port, workers=workers,
-            loop="uvloop", http="httptools", lifespan="on", access_log=False, log_config=None, log_level=log_level,
-            timeout_graceful_shutdown=_service_settings().graceful_shutdown_s, server_header=False,
+            "memory_core.service.app:from_environment",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            loop="uvloop",
+            http="httptools",
+            lifespan="on",
+            access_log=False,
+            log_config=None,
+            log_level=log_level,
+            timeout_graceful_shutdown=_service_settings().graceful_shutdown_s,
+            server_header=False,
         )
 
 

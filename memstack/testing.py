@@ -10,6 +10,7 @@ Fixtures:
   settings   (session)  memory_core.Settings for it
   tenant_id  (function) a fresh tenant id, so tests sharing the stack never see each other's data
 """
+
 from __future__ import annotations
 
 import uuid
@@ -47,7 +48,9 @@ class Stack:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("memstack")
-    group.addoption("--backend", default=None, help="process | containers | external (default $MEMSTACK_BACKEND or process)")
+    group.addoption(
+        "--backend", default=None, help="process | containers | external (default $MEMSTACK_BACKEND or process)"
+    )
     group.addoption("--memstack-home", default=None, help="state directory of the process/containers backend")
     group.addoption("--keep-stack", action="store_true", help="leave a stack this session started running")
 

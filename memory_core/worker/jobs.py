@@ -10,6 +10,7 @@ leaves the same state as running it once.
   with a `forget` outbox row in the same transaction, so the graph follows even if Neo4j is down
   right now.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -31,8 +32,11 @@ _REFLECTION_NAMESPACE = uuid.UUID("6f1c7c1e-8a59-4c55-9a64-0d6b1f0b2b61")
 
 async def process_reflection(clients: MemoryClients, fields: dict[str, str]) -> bool:
     """Apply one reflection job; returns False when it had already been applied."""
-    caller = Caller(check_id(fields["tenant_id"], "tenant_id"), check_id(fields["user_id"], "user_id"),
-                    fields.get("agent_id") or None)
+    caller = Caller(
+        check_id(fields["tenant_id"], "tenant_id"),
+        check_id(fields["user_id"], "user_id"),
+        fields.get("agent_id") or None,
+    )
     conversation_id = fields.get("conversation_id") or None
     outcome = json.loads(fields["outcome"])
     success = bool(outcome.get("success", True))
@@ -46,31 +50,78 @@ async def process_reflection(clients: MemoryClients, fields: dict[str, str]) -> 
         cur = await conn.execute(
             "INSERT INTO memory_timeline (tenant_id, user_id, item_id, memory_type, summary, embedding, attributes)"
             " VALUES (%s, %s, %s, 'reflection', %s, %s, %s) ON CONFLICT (item_id) DO NOTHING RETURNING event_time",
-            (caller.tenant_id, caller.user_id, reflection_id, summary, sql_vector(vector),
-             json.dumps({"type": "success_pattern" if success else "failure_analysis", "outcome": outcome,
-                         "conversation_id": conversation_id})),
+            (
+                caller.tenant_id,
+                caller.user_id,
+                reflection_id,
+                summary,
+                sql_vector(vector),
+                json.dumps(
+                    {
+                        "type": "success_pattern" if success else "failure_analysis",
+                        "outcome": outcome,
+                        "conversation_id": conversation_id,
+                    }
+                ),
+            ),
         )
         inserted = await cur.fetchone()
         if inserted is None:
             return False
-        rows = [await record(conn, caller.tenant_id, "reflection", {
-            "id": str(reflection_id), "created_at": inserted[0].isoformat(), "content": summary,
-            "type": "success_pattern" if success else "failure_analysis", "conversation_id": conversation_id})]
+        rows = [
+            await record(
+                conn,
+                caller.tenant_id,
+                "reflection",
+                {
+                    "id": str(reflection_id),
+                    "created_at": inserted[0].isoformat(),
+                    "content": summary,
+                    "type": "success_pattern" if success else "failure_analysis",
+                    "conversation_id": conversation_id,
+                },
+            )
+        ]
         if outcome.get("strategy_id"):
-            row, strategy_vector = await procedural.reinforce_strategy(conn, caller, str(outcome["strategy_id"]), success)
-            rows.append(await record(conn, caller.tenant_id, "strategy",
-                                     procedural.strategy_payload(row, strategy_vector, conversation_id, success)))
+            row, strategy_vector = await procedural.reinforce_strategy(
+                conn, caller, str(outcome["strategy_id"]), success
+            )
+            rows.append(
+                await record(
+                    conn,
+                    caller.tenant_id,
+                    "strategy",
+                    procedural.strategy_payload(row, strategy_vector, conversation_id, success),
+                )
+            )
         elif tools:
             description = f"Use {', '.join(tools)} for {task_type} tasks"
             (strategy_vector,) = await clients.embedder.embed([description])
             row = await insert_item(
-                conn, caller, memory_type="strategy", summary=description, embedding=strategy_vector, importance=0.5,
-                priority=0, ttl_seconds=None, space=None,
-                attributes={"context_pattern": task_type, "tool_sequence": tools, "success_count": int(success),
-                            "failure_count": int(not success)},
+                conn,
+                caller,
+                memory_type="strategy",
+                summary=description,
+                embedding=strategy_vector,
+                importance=0.5,
+                priority=0,
+                ttl_seconds=None,
+                space=None,
+                attributes={
+                    "context_pattern": task_type,
+                    "tool_sequence": tools,
+                    "success_count": int(success),
+                    "failure_count": int(not success),
+                },
             )
-            rows.append(await record(conn, caller.tenant_id, "strategy",
-                                     procedural.strategy_payload(row, strategy_vector, conversation_id, success)))
+            rows.append(
+                await record(
+                    conn,
+                    caller.tenant_id,
+                    "strategy",
+                    procedural.strategy_payload(row, strategy_vector, conversation_id, success),
+                )
+            )
     await project_now(clients, rows)
     return True
 
@@ -99,14 +150,14 @@ async def replay_outbox(
                 await apply_rows(clients.neo4j, rows)
             except GRAPH_UNAVAILABLE:
                 raise
-            except Exception:  # noqa: BLE001 - a bad row, whatever the error, must not wedge the outbox
+            except Exception:
                 # One bad row must not block the rest: apply singly and count the failures.
                 for row in rows:
                     try:
                         await apply_rows(clients.neo4j, [row])
                     except GRAPH_UNAVAILABLE:
                         raise
-                    except Exception as exc:  # noqa: BLE001
+                    except Exception as exc:
                         failed[row.id] = f"{type(exc).__name__}: {exc}"[:1000]
             done = [r.id for r in rows if r.id not in failed]
             await conn.execute("DELETE FROM graph_outbox WHERE id = ANY(%s)", (done,))
@@ -194,7 +245,10 @@ async def cleanup(clients: MemoryClients, tenant_id: str | None = None) -> dict[
         if expired or orphans:
             # Links to or from a deleted item go with it (facts ABOUT entities, entity relations).
             gone = ([t for t, _ in expired + orphans], [i for _, i in expired + orphans])
-            for table, a, b in (("fact_entities", "fact_id", "entity_id"), ("entity_relations", "source_id", "target_id")):
+            for table, a, b in (
+                ("fact_entities", "fact_id", "entity_id"),
+                ("entity_relations", "source_id", "target_id"),
+            ):
                 await conn.execute(
                     f"DELETE FROM {table} l USING unnest(%s::text[], %s::uuid[]) AS x(tenant_id, id)"
                     f" WHERE l.tenant_id = x.tenant_id AND (l.{a} = x.id OR l.{b} = x.id)",

@@ -1,5 +1,6 @@
 """A Redis lease: SET NX PX with a random token; release and renewal check the token, so a
 worker whose lease expired cannot free or extend another worker's lease."""
+
 from __future__ import annotations
 
 import secrets

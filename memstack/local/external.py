@@ -1,5 +1,6 @@
 """The `external` backend: servers that already exist, named by the environment
 (REDIS_URL, POSTGRES_URL, NEO4J_URI, NEO4J_USER, NEO4J_PASSWORD, PROMETHEUS_URL)."""
+
 from __future__ import annotations
 
 import os
@@ -57,7 +58,9 @@ class ExternalBackend:
             deadline = time.monotonic() + READY_TIMEOUT
             while not probes[name][1]():
                 if time.monotonic() >= deadline:
-                    raise MemstackError(f"{name} at {probes[name][0].split('@')[-1]} did not answer within {READY_TIMEOUT:.0f}s")
+                    raise MemstackError(
+                        f"{name} at {probes[name][0].split('@')[-1]} did not answer within {READY_TIMEOUT:.0f}s"
+                    )
                 time.sleep(0.5)
 
     def down(self) -> None:
@@ -72,8 +75,12 @@ class ExternalBackend:
 
     def kill(self, service: str) -> None:
         check_service(service)
-        raise MemstackError("the external backend cannot kill its servers; use the process or containers backend for drills")
+        raise MemstackError(
+            "the external backend cannot kill its servers; use the process or containers backend for drills"
+        )
 
     def start(self, service: str) -> None:
         check_service(service)
-        raise MemstackError("the external backend cannot start its servers; use the process or containers backend for drills")
+        raise MemstackError(
+            "the external backend cannot start its servers; use the process or containers backend for drills"
+        )

@@ -1,4 +1,5 @@
 """Neo4j 5.26 community, embedded in the small Java launcher under tools/neo4j-local."""
+
 from __future__ import annotations
 
 import os
@@ -49,16 +50,25 @@ class Neo4jServer(LocalService):
 
     def check_prerequisites(self) -> None:
         if shutil.which("java") is None:
-            raise MemstackError("java not found on PATH; the local Neo4j needs a JDK 17 or 21 (apt-get install openjdk-17-jdk-headless)")
+            raise MemstackError(
+                "java not found on PATH; the local Neo4j needs a JDK 17 or 21 (apt-get install openjdk-17-jdk-headless)"
+            )
         if self._built():
             return
         if shutil.which("mvn") is None:
-            raise MemstackError(f"the Neo4j launcher in {launcher_dir()} is not built and mvn is not on PATH; install Maven or run `make setup`")
+            raise MemstackError(
+                f"the Neo4j launcher in {launcher_dir()} is not built and mvn is not on PATH; install Maven or run `make setup`"
+            )
         pom = launcher_dir() / "pom.xml"
         if not pom.exists():
             raise MemstackError(f"no Neo4j launcher at {launcher_dir()} (expected pom.xml); set {LAUNCHER_ENV}")
-        print(f"building the Neo4j launcher in {launcher_dir()} (first run downloads Neo4j from Maven Central)", flush=True)
-        result = subprocess.run(["mvn", "-q", "-B", "-f", str(pom), "-DskipTests", "package"], capture_output=True, text=True)
+        print(
+            f"building the Neo4j launcher in {launcher_dir()} (first run downloads Neo4j from Maven Central)",
+            flush=True,
+        )
+        result = subprocess.run(
+            ["mvn", "-q", "-B", "-f", str(pom), "-DskipTests", "package"], capture_output=True, text=True
+        )
         if result.returncode != 0 or not self._built():
             last = (result.stdout + result.stderr).strip().splitlines()[-1:]
             raise MemstackError(f"building the Neo4j launcher failed: {' '.join(last)}")
@@ -69,10 +79,16 @@ class Neo4jServer(LocalService):
         return Launch(
             argv=[
                 # -jar: the manifest carries the classpath and the --add-opens Netty needs.
-                "java", *JVM_OPTIONS, "-jar", str(self.target / "neo4j-local.jar"),
-                "--home", str(self.data_dir),
-                "--bolt-port", str(port),
-                "--log", str(self.data_dir / "neo4j-debug.log"),
+                "java",
+                *JVM_OPTIONS,
+                "-jar",
+                str(self.target / "neo4j-local.jar"),
+                "--home",
+                str(self.data_dir),
+                "--bolt-port",
+                str(port),
+                "--log",
+                str(self.data_dir / "neo4j-debug.log"),
             ],
             log=self.log,
             env=env,

@@ -1,4 +1,5 @@
 """The `process` backend: each service a local OS process with its own data directory."""
+
 from __future__ import annotations
 
 import contextlib
@@ -18,12 +19,12 @@ from memstack.local.postgres_server import PostgresServer
 from memstack.local.processes import (
     ServiceExited,
     free_port,
+    is_running,
     kill_pid,
     port_is_free,
     spawn,
     start_time,
     stop_pid,
-    is_running,
     wait_ready,
 )
 from memstack.local.prometheus_server import PrometheusServer
@@ -61,7 +62,9 @@ class ProcessBackend:
             fcntl.flock(lock, fcntl.LOCK_EX)
             state = load(self.home) or StackState(backend=self.name)
             if state.backend != self.name:
-                raise MemstackError(f"{self.home} holds a {state.backend!r} stack; run `memstack down --backend {state.backend}` or use another MEMSTACK_HOME")
+                raise MemstackError(
+                    f"{self.home} holds a {state.backend!r} stack; run `memstack down --backend {state.backend}` or use another MEMSTACK_HOME"
+                )
             yield state
 
     def _service(self, name: str, state: StackState) -> LocalService:
@@ -93,7 +96,9 @@ class ProcessBackend:
         pinned = self._ports.get(name) or (record.port if keep_port and record else None)
         if pinned:
             if not port_is_free(pinned):
-                raise MemstackError(f"port {pinned} for {name} is taken by another process; pick another with --port {name}=PORT or free it")
+                raise MemstackError(
+                    f"port {pinned} for {name} is taken by another process; pick another with --port {name}=PORT or free it"
+                )
             return pinned, False
         if record and port_is_free(record.port):
             return record.port, True
@@ -108,14 +113,23 @@ class ProcessBackend:
             log_offset = launch.log.stat().st_size if launch.log.exists() else 0
             proc = spawn(launch)
             try:
-                wait_ready(service.name, proc.poll, lambda: service.probe(port), timeout=service.ready_timeout, log=service.log)
+                wait_ready(
+                    service.name,
+                    proc.poll,
+                    lambda port=port: service.probe(port),
+                    timeout=service.ready_timeout,
+                    log=service.log,
+                )
             except ServiceExited:
                 new_output = launch.log.read_text(errors="replace")[log_offset:] if launch.log.exists() else ""
                 if movable and attempt < _START_ATTEMPTS and _PORT_TAKEN.search(new_output):
                     port = free_port()
                     continue
                 if _PORT_TAKEN.search(new_output):
-                    raise MemstackError(f"port {port} for {service.name} is taken by another process; pick another with --port {service.name}=PORT or free it")
+                    raise MemstackError(
+                        f"port {port} for {service.name} is taken by another process;"
+                        f" pick another with --port {service.name}=PORT or free it"
+                    ) from None
                 raise
             except BaseException:
                 kill_pid(proc.pid, None)
@@ -153,13 +167,17 @@ class ProcessBackend:
         with self._locked() as state:
             if self._appendfsync and self._appendfsync != state.appendfsync:
                 if self._running(state.services.get("redis")):
-                    raise MemstackError(f"redis is running with appendfsync {state.appendfsync}; run `memstack down` before changing it")
+                    raise MemstackError(
+                        f"redis is running with appendfsync {state.appendfsync}; run `memstack down` before changing it"
+                    )
                 state.appendfsync = self._appendfsync
             wal_dir = os.environ.get(WAL_DIR_ENV)
             archiving_to = self._service("postgres", state).wal_dir
             if wal_dir and Path(wal_dir).resolve() != archiving_to.resolve():
                 if self._running(state.services.get("postgres")):
-                    raise MemstackError(f"postgres is running and archives its WAL to {archiving_to}; run `memstack down` before moving it")
+                    raise MemstackError(
+                        f"postgres is running and archives its WAL to {archiving_to}; run `memstack down` before moving it"
+                    )
                 state.wal_dir = str(Path(wal_dir).resolve())
             pending = [self._service(n, state) for n in services if not self._running(state.services.get(n))]
             # Every prerequisite is checked before anything starts, so a missing tool leaves nothing half up.
@@ -219,8 +237,9 @@ class ProcessBackend:
             neo4j_user=NEO4J_USER,
             neo4j_password=state.credentials.neo4j_password,
             prometheus_url=prometheus.url if self._running(prometheus) else None,
-            otlp_endpoint=(self._service("jaeger", state).otlp_endpoint()
-                           if self._running(state.services.get("jaeger")) else None),
+            otlp_endpoint=(
+                self._service("jaeger", state).otlp_endpoint() if self._running(state.services.get("jaeger")) else None
+            ),
         )
 
     def _require_running(self) -> StackState:

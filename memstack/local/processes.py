@@ -1,4 +1,5 @@
 """Starting, probing and stopping the local stack's OS processes."""
+
 from __future__ import annotations
 
 import errno
@@ -128,9 +129,7 @@ class ServiceExited(MemstackError):
     """The service process ended while we waited for it to answer."""
 
 
-def stop_pid(
-    pid: int | None, started: int | None, *, timeout: float, sig: int = signal.SIGTERM
-) -> bool:
+def stop_pid(pid: int | None, started: int | None, *, timeout: float, sig: int = signal.SIGTERM) -> bool:
     """Ask the process to stop with `sig`, wait, then SIGKILL. Returns True if it was running."""
     if not is_running(pid, started):
         return False

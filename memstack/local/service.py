@@ -1,4 +1,5 @@
 """What the process backend needs to know about one service."""
+
 from __future__ import annotations
 
 import signal

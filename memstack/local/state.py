@@ -4,6 +4,7 @@ It lives at `$MEMSTACK_HOME/state.json` (default `./.memstack`), mode 0600, beca
 the generated passwords. Credentials are made once per home and kept across `down`/`up`,
 since the data directories they protect are kept too.
 """
+
 from __future__ import annotations
 
 import json
@@ -73,7 +74,9 @@ def load(home: Path) -> StackState | None:
     try:
         return StackState.model_validate_json(raw)
     except ValueError as exc:
-        raise MemstackError(f"state file {path} is not valid ({exc.__class__.__name__}); remove it and run `memstack up`")
+        raise MemstackError(
+            f"state file {path} is not valid ({exc.__class__.__name__}); remove it and run `memstack up`"
+        ) from None
 
 
 def save(home: Path, state: StackState) -> None:

@@ -2,6 +2,7 @@
 
 Each test uses its own MEMSTACK_HOME, so none of them touches the session's stack.
 """
+
 from __future__ import annotations
 
 import os
@@ -11,7 +12,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import redis
 
 from memstack.local.neo4j_server import launcher_dir
@@ -92,7 +92,7 @@ def test_missing_maven_when_launcher_is_not_built(tmp_path):
 
 
 def test_external_backend_without_urls(tmp_path):
-    env = {name: "" for name in ("REDIS_URL", "POSTGRES_URL", "NEO4J_URI", "NEO4J_PASSWORD")}
+    env = dict.fromkeys(("REDIS_URL", "POSTGRES_URL", "NEO4J_URI", "NEO4J_PASSWORD"), "")
     assert_one_line_error(run(tmp_path, "up", "--backend", "external", **env), "REDIS_URL")
 
 

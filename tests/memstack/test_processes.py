@@ -1,4 +1,5 @@
 """Process control for the local stack, on real processes."""
+
 from __future__ import annotations
 
 import sys
