@@ -7,7 +7,7 @@ NEO4J_LAUNCHER := tools/neo4j-local
 NEO4J_STAMP := $(NEO4J_LAUNCHER)/target/.built
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps python-deps lock lint neo4j-launcher checkov jaeger containers test bench demo down clean
+.PHONY: setup system-deps python-deps lock lint neo4j-launcher checkov jaeger containers test chaos bench demo down clean
 
 setup: system-deps python-deps neo4j-launcher
 
@@ -101,6 +101,10 @@ containers: python-deps neo4j-launcher
 # Jaeger only for the tests (the trace test): `make demo` runs without Go.
 test: setup checkov lint containers jaeger
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The service image under load, and one fault at a time in each store (tests/recovery); needs Docker.
+chaos: setup containers
+	$(BIN)/python -m pytest tests/recovery/test_container_recovery.py -m chaos $(PYTEST_ARGS)
 
 # The benchmarks of benchmarks/ on the local stack; a missed target fails the run.
 # BENCH_SCALE=quick (default: 10k turns) or full (100k turns; the first run loads them for minutes).

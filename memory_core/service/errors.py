@@ -85,7 +85,11 @@ def status_of(exc: MemoryCoreError) -> int:
 
 # Documented on every operation: (status, when).
 _DOCUMENTED = (
-    (400, "The body is not JSON, or Content-Length is not a number"),
+    (
+        400,
+        "The body is not JSON, or Content-Length is not a number; a request the HTTP server cannot parse at"
+        " all (a request line over its size limit, say) gets its plain-text answer before the app sees it",
+    ),
     (401, "No bearer token, or one the service does not know"),
     (403, "The caller may not do this (another user's conversation, a shared space without a grant)"),
     (404, "An id or key the request names does not exist for this tenant"),
@@ -100,10 +104,14 @@ _DOCUMENTED = (
 def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` for these statuses (all when none are named), each with `ErrorBody`."""
     return {
-        status: {"model": ErrorBody, "description": when}
+        status: {"model": ErrorBody, "description": when, **_EXTRA_CONTENT.get(status, {})}
         for status, when in _DOCUMENTED
         if not statuses or status in statuses
     }
+
+
+# uvicorn answers a request it cannot parse with its own text/plain 400.
+_EXTRA_CONTENT: dict[int, dict[str, Any]] = {400: {"content": {"text/plain": {"schema": {"type": "string"}}}}}
 
 
 def _field(loc: tuple[Any, ...]) -> str:

@@ -207,3 +207,21 @@ def test_up_applies_pending_migrations_idempotently(stack, migrated):
     )
     assert result.returncode == 0, result.stderr
     assert "schema: up to date" in result.stdout
+
+
+def test_a_request_the_http_server_cannot_parse_gets_a_documented_answer(stack, migrated, tmp_path):
+    """uvicorn refuses an oversized request line before the app sees it; the OpenAPI documents that answer."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MEMSTACK_TOKENS_FILE", "MEMSTACK_TOKENS")}
+    with serving_in(tmp_path, {**env, **stack.env()}) as (base, _):
+        host, port = base.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as conn:
+            target = "/v1/procedural/u/strategies?task=" + "%F3%A9%A3%A3" * 30_000
+            conn.sendall(f"GET {target} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+            head = conn.recv(65536).decode(errors="replace").split("\r\n\r\n")[0].lower()
+        status = int(head.split()[1])
+        content_type = next(
+            line.split(":", 1)[1].strip() for line in head.splitlines() if line.startswith("content-type")
+        )
+        _, spec = get(f"{base}/openapi.json")
+        documented = json.loads(spec)["paths"]["/v1/procedural/{user_id}/strategies"]["get"]["responses"][str(status)]
+        assert content_type.split(";")[0] in documented["content"], (status, content_type, documented)
