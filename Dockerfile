@@ -23,12 +23,20 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 RUN python -m venv /opt/memstack
-COPY pyproject.toml README.md ./
+# The dependencies (and the build backend) first, in a layer of their own that only a change of
+# pyproject.toml or requirements.lock rebuilds: a change of the code then reinstalls just the
+# package, offline. The extras named in EXTRAS (comma-separated) are included; the project's own
+# extras that name other extras (`memstack[...]`) are skipped, their members being listed
+# themselves. Every package the lock names is installed at the lock's version (a constraint:
+# the image takes what the service needs, not the lock's test and infra tooling).
+COPY pyproject.toml requirements.lock ./
+RUN /opt/memstack/bin/python -c "import os, tomllib; p = tomllib.load(open('pyproject.toml', 'rb')); deps = p['build-system']['requires'] + p['project']['dependencies'] + [d for e in os.environ.get('EXTRAS', '').split(',') if e for d in p['project']['optional-dependencies'][e]]; print('\\n'.join(d for d in deps if not d.startswith('memstack')))" > /tmp/requirements.txt \
+    && /opt/memstack/bin/pip install -c requirements.lock -r /tmp/requirements.txt
+COPY README.md ./
 COPY memory_core ./memory_core
 COPY memstack ./memstack
 # A regular (non-editable) install; byte-compiled here because the runtime cannot write .pyc files.
-# No extras unless named: pip refuses an empty `.[]`.
-RUN /opt/memstack/bin/pip install ".${EXTRAS:+[${EXTRAS}]}" \
+RUN /opt/memstack/bin/pip install --no-deps --no-build-isolation . \
     && /opt/memstack/bin/python -m compileall -q /opt/memstack/lib
 
 FROM ${BASE_IMAGE:-python:3.11.11-slim-bookworm} AS runtime

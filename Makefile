@@ -102,7 +102,8 @@ containers: python-deps neo4j-launcher
 test: setup checkov lint containers jaeger
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# The service image under load, and one fault at a time in each store (tests/recovery); needs Docker.
+# The service image under load, and one fault at a time in each store (tests/recovery, marker
+# chaos; `make test` runs them too): just these, on their own; needs Docker.
 chaos: setup containers
 	$(BIN)/python -m pytest tests/recovery/test_container_recovery.py -m chaos $(PYTEST_ARGS)
 
@@ -112,7 +113,8 @@ BENCH_SCALE ?= quick
 bench: setup
 	BENCH_SCALE=$(BENCH_SCALE) $(BIN)/python -m pytest benchmarks --benchmark-only -q -s $(PYTEST_ARGS)
 
-# The main job: local stack + memory service, a 30 s load, latency per route group against the SLO.
+# The main job: local stack with Prometheus, the memory service and its worker under a 30 s load;
+# latency per route group against the SLO, then what Prometheus recorded of the run.
 demo: setup
 	$(BIN)/memstack demo
 

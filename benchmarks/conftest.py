@@ -2,7 +2,7 @@
 
 Benchmarks are plain (sync) tests driving their own event loop, so pytest-benchmark times
 exactly one awaited operation per round. Percentiles are computed from pytest-benchmark's raw
-per-round timings and written to `.benchmarks/memory_core.json` (and printed). A missed target
+per-round timings and written to `$MEMSTACK_HOME/benchmarks/memory_core.json` (and printed). A missed target
 fails the session (exit 1) after every benchmark has run and been recorded."""
 
 from __future__ import annotations

@@ -3,7 +3,8 @@ authenticates and does one Redis command, with the service's Redis client and se
 
 A raw ASGI app: the bearer token is checked by a SHA-256 dict lookup (the service's token
 table), then a read is one HGET and a write one HSET, with the redis-py client memory_core
-builds. It answers the working-memory routes of the Locust working profile with their status
+builds, under the working-memory key prefix (MEMORY_WORKING_KEY_PREFIX) as the service's
+keys are. It answers the working-memory routes of the Locust working profile with their status
 codes (200/404 for reads, 204 for PUT, 201 for POST), so Locust counts the same requests.
 
     uvicorn --app-dir benchmarks floor_app:create --factory --loop uvloop --http httptools
@@ -12,10 +13,14 @@ codes (200/404 for reads, 204 for PUT, 201 for POST), so Locust counts the same 
 from __future__ import annotations
 
 import hashlib
+import os
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
 
+from memory_core.clients import make_redis
 from memory_core.service.auth import TokenTable
 from memory_core.service.config import ServiceSettings
 from memory_core.settings import Settings
@@ -23,14 +28,40 @@ from memory_core.settings import Settings
 _UNAUTHORIZED = b'{"detail":"invalid bearer token"}'
 
 
+# The Redis client variant, for lowering the floor itself: "pool" (the default: the client
+# memory_core builds, a pool of its connections with hiredis's parser), "python-parser"
+# (the same with redis-py's own RESP parser), "single" (one of its connections, no pool),
+# "redis-py" (redis-py's own client, pool and connection, with the same timeouts and retries).
+REDIS_VARIANT_ENV = "FLOOR_REDIS"
+REDIS_VARIANTS = ("pool", "python-parser", "single", "redis-py")
+
+
 def create() -> Any:
     """The uvicorn factory: tokens and Redis from the environment, as the service reads them."""
     tokens = TokenTable.load(ServiceSettings())
-    redis = aioredis.Redis.from_url(Settings().redis_url.get_secret_value(), decode_responses=False)
-    return make_app(tokens._tenants_by_hash, redis)
+    settings = Settings()
+    redis = make_redis(settings)
+    variant = os.environ.get(REDIS_VARIANT_ENV, "pool")
+    if variant == "python-parser":
+        from redis._parsers import _AsyncRESP2Parser
+
+        redis.connection_pool.connection_kwargs["parser_class"] = _AsyncRESP2Parser
+    elif variant == "single":
+        redis = aioredis.Redis(connection_pool=redis.connection_pool, single_connection_client=True)
+    elif variant == "redis-py":
+        redis = aioredis.Redis.from_url(
+            settings.redis_url.get_secret_value(),
+            decode_responses=False,
+            retry=Retry(ExponentialWithJitterBackoff(base=0.005, cap=0.05), retries=2),
+            socket_timeout=settings.redis_timeout_s,
+            socket_connect_timeout=settings.redis_timeout_s,
+        )
+    elif variant != "pool":
+        raise SystemExit(f"{REDIS_VARIANT_ENV} must be one of {', '.join(REDIS_VARIANTS)}, not {variant!r}")
+    return make_app(tokens._tenants_by_hash, redis, settings.working_key_prefix)
 
 
-def make_app(by_hash: dict[str, str], redis: aioredis.Redis) -> Any:
+def make_app(by_hash: dict[str, str], redis: aioredis.Redis, prefix: str = "floor") -> Any:
 
     async def respond(send: Any, status: int, body: bytes = b"") -> None:
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
@@ -60,7 +91,7 @@ def make_app(by_hash: dict[str, str], redis: aioredis.Redis) -> Any:
         if tenant is None:
             await respond(send, 401, _UNAUTHORIZED)
             return
-        key = f"floor:{tenant}:{path}"
+        key = f"{prefix}:floor:{tenant}:{path}"
         if scope["method"] == "GET":
             value = await redis.hget(key, "v")
             if value is None:

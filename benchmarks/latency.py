@@ -1,5 +1,6 @@
 """Latency percentiles of the benchmarks, from pytest-benchmark's raw per-round timings,
-written to `.benchmarks/memory_core.json` (and printed). A benchmark with a stated target
+written to memstack.load.benchmark_results_file() ($MEMSTACK_HOME/benchmarks/memory_core.json,
+default ./.memstack/...) and printed. A benchmark with a stated target
 records it and its verdict (`target`, `passed`); the session fails when one is missed (see
 conftest.py)."""
 
@@ -9,9 +10,10 @@ import json
 import os
 import statistics
 import time
-from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parents[1] / ".benchmarks" / "memory_core.json"
+from memstack.load import benchmark_results_file
+
+RESULTS = benchmark_results_file()
 # quick (default) or full: the dataset sizes of the benchmarks that load one.
 SCALE = os.environ.get("BENCH_SCALE", "quick")
 if SCALE not in ("quick", "full"):
@@ -43,7 +45,7 @@ def record(section: str, name: str, values: dict, target: str | None = None, pas
     if target is not None:
         values.update(target=target, passed=bool(passed))
         VERDICTS.append((section, name, target, bool(passed)))
-    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
     data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     data.setdefault(section, {})[name] = values
     RESULTS.write_text(json.dumps(data, indent=2, sort_keys=True))

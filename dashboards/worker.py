@@ -40,6 +40,19 @@ def build():
     )
     board = board.with_panel(
         graph(
+            "Graph projection lag p99 by path",
+            "From a durable write to its Neo4j projection: inline (in the request), background (the "
+            "service, after answering) or worker (outbox replay). Rows still waiting are in Outbox lag.",
+            "s",
+            (
+                f"histogram_quantile(0.99, sum by (le, path) (rate({m.GRAPH_PROJECTION_LAG}_bucket[{RATE}])))",
+                "{{path}}",
+            ),
+            width=8,
+        )
+    )
+    board = board.with_panel(
+        graph(
             "Outbox rows",
             "Rows waiting to be projected, and rows out of attempts.",
             "short",

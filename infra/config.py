@@ -21,7 +21,8 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from memory_core.settings import Settings
+from memory_core.settings import EmbeddingProvider, Settings
+from memstack.local.redis_server import MAXMEMORY_POLICY
 
 PROJECT = "memstack"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -92,6 +93,8 @@ DnsLabel = Annotated[str, AfterValidator(_check_dns_label)]
 CronSchedule = Annotated[str, AfterValidator(_cron_checker(5))]
 CnpgSchedule = Annotated[str, AfterValidator(_cron_checker(6))]
 PositiveInt = Annotated[int, Field(ge=1)]
+# A HorizontalPodAutoscaler's replica counts are int32.
+Replicas = Annotated[int, Field(ge=1, le=2**31 - 1)]
 Percent = Annotated[int, Field(ge=1, le=100)]
 
 
@@ -250,7 +253,11 @@ class MemoryServiceContract(Model):
     ready_requires_neo4j_env: str = "MEMSTACK_READY_REQUIRES_NEO4J"
     env: ConnectionEnv = ConnectionEnv()
     # The consolidation worker serves the same probe paths on its own port.
-    worker_health_port: int = Field(default=8081, ge=1024, le=65535)
+    worker_health_port: int = Field(
+        default=settings_default("worker_probe_port"),
+        ge=settings_bound("worker_probe_port", "ge"),
+        le=settings_bound("worker_probe_port", "le"),
+    )
 
     @property
     def serve_command(self) -> list[str]:
@@ -258,7 +265,7 @@ class MemoryServiceContract(Model):
 
     @property
     def worker_command(self) -> list[str]:
-        return ["memstack", "worker"]
+        return ["memstack", "worker", "--host", "0.0.0.0"]
 
     @property
     def migrate_command(self) -> list[str]:
@@ -285,8 +292,8 @@ class Autoscaling(Model):
     """The default policy: 3 to 10 pods, CPU 70 %, memory 80 %; scale up fast, down slowly, so a
     burst is absorbed at once and a lull does not drop capacity the next burst needs."""
 
-    min_replicas: PositiveInt = 3
-    max_replicas: PositiveInt = 10
+    min_replicas: Replicas = 3
+    max_replicas: Replicas = 10
     cpu_utilization: Percent = 70
     memory_utilization: Percent = 80
     scale_up: ScalingPolicy = ScalingPolicy(percent=100, pods=4, period_seconds=15, stabilization_window_seconds=0)
@@ -329,7 +336,6 @@ class Migrations(Model):
     backoff_limit: Annotated[int, Field(ge=0, le=10)] = 4
 
 
-EmbeddingProvider = Literal["hashing", "sentence-transformers", "openai"]
 # Models that the image's `embeddings` extra bakes in, with the dimension they produce.
 BAKED_MODELS = {"all-MiniLM-L6-v2": 384}
 # pgvector's HNSW index (the schema indexes every embedding column with it) takes at most 2000 dimensions.
@@ -556,8 +562,10 @@ class Redis(Model):
     exporter_resources: Resources = _resources("20m", "32Mi", "100m", "64Mi")
     storage_size: Quantity = "5Gi"
     max_memory: Quantity = "384Mi"
-    # volatile-* evicts only keys with a TTL, so the worker's streams are never evicted.
-    max_memory_policy: MaxMemoryPolicy = "volatile-lru"
+    # As on the local stack: a full Redis refuses writes (the service answers 503) rather than
+    # evicting working memory it acknowledged; every working-memory key has a TTL, so even a
+    # volatile-* policy would drop them. The RedisMemoryNearMax alert warns before it is full.
+    max_memory_policy: MaxMemoryPolicy = MAXMEMORY_POLICY
     # A PDB with minAvailable 1 makes a node drain wait for an operator on the single primary.
     block_voluntary_eviction: bool = False
     snapshot: StoreBackup = StoreBackup()
@@ -674,7 +682,7 @@ class StackConfig(Model):
     dashboards_dir: str = "dashboards/generated"
     alerts_dir: str = "dashboards/alerts"
     # Contents of the bearer-token hash file that `memstack token create` writes; set it with
-    # `pulumi config set --secret apiTokenHashes "$(cat tokens)"`. Empty: no token is accepted.
+    # `pulumi config set --secret apiTokenHashes "$(cat "$MEMSTACK_HOME/tokens")"`. Empty: no token is accepted.
     api_token_hashes: str = ""
     # Secret: the key of the OpenAI-compatible embeddings endpoint.
     embedding_api_key: str = ""
@@ -734,7 +742,7 @@ class StackConfig(Model):
             if not self.api_token_hashes.strip():
                 raise ValueError(
                     f"apiTokenHashes: {self.environment} requires at least one token hash, or every request gets 401"
-                    ' (`pulumi config set --secret apiTokenHashes "$(cat tokens)"`)'
+                    ' (`pulumi config set --secret apiTokenHashes "$(cat "$MEMSTACK_HOME/tokens")"`)'
                 )
         return self
 

@@ -8,11 +8,11 @@ so code written against the builtin exceptions keeps working.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from types import TracebackType
 
 import psycopg
 import psycopg_pool
+from neo4j.exceptions import AuthError as Neo4jAuthError
 from neo4j.exceptions import ClientError as Neo4jClientError
 from neo4j.exceptions import Neo4jError, ServiceUnavailable, SessionExpired
 from redis.exceptions import RedisError
@@ -64,6 +64,25 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"[:300] if text else type(exc).__name__
 
 
+# The top-level package of each store's driver.
+_DRIVER_STORES = {"redis": "redis", "psycopg": "postgres", "psycopg_pool": "postgres", "neo4j": "neo4j"}
+
+
+def awaited_store(exc: BaseException) -> str | None:
+    """The store an operation was waiting on when its deadline expired: the innermost frame of a
+    store's driver where the cancellation (the timeout's cause) was thrown in. An operation that
+    touches several stores (a durable write then its working-memory copy or graph projection)
+    may hang in any of them, and the answer must name the one that hung."""
+    cancelled = exc.__cause__ or exc.__context__
+    tb = cancelled.__traceback__ if cancelled is not None else None
+    found = None
+    while tb is not None:
+        package = str(tb.tb_frame.f_globals.get("__name__", "")).partition(".")[0]
+        found = _DRIVER_STORES.get(package, found)
+        tb = tb.tb_next
+    return found
+
+
 def from_store_exception(exc: BaseException, store: str, operation: str = "operation") -> MemoryCoreError | None:
     """The memory_core error a driver exception stands for, or None when it is not a store's.
     `store` names the store of the operation, for failures that do not say which they are."""
@@ -87,14 +106,18 @@ def from_store_exception(exc: BaseException, store: str, operation: str = "opera
         if sqlstate.startswith("42"):
             return None
         return StoreUnavailable("postgres", _reason(exc))
-    if isinstance(exc, (ServiceUnavailable, SessionExpired)):
+    # Security errors (a rejected password, the lock-out after several, a missing permission) are
+    # ClientErrors, but they concern the service's own Neo4j user: the deployment's, not the caller's.
+    if isinstance(exc, (ServiceUnavailable, SessionExpired, Neo4jAuthError)) or (
+        isinstance(exc, Neo4jClientError) and (exc.code or "").startswith("Neo.ClientError.Security.")
+    ):
         return StoreUnavailable("neo4j", _reason(exc))
     if isinstance(exc, Neo4jClientError):
         return InvalidInput(f"invalid value: {_reason(exc)}")
     if isinstance(exc, Neo4jError):
         return StoreUnavailable("neo4j", _reason(exc))
     if isinstance(exc, TimeoutError):
-        return StoreUnavailable(store, f"{operation} timed out")
+        return StoreUnavailable(awaited_store(exc) or store, f"{operation} timed out")
     # Not every OSError: a PermissionError or FileNotFoundError from our own code is a bug.
     if isinstance(exc, ConnectionError):
         return StoreUnavailable(store, _reason(exc))
@@ -110,13 +133,24 @@ DRIVER_ERRORS: dict[str, tuple[type[BaseException], ...]] = {
 }
 
 
-@contextmanager
-def store_errors(store: str) -> Iterator[None]:
-    """Re-raise an exception of `store`'s driver from the block as the memory_core error it stands for."""
-    try:
-        yield
-    except DRIVER_ERRORS[store] as exc:
-        mapped = from_store_exception(exc, store)
-        if mapped is None:
-            raise
-        raise mapped from exc
+class store_errors:
+    """Re-raise an exception of `store`'s driver from the block as the memory_core error it stands for.
+
+    A class rather than a `@contextmanager` generator: it wraps every working-memory operation,
+    and entering and leaving a generator-based one costs several times more."""
+
+    __slots__ = ("_drivers", "_store")
+
+    def __init__(self, store: str):
+        self._store = store
+        self._drivers = DRIVER_ERRORS[store]
+
+    def __enter__(self) -> None:
+        return None
+
+    # Returns None, never swallowing the block's exception (which also tells type checkers so).
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if exc is not None and isinstance(exc, self._drivers):
+            mapped = from_store_exception(exc, self._store)
+            if mapped is not None:
+                raise mapped from exc

@@ -34,11 +34,12 @@ from .models import (
 )
 from .settings import Settings
 from .stores import episodic, goals, procedural, reflections, semantic
-from .stores.graph import OutboxRow, project_now, record
+from .stores.graph import OutboxRow, project, record
 from .stores.semantic import Caller
 from .stores.sql import Conn
 from .stores.working import WorkingMemory
 from .validation import (
+    MAX_TURN_INDEX,
     check_embedding,
     check_id,
     check_index,
@@ -47,6 +48,7 @@ from .validation import (
     check_positive,
     check_priority,
     check_text,
+    check_time,
     check_ttl,
     check_unit_interval,
 )
@@ -144,13 +146,12 @@ class AgentMemory:
         return check_id(space, "space")
 
     async def _write_and_project(self, work: Callable[[Any], Awaitable[tuple[T, list[OutboxRow]]]]) -> T:
-        """Run `work` in one tenant transaction, then project its outbox rows to the graph
-        (unless the clients leave that to the worker's outbox replay)."""
+        """Run `work` in one tenant transaction, then project its outbox rows to the graph as
+        the clients are set to: inline, in the background, or by the worker's outbox replay."""
         c = await self.clients()
         async with c.tenant_transaction(self.tenant_id) as conn:
             result, rows = await work(conn)
-        if c.project_inline:
-            await project_now(c, rows)
+        await project(c, rows)
         return result
 
     async def _in_transaction(self, work: Callable[[Any], Awaitable[T]]) -> T:
@@ -181,9 +182,11 @@ class AgentMemory:
         role = _member(Role, role, "role").value
         content = self._text(content, "content")
         if turn_index is not None:
-            check_index(turn_index, "turn_index")
+            check_index(turn_index, "turn_index", MAX_TURN_INDEX)
         if token_count is not None:
             check_index(token_count, "token_count")
+        if timestamp is not None:
+            check_time(timestamp, "timestamp")
         meta = json.loads(check_json(metadata or {}, "metadata"))
         vector = await self._embed(content, embedding)
         ttl = check_ttl(ttl_seconds)
@@ -317,20 +320,23 @@ class AgentMemory:
                 ttl_seconds=check_ttl(ttl_seconds),
                 space=space,
                 attributes={"source": source, "entity_ids": entity_ids, "source_turn_id": source_turn_id},
+                # The statement adds the fact's id and created_at to the payload.
+                outbox=(
+                    "fact",
+                    {
+                        "claim": claim,
+                        "confidence": confidence,
+                        "source": source,
+                        "scope": "s:" + space if space else "u:" + self.user_id,
+                        "source_turn_id": source_turn_id,
+                        "entity_ids": entity_ids,
+                    },
+                ),
             )
+            outbox = row.pop("outbox")
             fact = semantic.as_fact(row)
             await semantic.link_fact(conn, self.caller, fact["id"], entity_ids)
-            payload = {
-                "id": fact["id"],
-                "claim": claim,
-                "confidence": confidence,
-                "source": source,
-                "scope": "s:" + space if space else "u:" + self.user_id,
-                "created_at": fact["created_at"].isoformat(),
-                "source_turn_id": source_turn_id,
-                "entity_ids": entity_ids,
-            }
-            return fact, [await record(conn, self.tenant_id, "fact", payload)]
+            return fact, [outbox]
 
         return Fact(**await self._write_and_project(work))
 
@@ -367,6 +373,8 @@ class AgentMemory:
     ) -> Goal:
         description = self._text(description, "description")
         check_priority(priority)
+        if deadline is not None:
+            check_time(deadline, "deadline")
         vector = await self._embed(description)
         space = self._space(space)
 
@@ -542,6 +550,11 @@ class AgentMemory:
     ) -> MemoryBundle:
         """Relevant memories for `query`; see `memory_core.retrieval` for the ranking."""
         check_limit(top_k, "top_k")
+        for value, name in ((since, "since"), (until, "until")):
+            if value is not None:
+                check_time(value, name)
+        if since is not None and until is not None and since > until:
+            raise InvalidInput(f"since ({since.isoformat()}) is after until ({until.isoformat()})")
         if time_window_hours is not None:
             hours = check_positive(time_window_hours, "time_window_hours")
             window_start = datetime.fromtimestamp(datetime.now(UTC).timestamp() - hours * 3600, UTC)
@@ -608,13 +621,18 @@ class AgentMemory:
 
         `outcome` may hold: success (bool), summary (str), task_type (str), tools (list[str]),
         strategy_id (str, reinforced by the outcome)."""
+        if isinstance(outcome, dict) and outcome.get("strategy_id") is not None:
+            # Refused now rather than by the worker: a job that cannot succeed would be retried,
+            # dead-lettered, and page an operator.
+            strategy_id = str(outcome["strategy_id"])
+            await self._in_transaction(lambda conn: procedural.check_strategy(conn, self.caller, strategy_id))
         clients = await self.clients()
         with store_errors("redis"):
             return await reflections.enqueue_reflection(
                 clients.redis, self.settings, self.caller, self.conversation_id, outcome
             )
 
-    # --- shared spaces: memories several agents of one user read, by grant -----------------------
+    # --- shared spaces: memories several agents of one tenant read, by grant ---------------------
 
     async def create_space(self, space: str) -> None:
         name = self._shared_space(space)

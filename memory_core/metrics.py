@@ -41,8 +41,12 @@ REFLECTION_STREAM_LENGTH = "memstack_reflection_stream_length"
 REFLECTION_PENDING = "memstack_reflection_pending_jobs"
 REFLECTION_DEAD_LETTERS = "memstack_reflection_dead_letters"
 STORE_UP = "memstack_store_up"
+# Durable write to its Neo4j projection, by the path that projected it: inline (in the request),
+# background (the service process, after answering), worker (the worker's outbox replay and jobs).
+GRAPH_PROJECTION_LAG = "memstack_graph_projection_lag_seconds"
+PROJECTION_PATHS = ("inline", "background", "worker")
 # Values of the `task` label of WORKER_JOB_DURATION (not `job`: Prometheus owns that label).
-WORKER_TASKS = ("reflection", "outbox_replay", "decay", "archive", "cleanup")
+WORKER_TASKS = ("reflection", "outbox_replay", "decay", "archive", "cleanup", "tenant_indexes")
 
 # Fine at the low end so a 1 ms p99 is readable (the SLO is 10 ms; the aim is far below it).
 LATENCY_BUCKETS = (
@@ -97,6 +101,17 @@ worker_job_duration = Histogram(
     buckets=JOB_BUCKETS,
     registry=REGISTRY,
 )
+# From milliseconds (projected right after the write) to minutes (a backlog after a Neo4j outage).
+LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+graph_projection_lag = Histogram(
+    GRAPH_PROJECTION_LAG,
+    "Time from a durable write to its Neo4j projection, by the path that projected it",
+    ("path",),
+    buckets=LAG_BUCKETS,
+    registry=REGISTRY,
+)
+for _path in PROJECTION_PATHS:  # exported from the start, so a rate over them is 0, not absent
+    graph_projection_lag.labels(_path)
 ProcessCollector(namespace=PROCESS_PREFIX, registry=REGISTRY)
 build_info = Gauge(
     BUILD_INFO,
@@ -208,4 +223,5 @@ ALL_METRICS: tuple[str, ...] = (
     REFLECTION_PENDING,
     REFLECTION_DEAD_LETTERS,
     STORE_UP,
+    GRAPH_PROJECTION_LAG,
 )

@@ -8,10 +8,13 @@ with the `MEMORY_` prefix (e.g. `MEMORY_EMBEDDING_DIM`); they are not connection
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The embedders memory_core.embeddings.make_embedder builds.
+EmbeddingProvider = Literal["hashing", "sentence-transformers", "openai"]
 
 
 def _tuning(default: Any, env: str, **kwargs: Any) -> Any:
@@ -35,7 +38,7 @@ class Settings(BaseSettings):
     # --- embeddings -------------------------------------------------------------------------
     embedding_dim: int = _tuning(384, "embedding_dim", ge=8, le=4096)
     # "hashing" (default, dependency-free), "sentence-transformers", or "openai".
-    embedding_provider: str = _tuning("hashing", "embedding_provider")
+    embedding_provider: EmbeddingProvider = _tuning("hashing", "embedding_provider")
     embedding_model: str = _tuning("all-MiniLM-L6-v2", "embedding_model")
     embedding_api_url: str | None = _tuning(None, "embedding_api_url")
     embedding_api_key: SecretStr | None = _tuning(None, "embedding_api_key")
@@ -44,6 +47,12 @@ class Settings(BaseSettings):
     postgres_pool_min: int = _tuning(1, "postgres_pool_min", ge=0)
     postgres_pool_max: int = _tuning(10, "postgres_pool_max", ge=1)
     neo4j_connect_timeout_s: float = _tuning(2.0, "neo4j_connect_timeout_s", gt=0)
+    # A hung store (paused, or its network cut) fails the operation after about this long, well
+    # inside the service's request deadline, so the answer is a quick 503 naming that store.
+    # Redis: socket connect and read timeout of every command (blocking reads must block less).
+    redis_timeout_s: float = _tuning(1.0, "redis_timeout_s", gt=0)
+    # Postgres: libpq connect_timeout (whole seconds, libpq's minimum is 2) and tcp_user_timeout.
+    postgres_connect_timeout_s: int = _tuning(2, "postgres_connect_timeout_s", ge=2)
     # After a failed Neo4j projection, skip inline projection for this long (the worker replays).
     neo4j_retry_after_s: float = _tuning(5.0, "neo4j_retry_after_s", ge=0)
 
@@ -86,6 +95,8 @@ class Settings(BaseSettings):
     orphan_entity_salience: float = _tuning(0.1, "orphan_entity_salience", ge=0, le=1)
     orphan_entity_idle_days: int = _tuning(30, "orphan_entity_idle_days", ge=0)
     periodic_interval_s: float = _tuning(3600.0, "periodic_interval_s", gt=0)
+    # The worker's /health, /ready and /metrics; the Kubernetes probes read this default too.
+    worker_probe_port: int = _tuning(8081, "worker_probe_port", ge=1024, le=65535)
 
 
 # The variables `memstack env` exports, in order. Derived from the model so that a renamed
@@ -93,3 +104,13 @@ class Settings(BaseSettings):
 CONNECTION_ENV_VARS: tuple[str, ...] = tuple(
     f.validation_alias for f in Settings.model_fields.values() if isinstance(f.validation_alias, str)
 )
+
+
+def settings_error(exc: ValidationError) -> str:
+    """The first problem of a failed `Settings()` as one line, named by its environment variable
+    (the MEMORY_-prefixed one for tuning fields)."""
+    first = exc.errors()[0]
+    field = str(first["loc"][0]) if first["loc"] else ""
+    alias = Settings.model_fields[field].validation_alias if field in Settings.model_fields else None
+    name = alias if isinstance(alias, str) else f"MEMORY_{field.upper()}"
+    return f"{name}: {first['msg']}"

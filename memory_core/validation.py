@@ -11,6 +11,7 @@ import json
 import math
 import re
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from .errors import InvalidInput
@@ -73,9 +74,34 @@ def check_priority(priority: object) -> int:
     return priority
 
 
-def check_index(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**31:
-        raise InvalidInput(f"{name} must be a non-negative 32-bit integer")
+# Offsets beyond this exist in no zone, and the graph (Neo4j, like java.time) refuses them.
+MAX_UTC_OFFSET = timedelta(hours=18)
+
+
+def check_utc_offset(value: datetime, *, name: str | None = None) -> datetime:
+    """`value` unless its UTC offset is one no zone has."""
+    offset = value.utcoffset()
+    if offset is not None and abs(offset) > MAX_UTC_OFFSET:
+        raise InvalidInput(f"{name + ': ' if name else ''}UTC offset must be within -18:00 and +18:00")
+    return value
+
+
+def check_time(value: object, name: str) -> datetime:
+    """A point in time with its UTC offset (a naive time would be compared against stored times
+    in an unknown zone), the offset one a zone can have."""
+    if not isinstance(value, datetime) or value.utcoffset() is None:
+        raise InvalidInput(f"{name} must be a datetime with a UTC offset")
+    return check_utc_offset(value, name=name)
+
+
+# The largest turn index a caller may give: the conversation's next index, one past it, is a
+# 32-bit integer too.
+MAX_TURN_INDEX = 2**31 - 2
+
+
+def check_index(value: object, name: str, maximum: int = 2**31 - 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= maximum:
+        raise InvalidInput(f"{name} must be an integer in [0, {maximum}]")
     return value
 
 

@@ -10,8 +10,8 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import sys
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -20,8 +20,8 @@ from rich.console import Console
 from rich.table import Table
 from typer.exceptions import TyperException
 
+from memstack import bench, observability, service
 from memstack import load as load_runner
-from memstack import observability, service
 from memstack.capacity.commands import app as capacity_app
 from memstack.chaos import commands as chaos_cli
 from memstack.errors import MemstackError
@@ -45,7 +45,11 @@ out = Console(width=max(shutil.get_terminal_size((120, 24)).columns, 120))
 
 BackendOption = Annotated[
     str | None,
-    typer.Option("--backend", "-b", help=f"process | containers | external (default: ${BACKEND_ENV} or process)"),
+    typer.Option(
+        "--backend",
+        "-b",
+        help=f"process | containers | external (default: ${BACKEND_ENV}, else the home's stack's, else process)",
+    ),
 ]
 
 
@@ -130,10 +134,28 @@ def up(
 
 
 @app.command()
-def down(backend: BackendOption = None) -> None:
-    """Stop every service of the stack. Data directories are kept."""
-    get_backend(backend).down()
-    out.print("stack stopped")
+def down(
+    backend: BackendOption = None,
+    purge: Annotated[
+        bool,
+        typer.Option(
+            "--purge", help="containers backend: also delete the stack's containers, volumes (its data) and network"
+        ),
+    ] = False,
+) -> None:
+    """Stop every service of the stack. Data directories are kept, unless --purge."""
+    chosen = get_backend(backend)
+    if not purge:
+        chosen.down()
+        out.print("stack stopped")
+        return
+    remove = getattr(chosen, "remove", None)
+    if remove is None:
+        raise MemstackError(
+            f"--purge applies to a containers stack; a {chosen.name} stack's data is in its home, $MEMSTACK_HOME"
+        )
+    remove()
+    out.print("stack removed: its containers, volumes and network are deleted")
 
 
 @app.command()
@@ -186,14 +208,19 @@ def serve(
     log_level: Annotated[str, typer.Option(help="debug | info | warning | error")] = "info",
 ) -> None:
     """Run the memory service in the foreground (configured by the memory_core environment; tokens from
-    $MEMSTACK_TOKENS_FILE, else ./tokens as `token create` writes it)."""
+    $MEMSTACK_TOKENS_FILE, else $MEMSTACK_HOME/tokens as `token create` writes it)."""
     service.serve(host, port, workers, log_level)
 
 
 @app.command()
 def worker(
-    host: Annotated[str, typer.Option(help="Address of the probe server")] = "0.0.0.0",
-    port: Annotated[int, typer.Option(help="Port of /health, /ready and /metrics")] = service.WORKER_HEALTH_PORT,
+    host: Annotated[
+        str, typer.Option(help="Address of the probe server (a pod's: 0.0.0.0, as the Kubernetes program sets)")
+    ] = "127.0.0.1",
+    port: Annotated[
+        int | None,
+        typer.Option(help="Port of /health, /ready and /metrics  [default: MEMORY_WORKER_PROBE_PORT or 8081]"),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="debug | info | warning | error")] = "info",
 ) -> None:
     """Run the consolidation worker, with its probe endpoints."""
@@ -202,7 +229,8 @@ def worker(
 
 @app.command()
 def migrate() -> None:
-    """Apply pending schema migrations to Postgres and Neo4j; print what was applied."""
+    """Apply pending schema migrations to Postgres and Neo4j; print what was applied. Stores: the
+    environment's (REDIS_URL, POSTGRES_URL, NEO4J_*) when set, else the stack in $MEMSTACK_HOME."""
     print(json.dumps(service.migrate()))
 
 
@@ -210,7 +238,8 @@ def migrate() -> None:
 def token_create(
     tenant: Annotated[str, typer.Option(help="Tenant the token grants access to")],
     file: Annotated[
-        Path | None, typer.Option(help=f"Hash file to append to (default: ${service.TOKENS_FILE_ENV} or ./tokens)")
+        Path | None,
+        typer.Option(help=f"Hash file to append to (default: ${service.TOKENS_FILE_ENV}, else $MEMSTACK_HOME/tokens)"),
     ] = None,
 ) -> None:
     """Print a new token once; only its hash is appended to the tokens file."""
@@ -288,7 +317,7 @@ _LOAD = load_runner.LoadOptions()  # the defaults, defined once
 
 
 def _results_dir(results: Path | None) -> Path:
-    return results or Path(".memstack/load") / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    return results or load_runner.new_results_dir("load")
 
 
 @app.command()
@@ -297,14 +326,14 @@ def load(
     tokens_file: Annotated[Path | None, typer.Option(help="With --url: lines '<tenant> <token>'")] = None,
     duration: Annotated[str, typer.Option(help="Measured run time, e.g. 20s, 2m")] = _LOAD.duration,
     warmup: Annotated[
-        float, typer.Option(min=0, help="Seconds of load before the measured run; not in the statistics")
+        float, typer.Option(help="Seconds of load before the measured run; not in the statistics")
     ] = _LOAD.warmup_s,
     users: Annotated[
         int, typer.Option(min=1, help="Locust users; each acts for random tenants and conversations")
     ] = _LOAD.users,
-    rate: Annotated[float, typer.Option(min=0, help="Target total requests/s; 0 = as fast as possible")] = _LOAD.rate,
+    rate: Annotated[float, typer.Option(help="Target total requests/s; 0 = as fast as possible")] = _LOAD.rate,
     tenants: Annotated[int, typer.Option(min=1, help="Tenants to create tokens for (local service)")] = _LOAD.tenants,
-    results: Annotated[Path | None, typer.Option(help="Results directory (default .memstack/load/<time>)")] = None,
+    results: Annotated[Path | None, typer.Option(help="Results directory (default $MEMSTACK_HOME/load/<time>)")] = None,
     wm_p99_ms: Annotated[
         float,
         typer.Option(
@@ -349,17 +378,27 @@ def demo(
     ] = _LOAD.users,
     backend: BackendOption = None,
 ) -> None:
-    """Bring up the local stack and the service, load it, and print latency per route group against the SLO."""
-    try:
-        _load(
-            load_runner.LoadOptions(
-                duration=duration, rate=rate, users=users, results=_results_dir(None), backend=backend
-            )
-        )
-    finally:
-        _print_status(backend)
-        for line in observability.where_to_see_metrics(backend):
-            out.print(line, highlight=False)
+    """Bring up the local stack with Prometheus, run the service and its worker under load, and print
+    latency per route group against the SLO, the stack's health and what Prometheus recorded."""
+    from memstack import demo as demo_runner
+
+    options = load_runner.LoadOptions(
+        duration=duration, rate=rate, users=users, results=_results_dir(None), backend=backend
+    )
+    load_runner.seconds(duration, "--duration")  # a bad value is refused before anything starts
+    with demo_runner.demo_stack(backend, options.results) as live_data:
+
+        def show() -> None:
+            _print_status(backend)
+            for line in live_data():
+                out.print(line, highlight=False)
+
+        try:
+            _load(options)
+        except typer.Exit:  # the SLO was missed: what the run recorded is what explains it
+            show()
+            raise
+        show()
 
 
 app.add_typer(capacity_app, name="capacity")
@@ -371,9 +410,17 @@ app.command()(recovery.drill)
 app.add_typer(recovery.graph_app, name="graph")
 app.add_typer(images_app, name="images")
 app.command()(chaos_cli.chaos)
+app.add_typer(bench.app, name="bench")
+
+
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    # As Ctrl-C does: the cleanup on the way out runs (a service that was starting is stopped,
+    # not left behind unrecorded). Servers run by `serve`, `worker` and `load` install their own.
+    raise SystemExit(128 + signum)
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         # Without standalone mode click returns a command's `typer.Exit` code instead of exiting.
         code = app(standalone_mode=False)
@@ -394,3 +441,10 @@ def main() -> None:
         sys.exit(2 if exc.exit_code in (1, 2) else exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
+    except OSError as exc:
+        # A path the operator named or set (a home, a results or WAL directory) that cannot be
+        # used; an OSError without a path is no operator's to fix, and keeps its traceback.
+        if os.environ.get("MEMSTACK_DEBUG") or exc.filename is None:
+            raise
+        print(f"memstack: {exc.filename}: {exc.strerror}", file=sys.stderr)
+        sys.exit(2)

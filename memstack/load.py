@@ -21,11 +21,12 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from memstack.errors import MemstackError
@@ -35,6 +36,49 @@ DEFAULT_LOCUSTFILE = REPO_ROOT / "loadtests" / "locustfile.py"
 _RUN_CLI = "from memstack.cli import main; main()"
 # --profile -> the locustfile's user class.
 PROFILES = {"mixed": "MemoryClient", "working": "WorkingMemoryClient"}
+
+
+def results_home(kind: str) -> Path:
+    """Where `kind` (load, capacity, snapshots...) keeps its results by default: under the
+    stack's home ($MEMSTACK_HOME or ./.memstack), beside the stack they were measured on."""
+    from memstack.local.state import default_home
+
+    return default_home() / kind
+
+
+def benchmark_results_file() -> Path:
+    """The benchmarks' percentiles and verdicts (benchmarks/latency.py writes them, `memstack bench`
+    and `make bench` alike; `memstack capacity report` reads them): in the stack's home, as every
+    other result, so a run from another clone or directory never rewrites this checkout's."""
+    return results_home("benchmarks") / "memory_core.json"
+
+
+def output_dir(path: Path, option: str) -> Path:
+    """Make the results directory up front: one that cannot be made is refused before any work."""
+    path = path.resolve()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MemstackError(f"{option} {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def check_output_file(path: Path, option: str) -> None:
+    """Open the file for writing once, before any work, so a path that cannot be written is
+    refused then rather than after it (a file that was not there is removed again)."""
+    existed = path.exists()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a"):
+            pass
+    except OSError as exc:
+        raise MemstackError(f"{option} {path}: {exc.strerror or exc}") from None
+    if not existed:
+        path.unlink()
+
+
+def new_results_dir(kind: str) -> Path:
+    return results_home(kind) / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
 
 
 @dataclass
@@ -49,7 +93,7 @@ class LoadOptions:
     users: int = 100
     rate: float = 300.0
     tenants: int = 20
-    results: Path = Path(".memstack/load")
+    results: Path = field(default_factory=lambda: results_home("load"))
     wm_p99_ms: float = 10.0
     max_failure_ratio: float = 0.001
     locustfile: Path = DEFAULT_LOCUSTFILE
@@ -70,6 +114,11 @@ class LocalService:
 _TIMESPAN = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s?)?$")
 
 
+# The longest run a load command accepts: a soak test is days, and Locust overflows long before
+# a number that has no bound.
+MAX_RUN_S = 7 * 86400
+
+
 def seconds(timespan: str, option: str) -> int:
     """Locust's run-time syntax: 90, 90s, 2m, 1h30m. Not locust.util.timespan.parse_timespan:
     importing anything from locust monkey-patches this process's sockets with gevent."""
@@ -80,6 +129,8 @@ def seconds(timespan: str, option: str) -> int:
     total = hours * 3600 + minutes * 60 + secs
     if total <= 0:
         raise MemstackError(f"{option} must be longer than 0s")
+    if total > MAX_RUN_S:
+        raise MemstackError(f"{option} must be at most {MAX_RUN_S // 86400} days ({MAX_RUN_S}s), not {timespan!r}")
     return total
 
 
@@ -228,15 +279,58 @@ def locust_command(options: LoadOptions, url: str, tokens: Path, locustfiles: li
     return command + [PROFILES[options.profile]]
 
 
+def require_finite(**values: float) -> None:
+    """Refuse inf and nan, which no float option means (their names as keyword arguments)."""
+    for name, value in values.items():
+        if not math.isfinite(value):
+            raise MemstackError(f"--{name.replace('_', '-')} must be a finite number, not {value!r}")
+
+
 def check_options(options: LoadOptions) -> None:
+    require_finite(
+        warmup=options.warmup_s,
+        rate=options.rate,
+        wm_p99_ms=options.wm_p99_ms,
+        max_failure_ratio=options.max_failure_ratio,
+    )
+    for option, value in (("--rate", options.rate), ("--warmup", options.warmup_s)):
+        if value < 0:
+            raise MemstackError(f"{option} must be 0 or more, not {value:g}")
+    if options.wm_p99_ms <= 0:
+        raise MemstackError(f"--wm-p99-ms must be above 0, not {options.wm_p99_ms:g}")
+    if not 0 <= options.max_failure_ratio <= 1:
+        raise MemstackError(f"--max-failure-ratio must be between 0 and 1, not {options.max_failure_ratio:g}")
+    if options.tokens_file is not None and not options.url:
+        raise MemstackError("--tokens-file is only read with --url (a local service makes its own tokens)")
     if options.profile not in PROFILES:
         raise MemstackError(f"--profile must be one of {', '.join(PROFILES)}, not {options.profile!r}")
     if options.workers < 1:
         raise MemstackError(f"--workers must be 1 or more, not {options.workers}")
     if not options.locustfile.exists():
         raise MemstackError(f"no locustfile at {options.locustfile}")
-    if options.url and options.tokens_file is None:
-        raise MemstackError("--url needs --tokens-file with lines '<tenant> <token>'")
+    if options.url:
+        check_http_url(options.url)
+        if options.tokens_file is None:
+            raise MemstackError("--url needs --tokens-file with lines '<tenant> <token>'")
+        check_tokens_file(options.tokens_file)
+
+
+def check_http_url(url: str, option: str = "--url") -> None:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise MemstackError(f"{option} must be an http:// or https:// address, not {url!r}")
+
+
+def check_tokens_file(path: Path) -> None:
+    """Refused here, not after the wait for the service: the file Locust will read, with at least one line."""
+    try:
+        lines = [line.split() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    except OSError as exc:
+        raise MemstackError(f"--tokens-file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise MemstackError(f"--tokens-file {path}: not a text file of lines '<tenant> <token>'") from None
+    if not lines or any(len(fields) != 2 for fields in lines):
+        raise MemstackError(f"--tokens-file {path}: needs lines '<tenant> <token>'")
 
 
 def run_locust(
@@ -270,8 +364,8 @@ def run_locust(
 def run(options: LoadOptions) -> tuple[int, dict]:
     seconds(options.duration, "--duration")
     check_options(options)
-    options.results = options.results.resolve()  # Locust runs with the results directory as cwd
-    options.results.mkdir(parents=True, exist_ok=True)
+    # Resolved: Locust runs with the results directory as cwd.
+    options.results = output_dir(options.results, "--results")
     if options.url:
         wait_ready(options.url.rstrip("/"), None, None, timeout_s=10)
         return run_locust(options, options.url.rstrip("/"), options.tokens_file)

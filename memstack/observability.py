@@ -20,6 +20,7 @@ from typing import Annotated
 import typer
 
 from memstack.errors import MemstackError
+from memstack.load import check_http_url, new_results_dir, output_dir
 
 GENERATED = Path(__file__).resolve().parents[1] / "dashboards" / "generated"
 # What Grafana substitutes before a query runs: the rate interval (at least 4 scrapes of the
@@ -163,29 +164,10 @@ def snapshot(prometheus_url: str, out: Path, minutes: float, step_s: float, dire
     return written
 
 
-def where_to_see_metrics(backend_name: str | None) -> list[str]:
-    """Lines telling a person where the live metrics are, for the end of `memstack demo`."""
-    from memstack.local.backend import get_backend
-
-    try:
-        prometheus = get_backend(backend_name).endpoints().prometheus_url
-    except MemstackError:
-        prometheus = None
-    if prometheus is None:
-        return [
-            "live metrics: start Prometheus with `memstack up --with prometheus` (it also runs the store "
-            "exporters), then `memstack dashboards snapshot` draws the dashboards to PNG"
-        ]
-    return [
-        f"live metrics: Prometheus at {prometheus} (graph: {prometheus}/graph)",
-        "dashboards as pictures: `memstack dashboards snapshot` (PNG per dashboard, last 15 min)",
-    ]
-
-
 @app.command("snapshot")
 def snapshot_command(
     out: Annotated[
-        Path | None, typer.Option(help="Directory for the PNGs (default .memstack/snapshots/<time>)")
+        Path | None, typer.Option(help="Directory for the PNGs (default $MEMSTACK_HOME/snapshots/<time>)")
     ] = None,
     minutes: Annotated[float, typer.Option(min=1, help="How far back to draw")] = 15,
     step: Annotated[float, typer.Option(min=1, help="Seconds between points")] = 5,
@@ -201,6 +183,7 @@ def snapshot_command(
             raise MemstackError(
                 "no Prometheus runs in the local stack; start it with `memstack up --with prometheus` or pass --prometheus-url"
             )
-    directory = out or Path(".memstack/snapshots") / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    check_http_url(prometheus_url, "--prometheus-url")
+    directory = output_dir(out or new_results_dir("snapshots"), "--out")
     for path in snapshot(prometheus_url.rstrip("/"), directory, minutes, step):
         print(path)

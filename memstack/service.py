@@ -1,13 +1,15 @@
 """What `memstack serve`, `worker`, `migrate` and `token create` do; the CLI only parses options.
 
-The defaults below are the image's contract; tests/service/test_contract.py checks them against
-infra.config (which is not installed in the image, so it cannot be imported here).
+The defaults below are the image's contract; tests/service/test_image_contract.py checks them
+against infra.config (which is not installed in the image, so it cannot be imported here). The
+worker's probe port is memory_core's setting `worker_probe_port`, which infra.config reads too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,14 +19,16 @@ if TYPE_CHECKING:
     from memory_core.settings import Settings
 
 SERVICE_PORT = 8080
-WORKER_HEALTH_PORT = 8081
 TOKENS_FILE_ENV = "MEMSTACK_TOKENS_FILE"
-# Where `token create` writes and `serve` reads when MEMSTACK_TOKENS_FILE is not set.
-DEFAULT_TOKENS_FILE = Path("tokens")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 def tokens_file() -> Path:
-    return Path(os.environ.get(TOKENS_FILE_ENV) or DEFAULT_TOKENS_FILE)
+    """Where `token create` writes and `serve` reads: $MEMSTACK_TOKENS_FILE, else `tokens` in the
+    stack's home ($MEMSTACK_HOME or ./.memstack), beside its other secrets and out of the checkout."""
+    from memstack.local.state import default_home
+
+    return Path(os.environ.get(TOKENS_FILE_ENV) or default_home() / "tokens")
 
 
 def _service_settings():
@@ -39,6 +43,18 @@ def _service_settings():
         raise MemstackError(f"MEMSTACK_{'_'.join(map(str, first['loc'])).upper()}: {first['msg']}") from None
 
 
+def memory_settings() -> Settings:
+    """memory_core's settings from the environment; a bad value is one line naming its variable."""
+    from pydantic import ValidationError
+
+    from memory_core.settings import Settings, settings_error
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise MemstackError(settings_error(exc)) from None
+
+
 def check_tokens() -> int:
     """Load the token table once before uvicorn starts, so a bad file is one line and exit 2."""
     from memory_core.service.auth import TokenFileError, TokenTable
@@ -49,11 +65,67 @@ def check_tokens() -> int:
         raise MemstackError(str(exc)) from None
 
 
+def check_process_options(command: str, host: str, port: int, log_level: str) -> None:
+    """The options of `serve` and `worker`, refused before anything starts."""
+    if not 1 <= port <= 65535:
+        raise MemstackError(f"--port must be from 1 to 65535, not {port}")
+    if log_level.lower() not in LOG_LEVELS:
+        raise MemstackError(f"--log-level must be one of {', '.join(LOG_LEVELS)}, not {log_level!r}")
+    check_listen(command, host, port)
+
+
+def check_listen(command: str, host: str, port: int) -> None:
+    """Bind the address once, as the server will: a taken port or a host that is not this
+    machine's is one line now, not the server's log lines and exit status after the stores."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        with socket.socket(family, kind, proto) as probe:
+            # As the servers do: connections of a stopped server in TIME_WAIT do not block it.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        raise MemstackError(f"{command}: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+def check_connections(settings: Settings, command: str) -> None:
+    """Each store's address parses, and Postgres, which neither process can start without,
+    answers: a wrong or unreachable address is one line now, rather than a traceback, or a
+    pool that gives up after 30 s in one."""
+    import neo4j
+    import psycopg
+    import redis
+
+    from memory_core.errors import from_store_exception
+
+    def env(field: str) -> str:
+        return str(type(settings).model_fields[field].validation_alias)
+
+    try:
+        redis.Redis.from_url(settings.redis_url.get_secret_value())
+    except ValueError as exc:
+        raise MemstackError(f"{env('redis_url')}: {exc}") from None
+    if not settings.neo4j_uri.startswith(("bolt", "neo4j")):
+        raise MemstackError(f"{env('neo4j_uri')}: a bolt:// or neo4j:// URI, not {settings.neo4j_uri!r}")
+    try:
+        neo4j.GraphDatabase.driver(settings.neo4j_uri).close()
+    except (neo4j.exceptions.ConfigurationError, ValueError) as exc:
+        raise MemstackError(f"{env('neo4j_uri')}: {exc}") from None
+    try:
+        psycopg.connect(settings.postgres_url.get_secret_value(), connect_timeout=5).close()
+    except psycopg.Error as exc:
+        reason = from_store_exception(exc, "postgres", "connect") or exc
+        raise MemstackError(f"{command}: cannot reach a store: {reason}") from None
+
+
 def serve(host: str, port: int, workers: int, log_level: str) -> None:
     import uvicorn
 
     from memory_core.telemetry import setup_json_logging
 
+    check_process_options("serve", host, port, log_level)
+    check_connections(memory_settings(), "serve")
     if not os.environ.get(TOKENS_FILE_ENV) and tokens_file().exists():
         # The file `token create` wrote by default; the worker processes inherit the variable.
         os.environ[TOKENS_FILE_ENV] = str(tokens_file().resolve())
@@ -79,28 +151,63 @@ def serve(host: str, port: int, workers: int, log_level: str) -> None:
         )
 
 
-def worker(host: str, port: int, log_level: str) -> None:
+def worker(host: str, port: int | None, log_level: str) -> None:
+    """`port` None: memory_core's `worker_probe_port` setting (MEMORY_WORKER_PROBE_PORT or its default)."""
+    from memory_core import StoreUnavailable
+    from memory_core.errors import from_store_exception
     from memory_core.worker import run_worker
     from memstack.observability import WORKER_JOB, scraped_locally
 
+    settings = memory_settings()
+    port = settings.worker_probe_port if port is None else port
+    check_process_options("worker", host, port, log_level)
+    check_connections(settings, "worker")
     try:
         with scraped_locally(WORKER_JOB, host, port):
-            run_worker(host=host, port=port, log_level=log_level)
-    except OSError as exc:
-        raise MemstackError(f"worker: {exc}") from None
+            run_worker(settings, host=host, port=port, log_level=log_level)
+    except Exception as exc:
+        mapped = from_store_exception(exc, "postgres", "connect")
+        if isinstance(mapped, StoreUnavailable):
+            raise MemstackError(f"worker: cannot reach a store: {mapped}") from None
+        if isinstance(exc, OSError):  # the probe port is taken or not ours to bind
+            raise MemstackError(f"worker: {exc}") from None
+        raise
+
+
+def stack_settings() -> Settings:
+    """The stores to talk to: the environment's when it names any (`eval "$(memstack env)"`,
+    a deployment's variables), else those of the stack in $MEMSTACK_HOME when it holds one,
+    else memory_core's defaults."""
+    from memory_core.settings import CONNECTION_ENV_VARS
+    from memstack.local.backend import BACKEND_ENV, get_backend
+    from memstack.local.state import default_home, load
+
+    if not any(name in os.environ for name in CONNECTION_ENV_VARS):
+        state = load(default_home())
+        if state is not None:
+            return get_backend(os.environ.get(BACKEND_ENV) or state.backend).endpoints().settings()
+    return memory_settings()
 
 
 def migrate(settings: Settings | None = None) -> dict[str, list[int]]:
     """Apply pending migrations (idempotent; concurrent runners wait on a lock); returns what was applied."""
-    from memory_core import EmbeddingDimensionMismatch, Settings, StoreUnavailable
+    import neo4j
+
+    from memory_core import EmbeddingDimensionMismatch, StoreUnavailable
     from memory_core import migrate as run_migrations
     from memory_core.errors import from_store_exception
 
+    settings = settings or stack_settings()
     try:
-        return asyncio.run(run_migrations(settings or Settings()))
+        return asyncio.run(run_migrations(settings))
     except EmbeddingDimensionMismatch as exc:
         raise MemstackError(f"migrate: {exc}") from None
     except Exception as exc:
+        # Before the mapping, which counts a refused login as Neo4j unavailable: here the fix is known.
+        if isinstance(exc, neo4j.exceptions.ClientError) and (exc.code or "").startswith("Neo.ClientError.Security."):
+            raise MemstackError(
+                f"migrate: Neo4j refused the credentials (NEO4J_USER, NEO4J_PASSWORD): {exc.message}"
+            ) from None
         mapped = from_store_exception(exc, "postgres", "migrate")
         if isinstance(mapped, StoreUnavailable):
             raise MemstackError(f"migrate: cannot reach a store: {mapped}") from None
@@ -117,7 +224,9 @@ def create_token(tenant: str, file: Path) -> str:
     except ValueError as exc:
         raise MemstackError(f"--tenant: {exc}") from None
     try:
+        file.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        os.fchmod(fd, 0o600)  # a file made before, by hand or by an older version, is made private too
     except OSError as exc:
         raise MemstackError(f"cannot write {file}: {exc.strerror}") from None
     with os.fdopen(fd, "a") as handle:

@@ -359,6 +359,54 @@ def monitor(
     )
 
 
+def app_job(
+    name: str,
+    cfg: StackConfig,
+    parent: Component,
+    *,
+    step: str,
+    command: Sequence[str],
+    resources: Resources,
+    env: Sequence[Mapping[str, Any]],
+    egress: Sequence[Mapping[str, Any]],
+    backoff_limit: int,
+    active_deadline_seconds: int,
+    run_annotations: Mapping[str, str] | None = None,
+    depends_on: Sequence[pulumi.Resource] = (),
+) -> k8s.batch.v1.Job:
+    """A run-to-completion Job of the memstack image, with its own ServiceAccount and NetworkPolicy.
+
+    Pulumi waits for a Job to complete, and waits as long as the Job itself may run (its own
+    default would give up after ten minutes). A Job's pod template is immutable, so a change to
+    it (a new image, new `run_annotations`) replaces the Job, which then runs again.
+    """
+    contract = cfg.memory_service.contract
+    service_account(name, cfg.namespace, name, cfg, parent)
+    step_container = container(
+        step, cfg.memstack_image.ref, resources, pull_policy=cfg.pull_policy, command=command, env=env
+    )
+    template_metadata: dict[str, Any] = {"labels": labels(name, cfg)}
+    if run_annotations:
+        template_metadata["annotations"] = dict(run_annotations)
+    job = k8s.batch.v1.Job(
+        name,
+        metadata=metadata(
+            name, cfg.namespace, name, cfg, annotations={"pulumi.com/timeoutSeconds": str(active_deadline_seconds)}
+        ),
+        spec={
+            "backoff_limit": backoff_limit,
+            "active_deadline_seconds": active_deadline_seconds,
+            "template": {
+                "metadata": template_metadata,
+                "spec": pod_spec(name, [step_container], run_as_user=contract.run_as_user, restart_policy="Never"),
+            },
+        },
+        opts=parent.child_opts(*depends_on, delete_before_replace=True),
+    )
+    network_policy(f"{name}-traffic", cfg.namespace, name, cfg, parent, pod_labels=selector_labels(name), egress=egress)
+    return job
+
+
 def backup_cron_job(
     name: str,
     namespace: str,

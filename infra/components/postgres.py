@@ -30,7 +30,8 @@ from infra.components.common import (
     peer,
     selector_labels,
 )
-from infra.config import ObjectStore, StackConfig
+from infra.config import ObjectStore, StackConfig, quantity_value
+from memstack.local.postgres_server import tuned_parameters
 
 COMPONENT = "memstack-postgres"
 API_SERVER_PORTS = (443, 6443)
@@ -195,6 +196,10 @@ class Postgres(Component):
             "primaryUpdateStrategy": "unsupervised",
             "storage": storage,
             "resources": pg.resources.to_k8s(),
+            # Sized to the pod's memory limit by the rule the local stack uses for the machine's.
+            "postgresql": {
+                "parameters": tuned_parameters(int(quantity_value(pg.resources.memory_limit)) // (1024 * 1024))
+            },
             "affinity": {
                 "enablePodAntiAffinity": True,
                 "topologyKey": "kubernetes.io/hostname",

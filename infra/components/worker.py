@@ -17,11 +17,13 @@ from infra.components.common import (
     monitor,
     network_policy,
     peer,
+    plain_env,
     pod_disruption_budget,
     pod_spec,
     selector_labels,
     service_account,
 )
+from infra.config import settings_env
 
 WorkerArgs = AppWorkloadArgs
 
@@ -42,7 +44,8 @@ class Worker(Component):
             cfg.worker.resources,
             pull_policy=cfg.pull_policy,
             command=contract.worker_command,
-            env=app_env(cfg, names.WORKER),
+            # The probe port the worker listens on is the one its probes and PodMonitor use.
+            env=app_env(cfg, names.WORKER) + [plain_env(settings_env("worker_probe_port"), str(health_port))],
             ports={"health": health_port},
             liveness=http_probe(contract.liveness_path, health_port, period=15, failures=4),
             readiness=http_probe(contract.readiness_path, health_port, period=10, failures=3),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -21,15 +21,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .. import metrics
 from ..clients import MemoryClients
+from ..health import Readiness, check_stores, pool_usage, readiness
 from ..settings import Settings
 from . import errors
 from .asgi import Instrumented
 from .auth import TokenTable, watch_tokens_file
 from .config import ServiceSettings
 from .fast_path import WorkingFastPath
-from .health import Readiness, check_stores, readiness
 from .routes import BEARER_SCHEME, router
-from .runtime import Runtime, pool_usage
+from .runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def create_app(
     if not len(tokens):
         log.warning(
             "no bearer tokens configured (MEMSTACK_TOKENS_FILE or MEMSTACK_TOKENS; `memstack serve` also reads "
-            "./tokens): every /v1 request will get 401; make one with `memstack token create --tenant NAME`"
+            "$MEMSTACK_HOME/tokens): every /v1 request will get 401; make one with `memstack token create --tenant NAME`"
         )
     tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer("memory_core.service")
 
@@ -56,7 +56,6 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own = clients is None
         live = clients or await MemoryClients.connect(settings or Settings())
-        live.project_inline = service_settings.graph_projection == "inline"
         app.state.runtime = Runtime(live, tokens, tracer, service_settings, tracer_provider)
 
         def source() -> Iterator[tuple[str, str, float]]:
@@ -88,8 +87,14 @@ def create_app(
         # stay off because the Prometheus metrics of memory_core.metrics are the ones dashboards
         # and alerts use; its per-operation spans (dependency solving, serialization) stay off
         # for their cost on the hot path: the backend spans of Runtime.run show where a
-        # request's time goes.
-        telemetry={"tracer_provider": tracer_provider, "metrics": False, "logs": False, "operation_spans": False},
+        # request's time goes. Prometheus scrapes are no requests of a user: they make no traces.
+        telemetry={
+            "tracer_provider": tracer_provider,
+            "metrics": False,
+            "logs": False,
+            "operation_spans": False,
+            "exclude": _scrape,
+        },
     )
     errors.install(app)
     app.include_router(router)
@@ -130,11 +135,18 @@ def create_app(
         status, body = readiness(checks, required)
         return JSONResponse(body, status_code=status)
 
-    @app.get("/metrics", include_in_schema=False)
+    @app.get(METRICS_PATH, include_in_schema=False)
     async def prometheus_metrics() -> Response:
         return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     return Instrumented(WorkingFastPath(app, tracer_provider), service_settings.max_body_bytes)
+
+
+METRICS_PATH = "/metrics"
+
+
+def _scrape(scope: MutableMapping[str, Any]) -> bool:
+    return bool(scope.get("path") == METRICS_PATH)
 
 
 _SAME_USER = {"user_id": "$request.path.user_id"}

@@ -43,9 +43,16 @@ def hash_line(tenant_id: str, token: str) -> str:
     return f"sha256:{token_hash(token)} {check_id(tenant_id, 'tenant')}"
 
 
+# Tokens seen recently, to their tenant: a request then costs one dict lookup, not a SHA-256
+# and a hex encoding. Bounded, so a client sending ever new unknown tokens cannot grow it;
+# unknown tokens are not kept at all.
+_RECENT_TOKENS = 4096
+
+
 class TokenTable:
     def __init__(self, tenants_by_hash: dict[str, str]):
         self._tenants_by_hash = tenants_by_hash
+        self._recent: dict[str, str] = {}
         # mtime and size of the tokens file as it was before it was read; the watcher compares.
         self.file_stamp: tuple[int, int] | None = None
 
@@ -86,11 +93,19 @@ class TokenTable:
         return table
 
     def replace(self, other: TokenTable) -> None:
-        self._tenants_by_hash = other._tenants_by_hash
+        # A revoked token must stop working with the new table: the recent ones are forgotten too.
+        self._tenants_by_hash, self._recent = other._tenants_by_hash, {}
         self.file_stamp = other.file_stamp
 
     def tenant_for(self, token: str) -> str | None:
-        return self._tenants_by_hash.get(token_hash(token))
+        tenant = self._recent.get(token)
+        if tenant is None:
+            tenant = self._tenants_by_hash.get(token_hash(token))
+            if tenant is not None:
+                if len(self._recent) >= _RECENT_TOKENS:
+                    self._recent.clear()
+                self._recent[token] = tenant
+        return tenant
 
 
 async def watch_tokens_file(table: TokenTable, settings: ServiceSettings, interval_s: float = 5.0) -> None:

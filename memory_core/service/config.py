@@ -30,9 +30,12 @@ class ServiceSettings(BaseSettings):
     # graph is down, since working memory and episodic writes keep working then.
     ready_requires_neo4j: bool = True
     graceful_shutdown_s: float = Field(25.0, ge=0)
-    # Where durable writes reach the Neo4j projection. `inline`: right after the Postgres commit,
-    # inside the request (the graph is current when the answer leaves; a write costs a Neo4j
-    # round trip and a second transaction). `worker`: only through the outbox the worker replays
-    # (the graph lags by the worker's loop). Every route reads Postgres, never the graph, so
-    # either way a caller reads its own writes.
-    graph_projection: Literal["inline", "worker"] = "inline"
+    # Where durable writes reach the Neo4j projection (every route reads Postgres, never the
+    # graph, so a caller reads its own writes whichever is chosen). `inline`: after the Postgres
+    # commit, inside the request (the graph is current when the answer leaves; a write costs a
+    # Neo4j transaction and a second Postgres one). `background`: this process projects the
+    # rows once the request has answered, many writes' rows per Neo4j transaction (the graph
+    # lags by milliseconds, memstack_graph_projection_lag_seconds). `worker`: only the worker's
+    # outbox replay projects (the graph lags by the worker's loop; no Neo4j work here at all).
+    # In every mode the worker replays what could not be projected (Neo4j down, a crash).
+    graph_projection: Literal["inline", "background", "worker"] = "background"

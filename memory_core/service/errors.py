@@ -8,6 +8,7 @@ body carries a request id that the log line with the traceback carries too.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import uuid
@@ -53,9 +54,19 @@ class ErrorBody(BaseModel):
     request_id: str | None = Field(None, description="Quoted in the server log line of this failure (500 only)")
 
 
+class _ErrorResponse(JSONResponse):
+    # JSONResponse's encoding with an encoder built once: `json.dumps` with options builds a
+    # new one per call. A missing working-memory key (404) is a common answer of the hot routes.
+    _encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+
+    def render(self, content: Any) -> bytes:
+        return self._encode(content).encode("utf-8")
+
+
 def _error(status: int, detail: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
-    body = ErrorBody(detail=detail, **extra).model_dump(exclude_none=True)
-    return JSONResponse(body, status_code=status, headers=headers)
+    # A body of `detail` alone is ErrorBody's dump without validating a model for it.
+    body = ErrorBody(detail=detail, **extra).model_dump(exclude_none=True) if extra else {"detail": detail}
+    return _ErrorResponse(body, status_code=status, headers=headers)
 
 
 class BodyTooLarge(HTTPException):

@@ -9,9 +9,10 @@ its model accepts calls the same route function as FastAPI would, with the same 
 and limits, so the answer is the same. Anything else - a missing or unknown token, an
 oversized parameter, an unexpected query or content type, a body its model refuses - goes to
 FastAPI unchanged (the body it read is replayed), which answers with the documented errors.
-Metrics are the instrumentation layer's (the route is set on the scope, as the router does);
-the request span is FastAPI's, so while a tracer provider is configured every request goes
-through FastAPI.
+Metrics are the instrumentation layer's (the route is set on the scope, as the router does).
+While a tracer provider is configured, a request it serves gets the server span FastAPI would
+have made (same name, kind, attributes, status and parent from the caller's trace context), so
+the backend spans of the route nest under it as they do behind FastAPI.
 """
 
 from __future__ import annotations
@@ -19,8 +20,11 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlsplit
 
-from opentelemetry import trace
+from fastapi import __version__ as fastapi_version
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind, StatusCode
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
@@ -33,13 +37,15 @@ from . import errors, routes
 from .routes import MAX_KEY_CHARS, Caller
 from .runtime import Runtime, tracing
 
+# The instrumentation scope and schema of FastAPI's own request spans, which these replace.
+_SPAN_SCOPE = ("fastapi", fastapi_version, "https://opentelemetry.io/schemas/1.44.0")
 _PATH = re.compile(r"/v1/working/([^/]+)/([^/]+)/(context|turns|thoughts)(?:/([^/]+))?\Z")
 _LIMIT = re.compile(rb"limit=([1-9][0-9]{0,5})\Z")
 Handler = Callable[..., Awaitable[Response]]
 
 
 class _Route:
-    __slots__ = ("body_model", "handler", "route", "takes_key", "takes_limit")
+    __slots__ = ("body_model", "handler", "route", "span_name", "takes_key", "takes_limit", "template")
 
     def __init__(self, handler: Handler, route: BaseRoute, body_model: type[BaseModel] | None, takes_key: bool):
         self.handler = handler
@@ -47,6 +53,9 @@ class _Route:
         self.body_model = body_model
         self.takes_key = takes_key
         self.takes_limit = handler in (routes.get_working_turns, routes.get_thoughts)
+        self.template: str = getattr(route, "path", "")
+        methods = getattr(route, "methods", None) or {"GET"}
+        self.span_name = f"{sorted(methods)[0]} {self.template}"
 
 
 # (method, collection, key given) -> (route function, its body model)
@@ -68,6 +77,9 @@ class WorkingFastPath:
         self.app = app
         self.tracer_provider = tracer_provider
         self.routes = self._routes()
+        # Off: every request goes through FastAPI (the equivalence test compares the two).
+        self.enabled = True
+        self._tracer: tuple[trace.TracerProvider, trace.Tracer] | None = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.app, name)
@@ -81,8 +93,8 @@ class WorkingFastPath:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not scope.get("root_path"):
-            match = _PATH.match(scope["path"])
-            if match is not None and not tracing(self.tracer_provider):
+            match = _PATH.match(scope["path"]) if self.enabled else None
+            if match is not None:
                 user_id, conversation_id, collection, key = match.groups()
                 route = self.routes.get((scope["method"], collection, key is not None))
                 if route is not None and await self._serve(route, scope, receive, send, user_id, conversation_id, key):
@@ -145,14 +157,78 @@ class WorkingFastPath:
                 await self.app(scope, _replay(body, receive), send)
                 return True
         scope["route"] = route.route
-        try:
-            response = await route.handler(*args)
-        except MemoryCoreError as exc:
-            response = errors.memory_error_response(exc)
-        except Exception as exc:
-            response = errors.unexpected_response(Request(scope), exc)
-        await response(scope, receive, send)
+        if tracing(self.tracer_provider):
+            await self._traced(route, args, scope, send)
+        else:
+            await _send(await _answer(route, args, scope), send)
         return True
+
+    async def _traced(self, route: _Route, args: list[Any], scope: Scope, send: Send) -> None:
+        """The request under the server span FastAPI's telemetry would have started and ended."""
+        provider = self.tracer_provider or trace.get_tracer_provider()
+        if self._tracer is None or self._tracer[0] is not provider:
+            self._tracer = (provider, provider.get_tracer(*_SPAN_SCOPE))
+        headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+        parent = propagate.extract(headers)
+        method = scope["method"]
+        attributes: dict[str, Any] = {
+            "url.scheme": scope.get("scheme", "http"),
+            "http.request.method": method,
+            "network.protocol.version": scope.get("http_version", "1.1"),
+            **_server_attributes(headers.get("host"), scope),
+            "url.path": scope["path"],
+            "http.route": route.template,
+        }
+        if scope.get("query_string"):
+            # Only `limit=<digits>` gets here: nothing to redact.
+            attributes["url.query"] = scope["query_string"].decode("latin-1")
+        span = self._tracer[1].start_span(route.span_name, context=parent, kind=SpanKind.SERVER, attributes=attributes)
+        try:
+            with trace.use_span(span, end_on_exit=False, record_exception=False, set_status_on_exception=False):
+                response = await _answer(route, args, scope)
+                span.set_attribute("http.response.status_code", response.status_code)
+                if response.status_code >= 500:
+                    span.set_attribute("error.type", str(response.status_code))
+                    span.set_status(StatusCode.ERROR)
+                await _send(response, send)
+        finally:
+            span.end()
+
+
+async def _answer(route: _Route, args: list[Any], scope: Scope) -> Response:
+    try:
+        return await route.handler(*args)
+    except MemoryCoreError as exc:
+        return errors.memory_error_response(exc)
+    except Exception as exc:
+        return errors.unexpected_response(Request(scope), exc)
+
+
+async def _send(response: Response, send: Send) -> None:
+    # What `Response.__call__` sends, without its background-task and pathsend checks: these
+    # routes' responses have neither.
+    await send({"type": "http.response.start", "status": response.status_code, "headers": response.raw_headers})
+    await send({"type": "http.response.body", "body": response.body})
+
+
+def _server_attributes(host: str | None, scope: Scope) -> dict[str, Any]:
+    """`server.address` and `server.port` as FastAPI's request spans have them: from the Host
+    header, else the socket the server listens on."""
+    if host is None:
+        address, port = scope.get("server") or (None, None)
+    else:
+        try:
+            url = urlsplit("//" + host)
+            address, port = url.hostname, url.port
+        except ValueError:
+            return {}
+        if url.username is not None or url.path or url.query or url.fragment:
+            return {}
+        if port is None:
+            port = 443 if scope.get("scheme") == "https" else 80
+    if address is None:
+        return {}
+    return {"server.address": address} if port is None else {"server.address": address, "server.port": port}
 
 
 async def _read_body(receive: Receive) -> bytes:

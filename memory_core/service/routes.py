@@ -8,7 +8,9 @@ are the hot path; the others return memory_core's models.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from collections.abc import Awaitable, Callable
+from functools import lru_cache
+from typing import Annotated, Any, TypeVar
 
 from fastapi import (
     APIRouter,
@@ -20,9 +22,10 @@ from fastapi import (
     Request,
     Response,
 )
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
-from ..errors import InvalidInput, NotFound
+from ..errors import InvalidInput, NotFound, store_errors
+from ..memory import AgentMemory
 from ..models import (
     Entity,
     Fact,
@@ -34,9 +37,12 @@ from ..models import (
     Strategy,
     Turn,
 )
-from ..validation import MAX_ID_CHARS, PRIORITY_MAX, PRIORITY_MIN
+from ..stores.working import WorkingMemory
+from ..validation import MAX_ID_CHARS, MAX_TURN_INDEX, PRIORITY_MAX, PRIORITY_MIN, check_utc_offset
 from .errors import documented
 from .runtime import Runtime
+
+T = TypeVar("T")
 
 # Identifiers and keys: memory_core checks their content; these bound their size up front.
 MAX_KEY_CHARS = 256
@@ -58,6 +64,19 @@ class Caller:
     def __init__(self, rt: Runtime, tenant: str):
         self.rt = rt
         self.tenant = tenant
+
+    def working(self, user_id: str, conversation_id: str) -> AgentMemory:
+        """The conversation's AgentMemory for a working-memory operation, reused across requests."""
+        return _conversation_memory(self.rt, self.tenant, user_id, conversation_id)
+
+
+@lru_cache(maxsize=4096)
+def _conversation_memory(rt: Runtime, tenant: str, user_id: str, conversation_id: str) -> AgentMemory:
+    # Checking the ids and deriving the Redis keys cost a working-memory request about as much
+    # as its route function does; an AgentMemory keeps no per-request state, so one instance
+    # serves every request to the conversation. Invalid ids raise, and raising is not cached.
+    # Keyed by the runtime too: each app (tests make several per process) has its own clients.
+    return rt.memory(tenant, user_id, conversation_id)
 
 
 async def caller(request: Request) -> Caller:
@@ -99,7 +118,9 @@ def _date_time_text(value: object) -> object:
 
 
 # With its UTC offset: a naive time would be compared against stored times in an unknown zone.
-Timestamp = Annotated[AwareDatetime, BeforeValidator(_date_time_text), Field(strict=False)]
+Timestamp = Annotated[
+    AwareDatetime, BeforeValidator(_date_time_text), AfterValidator(check_utc_offset), Field(strict=False)
+]
 
 
 # Enum members and date-times arrive as JSON strings: the only fields parsed from text.
@@ -112,10 +133,25 @@ class Body(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+# Built once: `json.dumps` with options makes a new encoder on every call.
+_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
+
+
 def _json(payload: Any, status: int = 200) -> Response:
-    return Response(
-        json.dumps(payload, separators=(",", ":"), default=str), status_code=status, media_type="application/json"
-    )
+    return Response(_encode(payload), status_code=status, media_type="application/json")
+
+
+def _json_text(body: bytes) -> Response:
+    """A 200 whose body is JSON text already (working memory's stored values, spliced)."""
+    return Response(body, media_type="application/json")
+
+
+async def _stored_json(m: AgentMemory, read: Callable[[WorkingMemory], Awaitable[T]]) -> T:
+    """Working-memory values as the JSON text Redis holds, for the response to embed without
+    parsing and encoding them again: they were stored compact by `json.dumps`, as `_json`
+    writes, so the body is the same byte for byte."""
+    with store_errors("redis"):
+        return await read(await m.working())
 
 
 def _at_most(value: float | None, limit: float, field: str, setting: str) -> None:
@@ -155,7 +191,7 @@ async def put_context(
     if body.value is None:
         raise InvalidInput("value: must not be null (DELETE the key instead)")
     _at_most(body.ttl_seconds, c.rt.clients.settings.working_max_ttl_s, "ttl_seconds", "MEMORY_WORKING_MAX_TTL_S")
-    m = c.rt.memory(c.tenant, user_id, conversation_id)
+    m = c.working(user_id, conversation_id)
     await c.rt.run(
         "redis", "set_working_context", m.set_working_context(key, body.value, body.ttl_seconds, body.priority)
     )
@@ -164,16 +200,16 @@ async def put_context(
 
 @router.get(WORKING + "/context/{key}", tags=["working"])
 async def get_context(c: Auth, user_id: UserId, conversation_id: ConversationId, key: Key) -> Response:
-    m = c.rt.memory(c.tenant, user_id, conversation_id)
-    value = await c.rt.run("redis", "get_working_context", m.get_working_context(key))
+    m = c.working(user_id, conversation_id)
+    value = await c.rt.run("redis", "get_working_context", _stored_json(m, lambda w: w.get_json(key)))
     if value is None:
         raise NotFound(f"no working-memory key {key!r}")
-    return _json({"value": value})
+    return _json_text(b'{"value":' + value + b"}")
 
 
 @router.delete(WORKING + "/context/{key}", status_code=204, tags=["working"])
 async def delete_context_key(c: Auth, user_id: UserId, conversation_id: ConversationId, key: Key) -> Response:
-    m = c.rt.memory(c.tenant, user_id, conversation_id)
+    m = c.working(user_id, conversation_id)
     if not await c.rt.run("redis", "delete_working_context", m.delete_working_context(key)):
         raise NotFound(f"no working-memory key {key!r}")
     return NO_CONTENT
@@ -182,14 +218,14 @@ async def delete_context_key(c: Auth, user_id: UserId, conversation_id: Conversa
 @router.get(WORKING + "/context", tags=["working"])
 async def get_all_context(c: Auth, user_id: UserId, conversation_id: ConversationId) -> Response:
     """Every live value, plus the recent turns and thoughts."""
-    m = c.rt.memory(c.tenant, user_id, conversation_id)
-    return _json(await c.rt.run("redis", "get_working_context", m.get_working_context()))
+    m = c.working(user_id, conversation_id)
+    return _json_text(await c.rt.run("redis", "get_working_context", _stored_json(m, lambda w: w.snapshot_json())))
 
 
 @router.delete(WORKING + "/context", status_code=204, tags=["working"])
 async def clear_context(c: Auth, user_id: UserId, conversation_id: ConversationId) -> Response:
     """Drop the conversation's working memory: every key, its recent turns and thoughts."""
-    m = c.rt.memory(c.tenant, user_id, conversation_id)
+    m = c.working(user_id, conversation_id)
     await c.rt.run("redis", "clear_working", m.clear_working())
     return NO_CONTENT
 
@@ -203,7 +239,7 @@ async def add_working_turn(c: Auth, user_id: UserId, conversation_id: Conversati
         "content",
         "MEMORY_WORKING_MAX_VALUE_BYTES / 4",
     )
-    m = c.rt.memory(c.tenant, user_id, conversation_id)
+    m = c.working(user_id, conversation_id)
     turn = await c.rt.run("redis", "add_working_turn", m.add_working_turn(body.role, body.content))
     return _json({"turn": turn}, 201)
 
@@ -213,13 +249,14 @@ async def get_working_turns(
     c: Auth, user_id: UserId, conversation_id: ConversationId, limit: Annotated[int, Query(ge=1)] = 10
 ) -> Response:
     _at_most(limit, c.rt.clients.settings.working_max_turns, "limit", "MEMORY_WORKING_MAX_TURNS")
-    m = c.rt.memory(c.tenant, user_id, conversation_id)
-    return _json({"turns": await c.rt.run("redis", "recent_turns", m.recent_working_turns(limit))})
+    m = c.working(user_id, conversation_id)
+    turns = await c.rt.run("redis", "recent_turns", _stored_json(m, lambda w: w.recent_turns_json(limit)))
+    return _json_text(b'{"turns":[' + b",".join(turns) + b"]}")
 
 
 @router.post(WORKING + "/thoughts", status_code=204, tags=["working"])
 async def push_thought(c: Auth, user_id: UserId, conversation_id: ConversationId, body: Thought) -> Response:
-    m = c.rt.memory(c.tenant, user_id, conversation_id)
+    m = c.working(user_id, conversation_id)
     await c.rt.run("redis", "push_thought", m.push_thought(body.thought))
     return NO_CONTENT
 
@@ -229,8 +266,9 @@ async def get_thoughts(
     c: Auth, user_id: UserId, conversation_id: ConversationId, limit: Annotated[int, Query(ge=1)] = 10
 ) -> Response:
     _at_most(limit, c.rt.clients.settings.working_max_thoughts, "limit", "MEMORY_WORKING_MAX_THOUGHTS")
-    m = c.rt.memory(c.tenant, user_id, conversation_id)
-    return _json({"thoughts": await c.rt.run("redis", "get_thoughts", m.get_thoughts(limit))})
+    m = c.working(user_id, conversation_id)
+    thoughts = await c.rt.run("redis", "get_thoughts", _stored_json(m, lambda w: w.thoughts_json(limit)))
+    return _json_text(b'{"thoughts":[' + b",".join(thoughts) + b"]}")
 
 
 # --- episodic (Postgres, projected to Neo4j) --------------------------------------------------
@@ -239,7 +277,15 @@ async def get_thoughts(
 class EpisodicTurn(Body):
     role: Annotated[Role, Lax]
     content: str = Field(min_length=1)
-    turn_index: Annotated[int | None, Field(ge=0, lt=2**31)] = None
+    turn_index: Annotated[
+        int | None,
+        Field(
+            ge=0,
+            le=MAX_TURN_INDEX,
+            description="Where the turn goes (default: after the last). An index that holds a turn is "
+            "replaced, and the answer keeps that turn's id: a retry is idempotent, and a turn can be edited.",
+        ),
+    ] = None
     token_count: Annotated[int | None, Field(ge=0, lt=2**31)] = None
     metadata: dict[str, Any] | None = None
     ttl_seconds: Ttl = None
@@ -620,7 +666,10 @@ class Grant(Body):
 
 @router.put("/spaces/{user_id}/{space}", status_code=204, tags=["spaces"])
 async def create_space(c: Auth, user_id: UserId, space: SpaceName, agent_id: AgentId = None) -> Response:
-    """Create a shared space owned by the calling agent (X-Agent-Id)."""
+    """Create a shared space owned by the calling agent (X-Agent-Id).
+
+    A space belongs to the tenant, not to the user in the path (the user the agent acts for): an
+    agent granted the space reads its memories whichever of the tenant's users it acts for."""
     m = c.rt.memory(c.tenant, user_id, agent_id=agent_id)
     await c.rt.run("postgres", "create_space", m.create_space(space))
     return NO_CONTENT

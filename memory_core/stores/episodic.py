@@ -7,15 +7,22 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+import weakref
 from datetime import datetime
 from typing import Any
 
-from ..errors import Forbidden
-from .graph import OutboxRow
-from .sql import LIVE, Conn, fetch_dicts, vector
+import psycopg
+from psycopg import sql
 
-# One statement: allocate the turn index (or honour the caller's), upsert the turn idempotently
-# on (tenant, conversation, turn_index), and queue its projection.
+from ..errors import Conflict, Forbidden
+from ..validation import MAX_TURN_INDEX
+from .graph import OutboxRow
+from .sql import LIVE, Conn, Pending, fetch_dicts, vector
+
+# One statement: allocate the turn index (or honour the caller's), upsert the turn on (tenant,
+# conversation, turn_index), and queue its projection. An explicit index that holds a turn
+# replaces it in place, keeping its id: a retry is idempotent, and the conversation's user can
+# edit a turn (the outbox replay keeps the newest version in the graph).
 _STORE_TURN = """
 WITH conv AS (
     INSERT INTO conversations AS c (tenant_id, conversation_id, user_id, next_turn_index)
@@ -23,7 +30,7 @@ WITH conv AS (
     ON CONFLICT (tenant_id, conversation_id) DO UPDATE
         SET next_turn_index = greatest(c.next_turn_index, coalesce(%(turn_index)s::int, c.next_turn_index) + 1),
             last_turn_at = now(), archived = false  -- a new turn reopens it; the archival job can archive it again
-        WHERE c.user_id = %(user_id)s
+        WHERE c.user_id = %(user_id)s AND (%(turn_index)s::int IS NOT NULL OR c.next_turn_index <= %(max_index)s)
     RETURNING coalesce(%(turn_index)s::int, next_turn_index - 1) AS turn_index
 ), turn AS (
     INSERT INTO conversation_logs AS l
@@ -85,10 +92,20 @@ async def store_turn(
             "metadata": json.dumps(metadata),
             "embedding": vector(embedding),
             "ttl_seconds": ttl_seconds,
+            "max_index": MAX_TURN_INDEX,
         },
     )
     row = await cur.fetchone()
     if row is None:
+        cur = await conn.execute(
+            "SELECT user_id = %s FROM conversations WHERE tenant_id = %s AND conversation_id = %s",
+            (user_id, tenant_id, conversation_id),
+        )
+        if (owner := await cur.fetchone()) is not None and owner[0]:
+            raise Conflict(
+                f"conversation {conversation_id!r} has used every turn index up to {MAX_TURN_INDEX};"
+                " store the turn in a new conversation, or give an explicit turn_index to replace one"
+            )
         raise Forbidden(f"conversation {conversation_id!r} belongs to another user of this tenant")
     turn_id, index, ts, outbox_id, payload = row
     turn = {
@@ -112,6 +129,131 @@ def time_filter(since: datetime | None, until: datetime | None) -> tuple[str, di
     )
 
 
+# Vector search of one user's turns, fair to small tenants. The HNSW index is shared by every
+# tenant, and pgvector before 0.8 filters by tenant only after the index scan has produced its
+# `hnsw.ef_search` nearest candidates of all tenants: a user holding a small share of the index
+# keeps few of them, and gets fewer than `limit` turns, or wrong ones. So:
+#   - a user with fewer than EXACT_SEARCH_BELOW turns in the time window (counted by a probe that
+#     stops there, on the (tenant, user, timestamp) index) is searched exactly: every one of
+#     their turns is compared, which costs less than the index scan below this size (at 1M
+#     turns: 8 ms for 2,000 turns, 28 ms for 5,000, where a tenant's own index takes 10 ms);
+#   - a bigger user is searched through HNSW, always: the planner, which underestimates how many
+#     rows pass the tenant, user and liveness filters (by 40x at 1M turns), would otherwise sort
+#     all of a 20k-turn user's rows (measured 32-190 ms) where the index scan takes 3-13 ms. With
+#     pgvector >= 0.8 the scan iterates until it has `limit` rows that pass the filter (strict
+#     order, so the rows stay ranked);
+#   - a tenant with at least TENANT_INDEX_MIN_TURNS turns has an HNSW index of its own (a partial
+#     index, `create_tenant_index`), which the planner takes for that tenant's scans: its
+#     candidates are all the tenant's, so the scan is as fair as exact search and stays cheap
+#     (in the shared index, a tenant holding 1% of it needs 100x the candidates). Every partial
+#     index adds to the planning of each statement on the table (measured with 53 of them:
+#     +0.3 to 0.5 ms), so only tenants of that size get one;
+#   - a scan that comes back short means the user holds too small a share of the nearest
+#     candidates: the search is exact if the user has fewer than EXACT_FALLBACK_BELOW turns in
+#     the window (cheaper than the widest scan, ef_search 1000, which is often still short for
+#     such a user); a bigger user's scan is repeated with the widest candidate list, and a result
+#     still short stands: it is the user's nearest among the index's nearest 1,000.
+# A scan that returns `limit` rows has them from the nearest candidates of the whole index, so
+# they are the user's nearest up to the index's own approximation.
+EXACT_SEARCH_BELOW = 2500
+EXACT_FALLBACK_BELOW = 20_000
+TENANT_INDEX_MIN_TURNS = EXACT_SEARCH_BELOW
+_WIDEST_EF_SEARCH = 1000  # pgvector's upper bound for hnsw.ef_search
+_ITERATIVE_SCAN = weakref.WeakKeyDictionary[Conn, bool]()
+
+
+def tenant_index_name(tenant_id: str) -> str:
+    """The name of the tenant's own HNSW index: a digest, since a tenant id is any text and an
+    identifier holds at most 63 bytes."""
+    return f"conversation_logs_embedding_t_{hashlib.sha256(tenant_id.encode()).hexdigest()[:24]}"
+
+
+def tenant_index_statements(tenant_id: str) -> list[sql.Composed]:
+    """The statements that give `tenant_id` its own HNSW index over its turns, replacing an
+    invalid one an interrupted build left. CONCURRENTLY: writes go on while it builds, so they
+    run outside a transaction (autocommit)."""
+    name = sql.Identifier(tenant_index_name(tenant_id))
+    return [
+        sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {name}").format(name=name),
+        sql.SQL(
+            "CREATE INDEX CONCURRENTLY {name} ON conversation_logs USING hnsw (embedding vector_cosine_ops)"
+            " WHERE tenant_id = {tenant}"
+        ).format(name=name, tenant=sql.Literal(tenant_id)),
+    ]
+
+
+async def tenants_without_index(conn: Conn) -> list[tuple[str, int]]:
+    """(tenant, turns) of the tenants holding at least TENANT_INDEX_MIN_TURNS turns that have no
+    valid index of their own, the largest first. `conn` in autocommit mode: the cross-tenant
+    count runs in a transaction of its own."""
+    async with conn.transaction():
+        await conn.execute("SELECT set_config('app.maintenance', 'cross-tenant', true)")
+        cur = await conn.execute(
+            "SELECT tenant_id, count(*) FROM conversation_logs GROUP BY tenant_id HAVING count(*) >= %s"
+            " ORDER BY count(*) DESC",
+            (TENANT_INDEX_MIN_TURNS,),
+        )
+        large = await cur.fetchall()
+        cur = await conn.execute(
+            "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+            " WHERE i.indrelid = 'conversation_logs'::regclass AND i.indisvalid"
+        )
+        valid = {name for (name,) in await cur.fetchall()}
+    return [(tenant, turns) for tenant, turns in large if tenant_index_name(tenant) not in valid]
+
+
+async def index_large_tenants(conn: Conn, *, only: str | None = None, limit: int | None = None) -> list[str]:
+    """Gives every tenant that has reached TENANT_INDEX_MIN_TURNS turns its own HNSW index (a
+    maintenance job: each build reads the table once and takes seconds to minutes), the largest
+    first: all of them, `only` that tenant, or at most `limit` of them. `conn` in autocommit
+    mode. The tenants indexed."""
+    done = []
+    due = [tenant for tenant, _ in await tenants_without_index(conn) if only is None or tenant == only]
+    for tenant in due[:limit]:
+        for statement in tenant_index_statements(tenant):
+            await conn.execute(statement)
+        done.append(tenant)
+    return done
+
+
+async def _has_iterative_scan(conn: Conn) -> bool:
+    """pgvector >= 0.8, asked once per connection (a pool may span a version upgrade)."""
+    known = _ITERATIVE_SCAN.get(conn)
+    if known is None:
+        cur = await conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+        row = await cur.fetchone()
+        major, minor = (int(x) for x in (row[0] if row else "0.0").split(".")[:2])
+        known = _ITERATIVE_SCAN[conn] = (major, minor) >= (0, 8)
+    return known
+
+
+async def _send_planned(
+    conn: Conn, query: str, params: dict[str, Any], ef_search: int | None
+) -> psycopg.AsyncCursor[Any]:
+    """Sends `query` planned with sorting disabled, so that an ORDER BY on the embedding's
+    distance is an HNSW index scan (with `ef_search` candidates, if given); the transaction's
+    own settings are restored after it. In pipeline mode the three statements share the round
+    trip of the next result awaited."""
+    saved = ["enable_sort", *(["hnsw.ef_search"] if ef_search is not None else [])]
+    changed = {"enable_sort": "off", "hnsw.ef_search": str(ef_search)}
+    await conn.execute(
+        "SELECT "
+        + ", ".join(
+            f"set_config('memstack.saved_{i}', current_setting('{name}'), true), set_config('{name}', %s, true)"
+            for i, name in enumerate(saved)
+        ),
+        [changed[name] for name in saved],
+    )
+    cur = await conn.execute(query, params)
+    await conn.execute(
+        "SELECT "
+        + ", ".join(
+            f"set_config('{name}', current_setting('memstack.saved_{i}'), true)" for i, name in enumerate(saved)
+        )
+    )
+    return cur
+
+
 async def search_turns(
     conn: Conn,
     *,
@@ -122,17 +264,88 @@ async def search_turns(
     since: datetime | None = None,
     until: datetime | None = None,
 ) -> list[dict[str, Any]]:
+    """The user's `limit` live turns nearest to `embedding` (cosine), nearest first."""
+    async with conn.pipeline():
+        pending = await start_search_turns(
+            conn, tenant_id=tenant_id, user_id=user_id, embedding=embedding, limit=limit, since=since, until=until
+        )
+        return await pending()
+
+
+def _nearest_first(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    found = [{k: v for k, v in r.items() if k != "turns"} for r in rows if r["id"] is not None]
+    return sorted(found, key=lambda r: r["similarity"], reverse=True)
+
+
+async def start_search_turns(
+    conn: Conn,
+    *,
+    tenant_id: str,
+    user_id: str,
+    embedding: list[float],
+    limit: int,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> Pending:
+    """search_turns, its statements sent: in pipeline mode they share a round trip with the
+    statements sent before the result is awaited. A small user's exact search and a big user's
+    index scan are one statement, so either costs one round trip; only a short scan costs more."""
     where, params = time_filter(since, until)
-    cur = await conn.execute(
-        f"SELECT {_TURN_COLUMNS}, 1 - (embedding <=> %(q)s) AS similarity FROM conversation_logs"
-        f" WHERE tenant_id = %(tenant_id)s AND user_id = %(user_id)s AND {LIVE}{where}"
-        " ORDER BY embedding <=> %(q)s LIMIT %(limit)s",
-        {"tenant_id": tenant_id, "user_id": user_id, "q": vector(embedding), "limit": limit, **params},
+    params = {
+        **params,
+        "tenant_id": tenant_id,
+        "user_id": user_id,
+        "q": vector(embedding),
+        "limit": limit,
+        "exact_below": EXACT_SEARCH_BELOW,
+        "fallback_below": EXACT_FALLBACK_BELOW,
+    }
+    mine = f"tenant_id = %(tenant_id)s AND user_id = %(user_id)s{where}"
+    scored = f"SELECT {_TURN_COLUMNS}, 1 - (embedding <=> %(q)s) AS similarity FROM conversation_logs WHERE {mine} AND {LIVE}"
+
+    def counted(below: str, scan_mode: str = "") -> str:
+        """The user's turns in the window, counted up to `below`, and their exact search when
+        there are fewer. The count gates the search from inside its WHERE (a one-time filter):
+        as the LATERAL join's ON condition it would be checked only after an exact search of
+        every user. The OFFSET 0 fence keeps the ORDER BY out of the scan, so it cannot become
+        an HNSW scan."""
+        return (
+            f"WITH probe AS (SELECT count(*) AS turns FROM (SELECT FROM conversation_logs WHERE {mine}"
+            f" LIMIT %({below})s) window_turns)"
+            f" SELECT probe.turns, found.* FROM probe{scan_mode} LEFT JOIN LATERAL ("
+            f"(SELECT * FROM ({scored} AND probe.turns < %({below})s OFFSET 0) mine"
+            " ORDER BY similarity DESC LIMIT %(limit)s)"
+        )
+
+    # The index scan, gated by the same count: it runs only when the exact search does not.
+    scanned = f" UNION ALL ({scored} AND probe.turns >= %(exact_below)s ORDER BY embedding <=> %(q)s LIMIT %(limit)s)"
+    iterative = await _has_iterative_scan(conn)
+    # Set for the transaction by the statement that probes.
+    scan_mode = (
+        " CROSS JOIN (SELECT set_config('hnsw.iterative_scan', 'strict_order', true)) scan_mode" if iterative else ""
     )
-    return await fetch_dicts(cur)
+    first = await _send_planned(conn, counted("exact_below", scan_mode) + scanned + ") found ON true", params, None)
+
+    async def finish() -> list[dict[str, Any]]:
+        rows = await fetch_dicts(first)
+        found = _nearest_first(rows)
+        if rows[0]["turns"] < EXACT_SEARCH_BELOW or len(found) >= limit:
+            return found
+        fallback = await conn.execute(counted("fallback_below") + ") found ON true", params)
+        rows = await fetch_dicts(fallback)
+        if rows[0]["turns"] < EXACT_FALLBACK_BELOW:
+            return _nearest_first(rows)
+        if iterative:
+            return found
+        widest = await _send_planned(
+            conn, f"{scored} ORDER BY embedding <=> %(q)s LIMIT %(limit)s", params, _WIDEST_EF_SEARCH
+        )
+        return await fetch_dicts(widest)
+
+    return finish
 
 
-async def recent_turns(
+async def start_recent_turns(
     conn: Conn,
     *,
     tenant_id: str,
@@ -142,8 +355,9 @@ async def recent_turns(
     since: datetime | None = None,
     until: datetime | None = None,
     embedding: list[float] | None = None,
-) -> list[dict[str, Any]]:
-    """Newest first; with `embedding`, each row also carries its `similarity` to it."""
+) -> Pending:
+    """The user's newest live turns, newest first; with `embedding`, each row also carries its
+    `similarity` to it. Its statement sent (see start_search_turns)."""
     where, params = time_filter(since, until)
     similarity = ", 1 - (embedding <=> %(q)s) AS similarity" if embedding is not None else ""
     cur = await conn.execute(
@@ -160,7 +374,7 @@ async def recent_turns(
             **params,
         },
     )
-    return await fetch_dicts(cur)
+    return lambda: fetch_dicts(cur)
 
 
 async def conversation_turns(conn: Conn, *, tenant_id: str, user_id: str, conversation_id: str) -> list[dict[str, Any]]:

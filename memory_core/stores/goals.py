@@ -4,8 +4,11 @@ and the user profile."""
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
+
+import psycopg
 
 from ..errors import InvalidInput, NotFound
 from ..models import GoalStatus
@@ -18,7 +21,7 @@ from .semantic import (
     item_uuid,
     require_items,
 )
-from .sql import Conn, fetch_dicts
+from .sql import Conn, Pending, fetch_dicts
 
 
 def goal_payload(row: dict[str, Any], user_id: str) -> dict[str, Any]:
@@ -88,6 +91,34 @@ async def add_goal(
     )
 
 
+# Whether `goal` is reachable from `starts` along one kind of edge between the tenant's goals:
+# a goal whose parent is its own descendant, or which waits on a goal that waits on it, would
+# never be reachable from a root or never become unblocked. UNION ends the walk on a cycle.
+_REACHES = """
+WITH RECURSIVE reach(id) AS (
+    SELECT unnest(%(starts)s::text[])
+    UNION
+    SELECT edge.id FROM reach
+    JOIN memory_timeline g ON g.tenant_id = %(tenant_id)s AND g.memory_type = 'goal' AND g.item_id::text = reach.id
+    CROSS JOIN LATERAL {edges} AS edge(id)
+)
+SELECT EXISTS (SELECT 1 FROM reach WHERE id = %(goal)s)
+"""
+_PARENT_EDGES = "(SELECT g.attributes->>'parent_goal_id')"
+_BLOCKER_EDGES = (
+    "jsonb_array_elements_text(CASE jsonb_typeof(g.attributes->'blocked_by')"
+    " WHEN 'array' THEN g.attributes->'blocked_by' ELSE '[]' END)"
+)
+
+
+async def _reaches(conn: Conn, caller: Caller, edges: str, starts: list[str], goal: str) -> bool:
+    cur = await conn.execute(
+        _REACHES.replace("{edges}", edges), {"tenant_id": caller.tenant_id, "starts": starts, "goal": goal}
+    )
+    row = await cur.fetchone()
+    return bool(row and row[0])
+
+
 async def update_goal(
     conn: Conn,
     caller: Caller,
@@ -99,10 +130,16 @@ async def update_goal(
     blocked_by: list[str] | None,
 ) -> dict[str, Any]:
     goal_id = item_uuid(goal_id)
+    parent_goal_id = item_uuid(parent_goal_id) if parent_goal_id else parent_goal_id
+    blocked_by = [item_uuid(b) for b in blocked_by] if blocked_by is not None else None
     related = ([parent_goal_id] if parent_goal_id else []) + (blocked_by or [])
     if goal_id in related:
         raise InvalidInput("a goal cannot be its own parent or blocker")
     await require_items(conn, caller, related, "goal")
+    if parent_goal_id and await _reaches(conn, caller, _PARENT_EDGES, [parent_goal_id], goal_id):
+        raise InvalidInput(f"goal {parent_goal_id!r} descends from goal {goal_id!r}: it cannot be its parent")
+    if blocked_by and await _reaches(conn, caller, _BLOCKER_EDGES, blocked_by, goal_id):
+        raise InvalidInput(f"goal {goal_id!r} would wait on itself through blocked_by")
     changes: dict[str, Any] = {}
     if status is not None:
         changes["status"] = GoalStatus(status).value
@@ -123,12 +160,22 @@ async def update_goal(
 
 
 async def active_goals(conn: Conn, caller: Caller, limit: int = 50) -> list[dict[str, Any]]:
+    pending = await start_active_goals(conn, caller, limit)
+    return await pending()
+
+
+async def start_active_goals(conn: Conn, caller: Caller, limit: int = 50) -> Pending:
+    """active_goals, its statement sent (see semantic.start_search_items)."""
     cur = await conn.execute(
         f"SELECT {ITEM_COLUMNS} FROM memory_timeline WHERE {VISIBLE} AND memory_type = 'goal'"
         " AND attributes->>'status' = 'active' ORDER BY priority DESC, event_time LIMIT %(limit)s",
         {**caller.params, "limit": limit},
     )
-    return [as_goal(r) for r in await fetch_dicts(cur)]
+
+    async def goals() -> list[dict[str, Any]]:
+        return [as_goal(r) for r in await fetch_dicts(cur)]
+
+    return goals
 
 
 # --- user profile ---------------------------------------------------------------------------
@@ -157,11 +204,21 @@ async def set_expertise(conn: Conn, caller: Caller, areas: list[str]) -> None:
 
 
 async def user_context(conn: Conn, caller: Caller) -> dict[str, Any]:
+    pending = await start_user_context(conn, caller)
+    return await pending()
+
+
+async def start_user_context(conn: Conn, caller: Caller) -> Callable[[], Awaitable[dict[str, Any]]]:
+    """user_context, its statement sent (see semantic.start_search_items)."""
     cur = await conn.execute(
         "SELECT preferences, expertise_areas, communication_style, metadata, created_at, updated_at"
         " FROM user_profiles WHERE tenant_id = %s AND user_id = %s",
         (caller.tenant_id, caller.user_id),
     )
+    return lambda: _profile(caller, cur)
+
+
+async def _profile(caller: Caller, cur: psycopg.AsyncCursor[Any]) -> dict[str, Any]:
     rows = await fetch_dicts(cur)
     if not rows:
         return {"user_id": caller.user_id, "preferences": {}, "expertise": [], "communication_style": {}}

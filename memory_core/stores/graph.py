@@ -12,12 +12,18 @@ come from the whitelists in `memory_core.models`, looked up in dicts built at im
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 import json
 import logging
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+import re
+import time
+import weakref
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
-from neo4j import AsyncDriver, AsyncManagedTransaction, AsyncTransaction
+from neo4j import AsyncDriver, AsyncManagedTransaction
 from neo4j.exceptions import ServiceUnavailable, SessionExpired
 
 try:
@@ -25,6 +31,7 @@ try:
 except ImportError:  # older 5.x drivers report an acquisition timeout as a ClientError
     ConnectionPoolError = ServiceUnavailable  # type: ignore[misc,assignment]
 
+from .. import metrics
 from ..models import ENTITY_LABELS, ENTITY_RELATIONS
 from .sql import Conn, fetch_row
 
@@ -45,6 +52,8 @@ class OutboxRow:
     tenant_id: str
     event: str
     payload: dict[str, Any]
+    # Unix time the row was written (the outbox's created_at): the projection lag counts from it.
+    created_at: float = field(default_factory=time.time)
 
 
 async def record(conn: Conn, tenant_id: str, event: str, payload: dict[str, Any]) -> OutboxRow:
@@ -58,25 +67,30 @@ async def record(conn: Conn, tenant_id: str, event: str, payload: dict[str, Any]
     return OutboxRow(outbox_id, tenant_id, event, payload)
 
 
-async def apply_rows(driver: AsyncDriver, rows: list[OutboxRow], *, retry: bool = True) -> None:
-    """Apply rows to Neo4j in one transaction, in id order. `retry=False` is for the request
-    path: one attempt, no driver back-off, the outbox covers a failure."""
+async def apply_rows(driver: AsyncDriver, rows: list[OutboxRow], *, retry: bool = True, path: str = "worker") -> None:
+    """Apply rows to Neo4j in one transaction of one statement, in id order. `retry=False` is for
+    the service process: one attempt, no driver back-off, the outbox covers a failure; the
+    statement then commits by itself (no BEGIN and COMMIT round trips). Observed as backend
+    operation `project` of Neo4j, and each applied row's lag since its write under `path`
+    (one of metrics.PROJECTION_PATHS)."""
+    statement, params = batch_statement(rows)
 
-    async def work(tx: AsyncManagedTransaction | AsyncTransaction) -> None:
-        for row in sorted(rows, key=lambda r: r.id):
-            await _apply(tx, row)
+    async def work(tx: AsyncManagedTransaction) -> None:
+        await (await tx.run(statement, rows=params)).consume()
 
-    async with driver.session() as session:
-        if retry:
-            await session.execute_write(work)
-            return
-        tx = await session.begin_transaction()
-        try:
-            await work(tx)
-            await tx.commit()
-        finally:
-            if not tx.closed():
-                await tx.rollback()
+    started, outcome = time.perf_counter(), "error"
+    try:
+        async with driver.session() as session:
+            if retry:
+                await session.execute_write(work)
+            else:
+                await (await session.run(statement, rows=params)).consume()
+        outcome = "ok"
+    finally:
+        metrics.backend_operation_duration.labels("neo4j", "project", outcome).observe(time.perf_counter() - started)
+    now, lag = time.time(), metrics.graph_projection_lag.labels(path)
+    for row in rows:
+        lag.observe(max(0.0, now - row.created_at))
 
 
 # --- event handlers -------------------------------------------------------------------------
@@ -238,27 +252,93 @@ _QUERIES: dict[str, str] = {
 EVENTS = frozenset(_QUERIES) | {"relation"}
 
 
-async def _apply(tx: AsyncManagedTransaction | AsyncTransaction, row: OutboxRow) -> None:
-    """Run an event's statement with its payload as parameters, plus `tenant_id` and `version`
-    (the outbox id). The payload keys are the statement's parameter names."""
-    params = dict(row.payload)
+def _per_row(statement: str) -> str:
+    """A per-event statement's text for one element `row` of `$rows`: each `$param` becomes
+    `row.param`, and every WITH carries `row` along."""
+    body = re.sub(r"\$(\w+)", r"row.\1", statement)
+    return re.sub(r"\bWITH (DISTINCT )?", lambda m: f"WITH {m.group(1) or ''}row, ", body)
+
+
+def unwound(statement: str) -> str:
+    """A per-event statement run once per element of `$rows`, in list order. The subquery runs
+    each row to the end before the next, so a batch means what its rows applied one by one
+    mean, in one round trip instead of one per row."""
+    return f"UNWIND $rows AS row CALL (row) {{ {_per_row(statement)} }}"
+
+
+_BATCHED = {event: unwound(query) for event, query in _QUERIES.items()}
+_BATCHED_RELATE = {rel: unwound(query) for rel, query in _RELATE.items()}
+_BATCHED_LABEL = {label: unwound(query) for label, query in _ENTITY_LABEL.items()}
+
+# What a row applies, as named parts, each one per-event statement: an event's own, a relation's
+# by type, and an entity's label after the entity. The dict's order is the order of the parts
+# within a row (an entity before its label).
+_PARTS: dict[str, str] = {
+    **_QUERIES,
+    **{f"relation:{rel}": query for rel, query in _RELATE.items()},
+    **{f"label:{label}": query for label, query in _ENTITY_LABEL.items()},
+}
+
+
+def _parts(row: OutboxRow) -> list[str]:
+    if row.event == "relation":
+        parts = [f"relation:{row.payload['rel_type']}"]
+    elif row.event == "entity" and row.payload["type"] in _ENTITY_LABEL:
+        parts = ["entity", f"label:{row.payload['type']}"]
+    else:
+        parts = [row.event]
+    unknown = [part for part in parts if part not in _PARTS]
+    if unknown:  # an event or relationship type of another version, or a bug
+        raise ValueError(f"outbox row {row.id}: no graph statement for {unknown[0]!r}")
+    return parts
+
+
+@functools.cache
+def _combined(parts: tuple[str, ...]) -> str:
+    """One statement applying rows of several parts in list order: per row, the part statements
+    it names in `row.parts`, each skipped for rows that name another. The per-row subquery holds
+    the parts: at the top level, Cypher would finish each part for every row before the next."""
+    if len(parts) == 1:
+        return unwound(_PARTS[parts[0]])
+    body = " ".join(f"CALL (row) {{ WITH row WHERE '{part}' IN row.parts {_per_row(_PARTS[part])} }}" for part in parts)
+    return f"UNWIND $rows AS row CALL (row) {{ {body} }}"
+
+
+def batch_statement(rows: list[OutboxRow]) -> tuple[str, list[dict[str, Any]]]:
+    """The statement that applies `rows` in id order, and its `$rows`. Neo4j's cost per statement
+    and per transaction is many times its cost per row, so a batch is one statement whatever its
+    events; its text depends only on which parts occur (in a fixed order), so Neo4j plans each
+    combination once and finds it in its query cache afterwards."""
+    ordered = sorted(rows, key=lambda r: r.id)
+    params, present = [], set()
+    for row in ordered:
+        parts = _parts(row)
+        present.update(parts)
+        params.append({**_params(row), "parts": parts})
+    return _combined(tuple(part for part in _PARTS if part in present)), params
+
+
+def _params(row: OutboxRow) -> dict[str, Any]:
+    """An event's statement parameters: its payload (the keys are the statement's parameter
+    names), plus `tenant_id` and `version` (the outbox id)."""
+    params = {**row.payload, "tenant_id": row.tenant_id, "version": row.id}
     if row.event == "turn":
         params["preview"] = params.pop("content")[:TURN_PREVIEW_CHARS]
     elif row.event == "entity":
         params["properties_json"] = json.dumps(params.pop("properties"))
-    query = _RELATE[params["rel_type"]] if row.event == "relation" else _QUERIES[row.event]
-    await tx.run(query, tenant_id=row.tenant_id, version=row.id, **params)
-    if row.event == "entity" and params["type"] in _ENTITY_LABEL:
-        await tx.run(_ENTITY_LABEL[params["type"]], id=params["id"], tenant_id=row.tenant_id)
+    return params
 
 
-async def project_now(clients: MemoryClients, rows: list[OutboxRow]) -> bool:
-    """Best-effort inline projection after the Postgres commit. On success the outbox rows are
+async def project_now(clients: MemoryClients, rows: list[OutboxRow], *, path: str = "inline") -> bool:
+    """Best-effort projection of committed rows (of any tenants). On success the outbox rows are
     deleted; on failure they stay for the worker. Returns whether the graph is up to date."""
     if not rows or clients.graph_circuit.is_open:
         return not rows
     try:
-        await apply_rows(clients.neo4j, rows, retry=False)
+        # A hung Neo4j answers nothing and fails nothing: the bound makes it a TimeoutError (an
+        # OSError), which trips the circuit like an unreachable one.
+        async with asyncio.timeout(clients.settings.neo4j_connect_timeout_s * 2):
+            await apply_rows(clients.neo4j, rows, retry=False, path=path)
     except GRAPH_UNAVAILABLE as exc:
         clients.graph_circuit.trip()
         log.warning("graph projection deferred to the outbox: %s", exc)
@@ -271,6 +351,100 @@ async def project_now(clients: MemoryClients, rows: list[OutboxRow]) -> bool:
         log.error("graph projection of outbox rows %s failed: %s", [r.id for r in rows], exc)
         return False
     clients.graph_circuit.reset()
-    async with clients.tenant_transaction(rows[0].tenant_id) as conn:
+    tenants = {r.tenant_id for r in rows}
+    # Rows of one tenant are deleted under that tenant's row-level security; a batch of several
+    # tenants' rows (the background projector's) only by id, as the worker's replay does.
+    transaction = (
+        clients.tenant_transaction(rows[0].tenant_id) if len(tenants) == 1 else clients.maintenance_transaction()
+    )
+    async with transaction as conn:
         await conn.execute("DELETE FROM graph_outbox WHERE id = ANY(%s)", ([r.id for r in rows],))
     return True
+
+
+class BackgroundProjector:
+    """Projects committed outbox rows after their request has answered, in the service process.
+
+    A write hands its rows over and returns; one task waits `linger_s` for more rows, then
+    applies every row handed over meanwhile in one Neo4j transaction and one outbox delete, so
+    the graph's cost per row falls as the batches grow, and no request waits on Neo4j. A Neo4j
+    transaction costs several rows' worth of CPU, and a few dozen durable writes a second would
+    otherwise each commit alone. Rows it cannot apply (Neo4j down, a rejected event, the
+    process ending first) stay in the outbox for the worker's replay. A write and its
+    projection are ordered by the outbox id, as with the worker. While Neo4j falls behind, at
+    most `max_pending` rows wait here; the rest wait in the outbox only."""
+
+    def __init__(self, clients: MemoryClients, max_batch: int = 200, max_pending: int = 10_000, linger_s: float = 0.2):
+        self._clients = clients
+        self._max_batch = max_batch
+        self._max_pending = max_pending
+        self._linger_s = linger_s
+        self._rows: list[OutboxRow] = []
+        self._task: asyncio.Task[None] | None = None
+        # Set when waiting for more rows is pointless: a full batch, or a flush waiting.
+        self._hurry = asyncio.Event()
+
+    def submit(self, rows: list[OutboxRow]) -> None:
+        if not rows or len(self._rows) + len(rows) > self._max_pending:
+            return
+        self._rows.extend(rows)
+        if len(self._rows) >= self._max_batch:
+            self._hurry.set()
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            while self._rows:
+                if not self._hurry.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._hurry.wait(), self._linger_s)
+                batch, self._rows = self._rows[: self._max_batch], self._rows[self._max_batch :]
+                try:
+                    await project_now(self._clients, batch, path="background")
+                except Exception as exc:  # Postgres failed the delete: the worker's replay finishes it
+                    log.warning("outbox rows %s projected, not deleted: %s", [r.id for r in batch], exc)
+        finally:
+            self._task = None
+            self._hurry.clear()
+
+    async def flush(self) -> None:
+        """Wait until every row handed over so far has been projected (or left to the worker)."""
+        while self._task is not None:
+            self._hurry.set()
+            await asyncio.shield(self._task)
+
+
+# Where a durable write's rows reach Neo4j: `inline` in the request, after the Postgres commit;
+# `background` by the process's BackgroundProjector once the request has answered; `worker`
+# only by the worker's outbox replay (the process never projects).
+Projection = Literal["inline", "background", "worker"]
+_projection: weakref.WeakKeyDictionary[MemoryClients, Projection] = weakref.WeakKeyDictionary()
+_projectors: weakref.WeakKeyDictionary[MemoryClients, BackgroundProjector] = weakref.WeakKeyDictionary()
+
+
+def set_projection(clients: MemoryClients, projection: Projection) -> None:
+    """Choose how writes through `clients` reach the graph (default: `inline`, or `background`
+    where `clients.project_inline` is False)."""
+    _projection[clients] = projection
+    clients.project_inline = projection == "inline"
+
+
+def projection_of(clients: MemoryClients) -> Projection:
+    return _projection.get(clients) or ("inline" if clients.project_inline else "background")
+
+
+def background_projector(clients: MemoryClients) -> BackgroundProjector:
+    projector = _projectors.get(clients)
+    if projector is None:
+        projector = _projectors[clients] = BackgroundProjector(clients)
+    return projector
+
+
+async def project(clients: MemoryClients, rows: list[OutboxRow]) -> None:
+    """Project a committed write's rows the way `clients` are set to (see `Projection`)."""
+    projection = projection_of(clients)
+    if projection == "inline":
+        await project_now(clients, rows)
+    elif projection == "background":
+        background_projector(clients).submit(rows)

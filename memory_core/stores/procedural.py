@@ -14,9 +14,9 @@ from .semantic import (
     Caller,
     insert_item,
     item_uuid,
-    search_items,
+    start_search_items,
 )
-from .sql import Conn, fetch_dicts, fetch_row
+from .sql import Conn, Pending, fetch_dicts, fetch_row
 
 _RECORD_TOOL = """
 WITH invocation AS (
@@ -131,6 +131,16 @@ async def learn_strategy(
     )
 
 
+async def check_strategy(conn: Conn, caller: Caller, strategy_id: str) -> None:
+    """NotFound unless `caller` can reinforce the strategy: what a queued reflection will do."""
+    cur = await conn.execute(
+        f"SELECT 1 FROM memory_timeline WHERE {WRITABLE} AND memory_type = 'strategy' AND item_id = %(id)s::uuid",
+        {**caller.params, "id": item_uuid(strategy_id)},
+    )
+    if await cur.fetchone() is None:
+        raise NotFound(f"unknown strategy id {strategy_id!r}")
+
+
 async def reinforce_strategy(
     conn: Conn, caller: Caller, strategy_id: str, success: bool
 ) -> tuple[dict[str, Any], list[float]]:
@@ -150,9 +160,19 @@ async def reinforce_strategy(
 
 
 async def find_strategies(conn: Conn, caller: Caller, embedding: list[float], top_k: int) -> list[dict[str, Any]]:
-    rows = await search_items(conn, caller, memory_types=["strategy"], embedding=embedding, limit=top_k * 4)
+    pending = await start_find_strategies(conn, caller, embedding, top_k)
+    return await pending()
+
+
+async def start_find_strategies(conn: Conn, caller: Caller, embedding: list[float], top_k: int) -> Pending:
+    """find_strategies, its statement sent (see semantic.start_search_items)."""
+    pending = await start_search_items(conn, caller, memory_types=["strategy"], embedding=embedding, limit=top_k * 4)
+    return lambda: _ranked_strategies(pending, top_k)
+
+
+async def _ranked_strategies(pending: Pending, top_k: int) -> list[dict[str, Any]]:
     found = []
-    for row in rows:
+    for row in await pending():
         s = as_strategy(row)
         if s["success_count"] == 0:
             continue

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ..errors import Conflict, Forbidden, NotFound
-from .sql import LIVE, Conn, fetch_dicts, fetch_row, vector
+from ..errors import Conflict, Forbidden, InvalidInput, NotFound
+from .graph import OutboxRow
+from .sql import LIVE, Conn, Pending, fetch_dicts, fetch_row, vector
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,19 @@ WHERE {_CAN_WRITE}
 RETURNING {ITEM_COLUMNS}
 """
 
+# The item and the outbox row that projects it, in one statement (one round trip): the row's
+# payload is the caller's plus the item's id and creation time.
+_INSERT_WITH_OUTBOX = f"""
+WITH item AS ({_INSERT}), outbox AS (
+    INSERT INTO graph_outbox (tenant_id, event, payload)
+    SELECT %(tenant_id)s, %(event)s,
+           %(payload)s::jsonb || jsonb_build_object('id', item.id, 'created_at', item.event_time)
+    FROM item
+    RETURNING id, payload
+)
+SELECT item.*, outbox.id AS outbox_id, outbox.payload AS outbox_payload FROM item, outbox
+"""
+
 # Entities are unique per (scope, type, lower(name)); a second upsert merges aliases, keeps the
 # old description and embedding unless a new description is given, and raises salience only.
 _UPSERT_ENTITY = f"""
@@ -104,22 +118,27 @@ async def insert_item(
     ttl_seconds: float | None,
     attributes: dict[str, Any],
     space: str | None,
+    outbox: tuple[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    return await _write_item(
-        conn,
-        caller,
-        space,
-        _INSERT,
-        {
-            "memory_type": memory_type,
-            "summary": summary,
-            "embedding": vector(embedding),
-            "importance": importance,
-            "priority": priority,
-            "ttl_seconds": ttl_seconds,
-            "attributes": json.dumps(attributes),
-        },
+    """The new item's row. With `outbox` (event, payload), the same statement queues the outbox
+    row that projects it, returned under the key `outbox` (see _INSERT_WITH_OUTBOX)."""
+    params = {
+        "memory_type": memory_type,
+        "summary": summary,
+        "embedding": vector(embedding),
+        "importance": importance,
+        "priority": priority,
+        "ttl_seconds": ttl_seconds,
+        "attributes": json.dumps(attributes),
+    }
+    if outbox is None:
+        return await _write_item(conn, caller, space, _INSERT, params)
+    event, payload = outbox
+    row = await _write_item(
+        conn, caller, space, _INSERT_WITH_OUTBOX, {**params, "event": event, "payload": json.dumps(payload)}
     )
+    row["outbox"] = OutboxRow(row.pop("outbox_id"), caller.tenant_id, event, row.pop("outbox_payload"))
+    return row
 
 
 async def upsert_entity(
@@ -172,7 +191,7 @@ async def _write_item(
     return dict(zip([d.name for d in cur.description or ()], row, strict=True))
 
 
-async def search_items(
+async def start_search_items(
     conn: Conn,
     caller: Caller,
     *,
@@ -181,7 +200,9 @@ async def search_items(
     limit: int,
     since: datetime | None = None,
     until: datetime | None = None,
-) -> list[dict[str, Any]]:
+) -> Pending:
+    """The visible items of `memory_types` nearest to `embedding`, its statement sent: in
+    pipeline mode it shares a round trip with the statements sent before the result is awaited."""
     cur = await conn.execute(
         f"SELECT {ITEM_COLUMNS}, 1 - (embedding <=> %(q)s) AS similarity FROM memory_timeline"
         f" WHERE {VISIBLE} AND memory_type = ANY(%(types)s)"
@@ -197,7 +218,7 @@ async def search_items(
             "until": until,
         },
     )
-    return await fetch_dicts(cur)
+    return lambda: fetch_dicts(cur)
 
 
 async def get_items(conn: Conn, caller: Caller, ids: list[str], memory_type: str | None = None) -> list[dict[str, Any]]:
@@ -256,11 +277,16 @@ WHERE {VISIBLE} AND memory_type = 'entity' AND item_id IN (SELECT id FROM hop2)
   AND NOT item_id = ANY(%(seeds)s::uuid[]) AND item_id::text NOT IN (SELECT id FROM visible1)
 """
 
-_FACTS_ABOUT = f"""
-SELECT {ITEM_COLUMNS} FROM memory_timeline
+# The entities above and, in the same statement, the visible facts about the seeds or them.
+_NEIGHBOURHOOD = f"""
+WITH neighbours AS ({_NEIGHBOURS})
+SELECT 'entity' AS found, * FROM neighbours
+UNION ALL
+(SELECT 'fact', {ITEM_COLUMNS}, NULL FROM memory_timeline
 WHERE {VISIBLE} AND memory_type = 'fact' AND item_id IN (
-    SELECT fact_id FROM fact_entities WHERE tenant_id = %(tenant_id)s AND entity_id = ANY(%(entity_ids)s::uuid[]))
-ORDER BY importance_score DESC, event_time DESC LIMIT %(limit)s
+    SELECT fact_id FROM fact_entities WHERE tenant_id = %(tenant_id)s
+      AND entity_id = ANY(%(seeds)s::uuid[] || ARRAY(SELECT id::uuid FROM neighbours)))
+ORDER BY importance_score DESC, event_time DESC LIMIT %(facts)s)
 """
 
 
@@ -280,21 +306,28 @@ async def neighbourhood(
     visible facts ABOUT the seeds or those entities)."""
     if not seed_ids or depth <= 0:
         return [], []
-    cur = await conn.execute(_NEIGHBOURS, {**caller.params, "seeds": seed_ids, "fanout": fanout, "depth": depth})
-    entities = await fetch_dicts(cur)
     cur = await conn.execute(
-        _FACTS_ABOUT,
-        {**caller.params, "entity_ids": seed_ids + [e["id"] for e in entities], "limit": fanout * 4},
+        _NEIGHBOURHOOD,
+        {**caller.params, "seeds": seed_ids, "fanout": fanout, "depth": depth, "facts": fanout * 4},
     )
-    return entities, await fetch_dicts(cur)
+    entities: list[dict[str, Any]] = []
+    facts: list[dict[str, Any]] = []
+    for row in await fetch_dicts(cur):
+        if row.pop("found") == "fact":
+            del row["hops"]
+            facts.append(row)
+        else:
+            entities.append(row)
+    return entities, facts
 
 
 def item_uuid(value: str) -> str:
-    """`value` as a canonical uuid string; anything else names no item, so it is `NotFound`."""
+    """`value` as a canonical uuid string. Anything else is `InvalidInput`, as an id in a request
+    body is: a malformed id is the caller's mistake, unlike a well-formed id nothing has."""
     try:
         return str(uuid.UUID(value))
     except (ValueError, TypeError, AttributeError):
-        raise NotFound(f"no memory item has the id {value!r}") from None
+        raise InvalidInput(f"{str(value)[:80]!r} is not a memory item id (a UUID)") from None
 
 
 def as_fact(row: dict[str, Any]) -> dict[str, Any]:

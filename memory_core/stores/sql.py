@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeAlias
 
 import psycopg
@@ -9,6 +10,10 @@ from pgvector import Vector
 
 # A pooled connection, as every store function receives it (inside a tenant transaction).
 Conn: TypeAlias = psycopg.AsyncConnection[Any]
+
+# A read whose first statement is sent; awaiting it gives the rows. In pipeline mode, reads
+# started one after another share the round trip the first await makes.
+Pending: TypeAlias = Callable[[], Awaitable[list[dict[str, Any]]]]
 
 # Rows a read may return: not archived and not past their TTL. An expired item is never
 # returned, whether or not the worker has purged it yet, so a TTL is exact to the read.

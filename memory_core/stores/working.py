@@ -5,18 +5,20 @@ Key layout, one hash tag per conversation so its keys share a Redis Cluster slot
     {prefix}:{tenant|user|conversation}:turns     list  newest first, capped
     {prefix}:{tenant|user|conversation}:thoughts  list  newest first, capped
 Identifiers are percent-encoded, so caller text cannot contain the tag's braces or separators.
-Every operation is one round trip (a MULTI pipeline or a Lua script); every key has a TTL;
+Every operation is one round trip (one command or a Lua script); every key has a TTL;
 every collection has a cap. Redis 7.0 has no per-field TTL, so context fields carry their own
 expiry, checked by the scripts against the server clock, and expired fields are dropped lazily.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
 
 from ..errors import Conflict, InvalidInput
 from ..settings import Settings
@@ -38,7 +40,7 @@ _SET = (
     _PRELUDE
     + """
 local field, ttl, prio, cap = ARGV[1], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-if redis.call('HEXISTS', KEYS[1], field) == 0 and redis.call('HLEN', KEYS[1]) >= cap then
+if redis.call('HLEN', KEYS[1]) >= cap and redis.call('HEXISTS', KEYS[1], field) == 0 then
   local all = redis.call('HGETALL', KEYS[1])
   local live, victim, vprio, vexp = 0, nil, nil, nil
   for i = 1, #all, 2 do
@@ -96,6 +98,16 @@ return {out, redis.call('LRANGE', KEYS[2], 0, tonumber(ARGV[1]) - 1),
 )
 
 
+# KEYS[1] list; ARGV item, cap, ttl_ms. What a MULTI of LPUSH, LTRIM and PEXPIRE does, as one
+# command: a transaction pipeline costs the client several times one EVALSHA.
+_PUSH = """
+redis.call('LPUSH', KEYS[1], ARGV[1])
+redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+
 class WorkingMemoryFull(Conflict):
     """The context hash is at its cap and every live value outranks the new one."""
 
@@ -112,13 +124,42 @@ def _dumps(value: Any) -> str:
         raise InvalidInput(f"working-memory value is not JSON-serialisable: {exc}") from None
 
 
+def _parse_all(texts: list[bytes]) -> list[Any]:
+    """JSON texts parsed as one array: one `json.loads` costs less than one per text."""
+    parsed: list[Any] = json.loads(b"[" + b",".join(texts) + b"]")
+    return parsed
+
+
+class _Script:
+    """One Lua script run by its SHA1 (EVALSHA), loaded into Redis (SCRIPT LOAD) the first time
+    the server answers that it does not know it: after a restart, a flush or on a new server.
+
+    Not redis-py's `Script`: its call checks whether the client is a pipeline and imports the
+    pipeline class on every call, a measurable part of a working-memory request."""
+
+    __slots__ = ("_redis", "sha", "source")
+
+    def __init__(self, redis: aioredis.Redis, source: str):
+        self._redis = redis
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    async def __call__(self, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return await self._redis.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await self._redis.script_load(self.source)
+            return await self._redis.evalsha(self.sha, len(keys), *keys, *args)
+
+
 class WorkingScripts:
-    """The Lua scripts, registered once per Redis client (EVALSHA, falling back to EVAL)."""
+    """The Lua scripts, one set per Redis client."""
 
     def __init__(self, redis: aioredis.Redis):
-        self.set = redis.register_script(_SET)
-        self.get = redis.register_script(_GET)
-        self.snapshot = redis.register_script(_SNAPSHOT)
+        self.set = _Script(redis, _SET)
+        self.get = _Script(redis, _GET)
+        self.snapshot = _Script(redis, _SNAPSHOT)
+        self.push = _Script(redis, _PUSH)
 
 
 class WorkingMemory:
@@ -169,19 +210,20 @@ class WorkingMemory:
                 f"and every live key has priority > {priority}"
             )
 
+    async def get_json(self, key: str) -> bytes | None:
+        """The value as its stored JSON text (compact, as `json.dumps` wrote it), or None."""
+        raw: bytes | None = await self._scripts.get(keys=[self.ctx_key], args=[check_text(key, "key", 256)])
+        return raw
+
     async def get(self, key: str) -> Any | None:
-        raw = await self._scripts.get(keys=[self.ctx_key], args=[check_text(key, "key", 256)])
+        raw = await self.get_json(key)
         return None if raw is None else json.loads(raw)
 
     async def delete(self, key: str) -> bool:
         return bool(await self._redis.hdel(self.ctx_key, check_text(key, "key", 256)))
 
     async def _push(self, key: str, item: dict[str, Any], cap: int) -> None:
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.lpush(key, _dumps(item))
-            pipe.ltrim(key, 0, cap - 1)
-            pipe.pexpire(key, self._ttl_ms(None))
-            await pipe.execute()
+        await self._scripts.push(keys=[key], args=[_dumps(item), cap, self._ttl_ms(None)])
 
     async def add_turn(self, turn: dict[str, Any]) -> None:
         limit = self._settings.working_max_value_bytes // 4  # a char is at most 4 UTF-8 bytes
@@ -195,29 +237,52 @@ class WorkingMemory:
             self.thoughts_key, {"thought": text, "timestamp": timestamp}, self._settings.working_max_thoughts
         )
 
+    async def _newest_json(self, key: str, limit: int) -> list[bytes]:
+        # Bytes: the client does not decode responses (MemoryClients' Redis client).
+        return cast(list[bytes], await self._redis.lrange(key, 0, limit - 1)) if limit > 0 else []
+
+    async def recent_turns_json(self, limit: int = 10) -> list[bytes]:
+        """The newest turns as their stored JSON texts (compact, as `json.dumps` wrote them)."""
+        return await self._newest_json(self.turns_key, limit)
+
+    async def thoughts_json(self, limit: int = 10) -> list[bytes]:
+        """The newest thoughts as their stored JSON texts."""
+        return await self._newest_json(self.thoughts_key, limit)
+
     async def recent_turns(self, limit: int = 10) -> list[dict[str, Any]]:
-        return (
-            [json.loads(x) for x in await self._redis.lrange(self.turns_key, 0, max(0, limit) - 1)] if limit > 0 else []
-        )
+        return _parse_all(await self.recent_turns_json(limit))
 
     async def thoughts(self, limit: int = 10) -> list[dict[str, Any]]:
-        return (
-            [json.loads(x) for x in await self._redis.lrange(self.thoughts_key, 0, max(0, limit) - 1)]
-            if limit > 0
-            else []
-        )
+        return _parse_all(await self.thoughts_json(limit))
 
-    async def snapshot(self, turns: int = 10, thoughts: int = 10) -> dict[str, Any]:
-        """All live context values plus recent turns and thoughts, in one round trip."""
+    async def _snapshot(self, turns: int, thoughts: int) -> tuple[list[bytes], list[bytes], list[bytes]]:
+        """Live context as a flat field/JSON list, recent turns and thoughts as JSON texts."""
         flat, recent, recent_thoughts = await self._scripts.snapshot(
             keys=[self.ctx_key, self.turns_key, self.thoughts_key], args=[max(turns, 0), max(thoughts, 0)]
         )
-        context = {flat[i].decode(): json.loads(flat[i + 1]) for i in range(0, len(flat), 2)}
-        return {
-            "context": context,
-            "recent_turns": [json.loads(x) for x in recent] if turns > 0 else [],
-            "thoughts": [json.loads(x) for x in recent_thoughts] if thoughts > 0 else [],
-        }
+        # LRANGE 0 -1 (a limit of 0) would be the whole list.
+        return flat, recent if turns > 0 else [], recent_thoughts if thoughts > 0 else []
+
+    async def snapshot(self, turns: int = 10, thoughts: int = 10) -> dict[str, Any]:
+        """All live context values plus recent turns and thoughts, in one round trip."""
+        # One parse of the whole document costs less than one per stored value.
+        snapshot: dict[str, Any] = json.loads(await self.snapshot_json(turns, thoughts))
+        return snapshot
+
+    async def snapshot_json(self, turns: int = 10, thoughts: int = 10) -> bytes:
+        """`snapshot()` as compact JSON text, the stored values embedded as they are: the same
+        bytes as `json.dumps(snapshot(), separators=(",", ":"))`."""
+        flat, recent, recent_thoughts = await self._snapshot(turns, thoughts)
+        context = b",".join(json.dumps(flat[i].decode()).encode() + b":" + flat[i + 1] for i in range(0, len(flat), 2))
+        return (
+            b'{"context":{'
+            + context
+            + b'},"recent_turns":['
+            + b",".join(recent)
+            + b'],"thoughts":['
+            + b",".join(recent_thoughts)
+            + b"]}"
+        )
 
     async def clear(self) -> None:
         await self._redis.delete(self.ctx_key, self.turns_key, self.thoughts_key)

@@ -20,6 +20,7 @@ from redis.exceptions import ResponseError
 
 from .. import metrics
 from ..clients import MemoryClients
+from ..errors import SchemaNotMigrated, StoreUnavailable, from_store_exception
 from ..stores.graph import GRAPH_UNAVAILABLE
 from . import jobs
 from .lease import Lease
@@ -30,12 +31,31 @@ PERIODIC_JOBS: dict[str, Callable[[MemoryClients, str | None], Awaitable[object]
     "decay": jobs.decay_salience,
     "archive": jobs.archive_old_conversations,
     "cleanup": jobs.cleanup,
+    "tenant_indexes": jobs.index_large_tenants,
 }
 
 
 _tracer = trace.get_tracer("memory_core.worker")
 # A Redis Stream entry as redis-py returns it: (id, {field: value}).
 StreamEntry = tuple[bytes, dict[bytes, bytes]]
+
+
+# The worker's wait after a failed iteration doubles from the first to the last, so an outage
+# of several minutes costs a few log lines, and the worker resumes within RETRY_MAX_S once it ends.
+RETRY_FIRST_S = 1.0
+RETRY_MAX_S = 30.0
+
+
+def retry_delay(failures: int) -> float:
+    """Seconds to wait after `failures` consecutive failed iterations (1, 2, 4, ... capped)."""
+    return min(RETRY_MAX_S, RETRY_FIRST_S * 2.0 ** min(failures - 1, 16))
+
+
+def store_outage(exc: BaseException) -> StoreUnavailable | SchemaNotMigrated | None:
+    """The store outage (or missing schema) `exc` stands for, or None for anything else (a bug)."""
+    # An OSError the graph driver raises (it wraps few of its socket errors) means Neo4j.
+    mapped = from_store_exception(exc, "neo4j" if isinstance(exc, GRAPH_UNAVAILABLE) else "a store")
+    return mapped if isinstance(mapped, (StoreUnavailable, SchemaNotMigrated)) else None
 
 
 @contextmanager
@@ -54,8 +74,18 @@ def timed(task: str) -> Iterator[None]:
 
 
 class Worker:
-    def __init__(self, clients: MemoryClients, consumer_name: str | None = None, *, only_tenant: str | None = None):
+    def __init__(
+        self,
+        clients: MemoryClients,
+        consumer_name: str | None = None,
+        *,
+        only_tenant: str | None = None,
+        poll_s: float = 0.2,
+    ):
         self.clients = clients
+        # The longest an idle loop waits for a reflection job before replaying the outbox again:
+        # with graph projection left to the worker, the graph lags by about this much.
+        self.poll_s = poll_s
         self.only_tenant = only_tenant  # confine the periodic jobs to one tenant (tests)
         self.settings = clients.settings
         self.consumer = consumer_name or f"{socket.gethostname()}-{os.getpid()}"
@@ -71,9 +101,12 @@ class Worker:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    async def process_reflections(self, block_ms: int = 1000) -> int:
-        """Retry stale pending jobs, then read new ones; returns how many were handled."""
+    async def process_reflections(self, block_ms: int | None = None) -> int:
+        """Retry stale pending jobs, then read new ones; returns how many were handled. The read
+        blocks for `block_ms` (default: half the Redis socket timeout, which a longer block would trip)."""
         s, redis = self.settings, self.clients.redis
+        if block_ms is None:
+            block_ms = max(1, int(s.redis_timeout_s * 500))
         handled = 0
         stale = await redis.xpending_range(
             s.reflection_stream, s.reflection_group, min="-", max="+", count=50, idle=s.job_claim_idle_ms
@@ -149,26 +182,40 @@ class Worker:
         return results
 
     async def run(self) -> None:
-        await self.ensure_group()
         log.info("worker %s started", self.consumer)
+        group_ready = False
+        failures = 0
         while not self.stopping.is_set():
             try:
-                await self.process_reflections()
+                # Inside the loop: a worker started while Redis is down waits for it.
+                if not group_ready:
+                    await self.ensure_group()
+                    group_ready = True
+                await self.process_reflections(block_ms=max(1, int(self.poll_s * 1000)))
                 if not self.stopping.is_set():
                     with timed("outbox_replay"):
                         await jobs.replay_outbox(self.clients, stop=self.stopping)
                 if not self.stopping.is_set():
                     await self.run_periodic()
-            except GRAPH_UNAVAILABLE as exc:
-                log.warning("graph unavailable, retrying shortly: %s", exc)
-                await self._sleep(1.0)
-            except Exception:
-                log.exception("worker iteration failed")
-                await self._sleep(1.0)
+                failures = 0
+            except Exception as exc:
+                failures += 1
+                delay = retry_delay(failures)
+                outage = store_outage(exc)
+                if outage is None:
+                    log.exception("worker iteration failed, retrying in %.0f s", delay)
+                else:
+                    # A known outage: one line per attempt, no traceback (it says nothing new).
+                    log.warning("%s; retrying in %.0f s", outage, delay)
+                await self._sleep(delay)
         try:
             await self.leave_group()
-        except Exception:
-            log.exception("worker %s could not leave the consumer group", self.consumer)
+        except Exception as exc:
+            outage = store_outage(exc)
+            if outage is None:
+                log.exception("worker %s could not leave the consumer group", self.consumer)
+            else:
+                log.warning("worker %s could not leave the consumer group: %s", self.consumer, outage)
         log.info("worker %s stopped", self.consumer)
 
     async def leave_group(self) -> None:

@@ -20,9 +20,9 @@ import uuid
 from typing import Any
 
 from ..clients import MemoryClients
-from ..stores import procedural
+from ..stores import episodic, procedural
 from ..stores.graph import GRAPH_UNAVAILABLE, OutboxRow, apply_rows, project_now, record
-from ..stores.semantic import Caller, insert_item
+from ..stores.semantic import Caller
 from ..stores.sql import vector as sql_vector
 from ..validation import check_id
 
@@ -97,22 +97,15 @@ async def process_reflection(clients: MemoryClients, fields: dict[str, str]) -> 
         elif tools:
             description = f"Use {', '.join(tools)} for {task_type} tasks"
             (strategy_vector,) = await clients.embedder.embed([description])
-            row = await insert_item(
+            row = await procedural.learn_strategy(
                 conn,
                 caller,
-                memory_type="strategy",
-                summary=description,
+                description=description,
+                context_pattern=task_type,
+                tool_sequence=tools,
+                success=success,
                 embedding=strategy_vector,
-                importance=0.5,
-                priority=0,
-                ttl_seconds=None,
                 space=None,
-                attributes={
-                    "context_pattern": task_type,
-                    "tool_sequence": tools,
-                    "success_count": int(success),
-                    "failure_count": int(not success),
-                },
             )
             rows.append(
                 await record(
@@ -122,7 +115,7 @@ async def process_reflection(clients: MemoryClients, fields: dict[str, str]) -> 
                     procedural.strategy_payload(row, strategy_vector, conversation_id, success),
                 )
             )
-    await project_now(clients, rows)
+    await project_now(clients, rows, path="worker")
     return True
 
 
@@ -138,7 +131,8 @@ async def replay_outbox(
         batch = s.outbox_batch if max_rows is None else min(s.outbox_batch, max_rows - applied)
         async with clients.maintenance_transaction() as conn:
             cur = await conn.execute(
-                "SELECT id, tenant_id, event, payload FROM graph_outbox WHERE attempts < %s"
+                "SELECT id, tenant_id, event, payload, extract(epoch FROM created_at)::float8 FROM graph_outbox"
+                " WHERE attempts < %s"
                 " ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED",
                 (s.outbox_max_attempts, batch),
             )
@@ -193,6 +187,14 @@ async def decay_salience(clients: MemoryClients, tenant_id: str | None = None) -
         rows = [await record(conn, t, "salience", {"items": items}) for t, items in by_tenant.items()]
     await _project_maintenance(clients, rows)
     return sum(len(v) for v in by_tenant.values())
+
+
+async def index_large_tenants(clients: MemoryClients, tenant_id: str | None = None) -> list[str]:
+    """A tenant that has grown past episodic.TENANT_INDEX_MIN_TURNS turns gets its own HNSW index,
+    so that its searches stop sharing candidates with every other tenant. One build per run: a
+    build of a large tenant's index takes minutes, and the job's lease must outlast it."""
+    async with clients.pg_pool.connection() as conn:
+        return await episodic.index_large_tenants(conn, only=tenant_id, limit=1)
 
 
 async def archive_old_conversations(clients: MemoryClients, tenant_id: str | None = None) -> int:
@@ -265,4 +267,4 @@ async def cleanup(clients: MemoryClients, tenant_id: str | None = None) -> dict[
 async def _project_maintenance(clients: MemoryClients, rows: list[OutboxRow]) -> None:
     # Rows of several tenants: project per tenant so each delete runs under that tenant.
     for row in rows:
-        await project_now(clients, [row])
+        await project_now(clients, [row], path="worker")

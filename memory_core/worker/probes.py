@@ -13,66 +13,25 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections.abc import Awaitable, Callable, Iterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .. import metrics
 from ..clients import MemoryClients
-from ..service.health import check_stores, readiness
-from ..service.runtime import pool_usage
+from ..health import check_stores, pool_usage, readiness
 from ..settings import Settings
 from .consumer import Worker
 
 log = logging.getLogger(__name__)
 WORKER_REQUIRES = ("redis", "postgres")
-DEFAULT_PORT = 8081
 _REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
-
-
-async def _postgres_ping(clients: MemoryClients, timeout: float) -> None:
-    async with clients.pg_pool.connection(timeout=timeout) as conn:
-        await conn.execute("SELECT 1")
-
-
-async def _redis_ping(clients: MemoryClients, timeout: float) -> None:
-    await clients.redis.ping()
-
-
-async def _neo4j_ping(clients: MemoryClients, timeout: float) -> None:
-    await clients.neo4j.verify_connectivity()
-
-
-# One round trip per store, timed: Neo4j Community has no metrics endpoint, so these timings
-# (with the service's own) are what the dashboards show of it.
-_PINGS: dict[str, Callable[[MemoryClients, float], Awaitable[None]]] = {
-    "redis": _redis_ping,
-    "postgres": _postgres_ping,
-    "neo4j": _neo4j_ping,
-}
-
-
-async def ping_stores(clients: MemoryClients, timeout: float) -> dict[str, bool]:
-    """{store: answered}; each round trip observed as backend operation `ping` of its store."""
-
-    async def ping(store: str) -> tuple[str, bool]:
-        started, outcome = time.perf_counter(), "error"
-        try:
-            await asyncio.wait_for(_PINGS[store](clients, timeout), timeout)
-            outcome = "ok"
-        except Exception:
-            pass
-        metrics.backend_operation_duration.labels(store, "ping", outcome).observe(time.perf_counter() - started)
-        return store, outcome == "ok"
-
-    return dict(await asyncio.gather(*(ping(store) for store in _PINGS)))
 
 
 async def read_backlog(clients: MemoryClients, timeout: float) -> None:
     """Refresh `metrics.worker_gauges`; a store that does not answer leaves its values out."""
     s, gauges = clients.settings, metrics.worker_gauges
-    answered = await ping_stores(clients, timeout)
+    answered = {store: result == "ok" for store, result in (await check_stores(clients, timeout)).items()}
     gauges.store_up = {store: float(ok) for store, ok in answered.items()}
 
     async def redis_backlog() -> None:
@@ -177,15 +136,19 @@ async def serve_worker(settings: Settings, host: str, port: int) -> None:
 
 
 def run_worker(
-    settings: Settings | None = None, host: str = "0.0.0.0", port: int = DEFAULT_PORT, log_level: str = "info"
+    settings: Settings | None = None, host: str = "127.0.0.1", port: int | None = None, log_level: str = "info"
 ) -> None:
-    """The worker's one entry point: JSON logs, OTLP tracing when configured, probes, the loop."""
+    """The worker's one entry point: JSON logs, OTLP tracing when configured, probes, the loop.
+
+    `port` None: the probe port of the settings (MEMORY_WORKER_PROBE_PORT, else its default).
+    """
     from ..telemetry import setup_json_logging, setup_tracing
 
+    settings = settings or Settings()
     setup_json_logging(log_level.upper())
     provider = setup_tracing("memstack-worker")
     try:
-        asyncio.run(serve_worker(settings or Settings(), host, port))
+        asyncio.run(serve_worker(settings, host, settings.worker_probe_port if port is None else port))
     finally:
         if provider is not None:
             provider.shutdown()

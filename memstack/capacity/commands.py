@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -19,12 +18,11 @@ app = typer.Typer(
     help="Capacity planning: measure one pod to its knee, fit, size a Pulumi stack, report.", no_args_is_help=True
 )
 out = Console(width=140)
-CAPACITY_DIR = Path(".memstack/capacity")
 _LOAD = load_runner.LoadOptions()
 
 
 def new_results_dir(results: Path | None) -> Path:
-    return results or CAPACITY_DIR / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    return results or load_runner.new_results_dir("capacity")
 
 
 def latest_with(name: str, given: Path | None) -> Path:
@@ -33,10 +31,11 @@ def latest_with(name: str, given: Path | None) -> Path:
         if not (given / name).exists():
             raise MemstackError(f"no {name} in {given}")
         return given
-    candidates = sorted(p.parent for p in CAPACITY_DIR.glob(f"*/{name}"))
+    capacity_dir = load_runner.results_home("capacity")
+    candidates = sorted(p.parent for p in capacity_dir.glob(f"*/{name}"))
     if not candidates:
         raise MemstackError(
-            f"no {name} under {CAPACITY_DIR}; run `memstack capacity "
+            f"no {name} under {capacity_dir}; run `memstack capacity "
             f"{'measure' if name == 'measure.json' else 'storage'}` first"
         )
     return candidates[-1]
@@ -122,7 +121,9 @@ def measure(
     service_pid: Annotated[
         int | None, typer.Option(help="With --url on this machine: the service's pid, for its CPU")
     ] = None,
-    results: Annotated[Path | None, typer.Option(help="Results directory (default .memstack/capacity/<time>)")] = None,
+    results: Annotated[
+        Path | None, typer.Option(help="Results directory (default $MEMSTACK_HOME/capacity/<time>)")
+    ] = None,
     wm_p99_ms: Annotated[float, typer.Option(help="SLO: working-memory p99 and send lag below this")] = _LOAD.wm_p99_ms,
     max_failure_ratio: Annotated[
         float, typer.Option(help="SLO: failures/requests at most this")
@@ -194,7 +195,7 @@ def storage(
         thoughts=thoughts,
     )
     if results is None:
-        existing = sorted(p.parent for p in CAPACITY_DIR.glob("*/measure.json"))
+        existing = sorted(p.parent for p in load_runner.results_home("capacity").glob("*/measure.json"))
         results = existing[-1] if existing else new_results_dir(None)
     results.mkdir(parents=True, exist_ok=True)
     (results / "storage.json").write_text(json.dumps(result, indent=2))
@@ -212,42 +213,14 @@ def storage(
     out.print(f"results: {results / 'storage.json'}", highlight=False)
 
 
-def _plan(
-    peak_rps,
-    stack,
-    stack_file,
-    profile,
-    target_utilisation,
-    burst,
-    users,
-    turns_per_user_day,
-    facts_per_user_day,
-    active_share,
-    embedding_dim,
-    retention_days,
-    growth_pct_month,
-    measurement,
-    storage_dir,
-):
+def _plan(inputs, stack_file, measurement, storage_dir):
     from memstack.capacity import plan as planner
 
-    inputs = planner.PlanInputs(
-        peak_rps=peak_rps,
-        stack=stack,
-        profile=profile,
-        target_utilisation=target_utilisation,
-        burst=burst,
-        users=users,
-        turns_per_user_day=turns_per_user_day,
-        facts_per_user_day=facts_per_user_day,
-        active_share=active_share,
-        embedding_dim=embedding_dim,
-        retention_days=retention_days,
-        growth_pct_month=growth_pct_month,
-    )
     inputs.check()
-    path = stack_file or planner.stack_file(stack)
+    path = stack_file or planner.stack_file(inputs.stack)
     measure_dir = latest_with("measure.json", measurement)
+    if storage_dir is None and (measure_dir / "storage.json").exists():
+        storage_dir = measure_dir  # `storage` writes beside the newest measurement by default
     storage_path = None
     try:
         storage_path = latest_with("storage.json", storage_dir) / "storage.json"
@@ -285,28 +258,16 @@ def plan(
     growth_pct_month: Annotated[float, typer.Option(help="User growth per month, percent")] = 5.0,
     measurement: Annotated[Path | None, typer.Option(help="Directory with measure.json (default: newest)")] = None,
     storage_dir: Annotated[
-        Path | None, typer.Option("--storage", help="Directory with storage.json (default: newest)")
+        Path | None,
+        typer.Option("--storage", help="Directory with storage.json (default: the measurement's, else newest)"),
     ] = None,
     write: Annotated[bool, typer.Option("--write", help="Update the stack file (default: print the diff)")] = False,
 ) -> None:
     """Pods (N+2), HPA, requests and per-store RAM/disk for a peak; the stack file keys as a diff or written."""
-    planner, path, document, measure_dir, result = _plan(
-        peak_rps,
-        stack,
-        stack_file,
-        profile,
-        target_utilisation,
-        burst,
-        users,
-        turns_per_user_day,
-        facts_per_user_day,
-        active_share,
-        embedding_dim,
-        retention_days,
-        growth_pct_month,
-        measurement,
-        storage_dir,
-    )
+    from memstack.capacity.plan import PlanInputs
+
+    inputs = PlanInputs(**{name: value for name, value in locals().items() if name in PlanInputs.__dataclass_fields__})
+    planner, path, document, measure_dir, result = _plan(inputs, stack_file, measurement, storage_dir)
     table = Table(title=f"capacity plan for {path.name} at {peak_rps:g} req/s peak")
     for column in ("figure", "value", "unit", "source"):
         table.add_column(column, overflow="fold")
@@ -350,9 +311,13 @@ def plan(
 @app.command()
 def report(
     measurement: Annotated[Path | None, typer.Option(help="Directory with measure.json (default: newest)")] = None,
-    benchmarks: Annotated[Path, typer.Option(help="pytest-benchmark summary of benchmarks/")] = Path(
-        ".benchmarks/memory_core.json"
-    ),
+    benchmarks: Annotated[
+        Path | None,
+        typer.Option(
+            help="Results of benchmarks/ (`make bench`, `memstack bench`); default "
+            "$MEMSTACK_HOME/benchmarks/memory_core.json (./.memstack/... without MEMSTACK_HOME), where they write"
+        ),
+    ] = None,
 ) -> None:
     """Write report.html (self-contained) and PNGs beside the measurement."""
     from memstack.capacity import report as reporter
@@ -368,6 +333,6 @@ def report(
         directory,
         measured,
         json.loads(plan_path.read_text()) if plan_path.exists() else None,
-        benchmarks,
+        benchmarks or load_runner.benchmark_results_file(),
     )
     out.print(f"report: {page}", highlight=False)

@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from memstack import load as load_runner
-from memstack.capacity.usl import MIN_POINTS, fit
+from memstack.capacity.usl import fit
 from memstack.errors import MemstackError
 
 STEPS_LOCUSTFILE = load_runner.REPO_ROOT / "loadtests" / "steps.py"
@@ -77,6 +77,7 @@ def check(options: MeasureOptions) -> None:
         raise MemstackError("--steps must be rising numbers above 0, e.g. 1,2,4,8")
     if options.step_by == "users" and any(v != int(v) for v in options.steps):
         raise MemstackError("--steps of users must be whole numbers")
+    load_runner.require_finite(step_s=options.step_s, step_warmup_s=options.step_warmup_s)
     if options.step_s <= options.step_warmup_s or options.step_warmup_s < 0:
         raise MemstackError("--step-s must be longer than --step-warmup-s, which must be 0 or more")
     load_runner.check_options(options.load)
@@ -138,11 +139,11 @@ def analyse(steps: list[dict], step_by: str) -> dict:
         "fit": None,
     }
     usable = [s for s in steps if s["concurrency"] and s["concurrency"] > 0]
-    if len(usable) >= MIN_POINTS:
+    try:
         model = fit([s["concurrency"] for s in usable], [s["achieved_rps"] for s in usable])
         result["fit"] = model.as_dict()
-    else:
-        result["fit_skipped"] = f"{len(usable)} steps, a USL fit needs at least {MIN_POINTS}"
+    except MemstackError as exc:
+        result["fit_skipped"] = str(exc)
     return result
 
 
@@ -217,8 +218,7 @@ def write_csv(path: Path, steps: list[dict]) -> None:
 
 def measure(options: MeasureOptions, results: Path, console: Console | None = None) -> dict:
     check(options)
-    results = results.resolve()
-    results.mkdir(parents=True, exist_ok=True)
+    results = load_runner.output_dir(results, "--results")
     options.load.results = results
     report: dict = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -28,6 +28,15 @@ MI = 2**20
 DAYS = (0, 90, 365)
 HORIZON_DAYS = 3650
 DAYS_PER_MONTH = 365.25 / 12
+# pgvector's HNSW index takes vectors of at most 2,000 dimensions (its `vector` type 16,000);
+# the schema indexes every embedding, so no larger dimension can be stored as planned.
+HNSW_MAX_DIMENSIONS = 2000
+# Upper bounds of the inputs: far beyond any deployment, low enough that ten years of growth
+# stay finite numbers.
+MAX_USERS = 10**10
+MAX_ITEMS_PER_USER_DAY = 86_400  # one a second, all day
+MAX_GROWTH_PCT_MONTH = 1000.0
+MAX_RETENTION_DAYS = 100 * 365
 
 
 @dataclass
@@ -51,16 +60,66 @@ class PlanInputs:
     start: date = field(default_factory=date.today)
 
     def check(self) -> None:
-        if not self.peak_rps > 0:
-            raise MemstackError(f"--peak-rps must be above 0, got {self.peak_rps:g}")
-        if not 0 < self.target_utilisation <= 1:
-            raise MemstackError(f"--target-utilisation must be in (0, 1], got {self.target_utilisation:g}")
-        if self.users <= 0 or self.turns_per_user_day < 0 or self.facts_per_user_day < 0 or self.retention_days <= 0:
-            raise MemstackError("--users and --retention-days must be above 0; per-day rates 0 or more")
-        if not 0 < self.active_share <= 1 or self.burst < 1 or self.headroom < 1 or self.growth_pct_month <= -100:
-            raise MemstackError(
-                "--active-share must be in (0, 1], --burst and --headroom at least 1, --growth-pct-month above -100"
-            )
+        """One message per bad option, naming it."""
+        from memstack.load import require_finite
+
+        require_finite(
+            peak_rps=self.peak_rps,
+            target_utilisation=self.target_utilisation,
+            burst=self.burst,
+            turns_per_user_day=self.turns_per_user_day,
+            facts_per_user_day=self.facts_per_user_day,
+            active_share=self.active_share,
+            growth_pct_month=self.growth_pct_month,
+        )
+        dim = self.embedding_dim
+        per_day = f"from 0 to {MAX_ITEMS_PER_USER_DAY:,} (one a second)"
+        rules = (
+            ("--peak-rps", self.peak_rps, self.peak_rps > 0, "above 0"),
+            ("--target-utilisation", self.target_utilisation, 0 < self.target_utilisation <= 1, "in (0, 1]"),
+            ("--burst", self.burst, self.burst >= 1, "at least 1"),
+            ("--users", self.users, self.users > 0, "above 0"),
+            ("--users", self.users, self.users <= MAX_USERS, f"at most {MAX_USERS:,}"),
+            ("--turns-per-user-day", self.turns_per_user_day, self.turns_per_user_day >= 0, "0 or more"),
+            (
+                "--turns-per-user-day",
+                self.turns_per_user_day,
+                self.turns_per_user_day <= MAX_ITEMS_PER_USER_DAY,
+                per_day,
+            ),
+            ("--facts-per-user-day", self.facts_per_user_day, self.facts_per_user_day >= 0, "0 or more"),
+            (
+                "--facts-per-user-day",
+                self.facts_per_user_day,
+                self.facts_per_user_day <= MAX_ITEMS_PER_USER_DAY,
+                per_day,
+            ),
+            ("--active-share", self.active_share, 0 < self.active_share <= 1, "in (0, 1]"),
+            ("--retention-days", self.retention_days, self.retention_days > 0, "above 0"),
+            (
+                "--retention-days",
+                self.retention_days,
+                self.retention_days <= MAX_RETENTION_DAYS,
+                f"at most {MAX_RETENTION_DAYS:,}",
+            ),
+            ("--growth-pct-month", self.growth_pct_month, self.growth_pct_month > -100, "above -100"),
+            (
+                "--growth-pct-month",
+                self.growth_pct_month,
+                self.growth_pct_month <= MAX_GROWTH_PCT_MONTH,
+                f"at most {MAX_GROWTH_PCT_MONTH:g}",
+            ),
+            ("--embedding-dim", dim, dim is None or dim > 0, "above 0"),
+            (
+                "--embedding-dim",
+                dim,
+                dim is None or dim <= HNSW_MAX_DIMENSIONS,
+                f"at most {HNSW_MAX_DIMENSIONS:,} (pgvector's HNSW index limit; every embedding is indexed)",
+            ),
+        )
+        for option, value, valid, rule in rules:
+            if not valid:
+                raise MemstackError(f"{option} must be {rule}, got {value:g}")
 
 
 def stack_file(stack: str, root: Path = REPO_ROOT) -> Path:
@@ -113,6 +172,7 @@ SECTIONS = {
     "postgres": ("postgres", "Postgres"),
     "neo4j": ("neo4j", "Neo4j"),
     "redis": ("redis", "Redis"),
+    "quota": ("quota", "Quota"),
 }
 
 
@@ -253,6 +313,20 @@ def plan(
     inputs: PlanInputs, measurement: dict, storage: dict | None, document, measure_dir: str = "", storage_dir: str = ""
 ) -> dict:
     inputs.check()
+    try:
+        return _plan(inputs, measurement, storage, document, measure_dir, storage_dir)
+    except OverflowError:
+        # Inputs within their bounds whose product still leaves the floats: one line, not a traceback.
+        raise MemstackError(
+            f"the plan overflows at --peak-rps {inputs.peak_rps:g}, --users {inputs.users:g}, --growth-pct-month "
+            f"{inputs.growth_pct_month:g}, --turns-per-user-day {inputs.turns_per_user_day:g}, --facts-per-user-day "
+            f"{inputs.facts_per_user_day:g}; lower them"
+        ) from None
+
+
+def _plan(
+    inputs: PlanInputs, measurement: dict, storage: dict | None, document, measure_dir: str, storage_dir: str
+) -> dict:
     config = stack_config(document)
     figures: list[dict] = []
     profile = measurement["profiles"].get(inputs.profile)
@@ -267,6 +341,11 @@ def plan(
     usable = per_pod * inputs.target_utilisation
     pods = math.ceil(inputs.peak_rps / usable) + 2
     hpa_max = max(pods, math.ceil(inputs.peak_rps * inputs.burst / usable) + 2)
+    if hpa_max > config.quota.pods:
+        raise MemstackError(
+            f"the plan needs {hpa_max} memory-service pods at {inputs.burst:g} x {inputs.peak_rps:g} req/s, more than "
+            f"the stack's pod quota (memstack:quota.pods = {config.quota.pods}); lower --peak-rps or raise the quota"
+        )
     _figure(figures, "per-pod throughput at the SLO", round(per_pod, 1), "req/s", msrc)
     _figure(
         figures,

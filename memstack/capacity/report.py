@@ -124,13 +124,20 @@ def plot_storage(plan: dict, path: Path) -> Path:
     return _save(fig, ax, path, "Storage growth per store against the stack's volume sizes", "days from today", "GiB")
 
 
+# The processes whose CPU per request the service-efficiency benchmark reads, in table order.
+CPU_PROCESSES = ("service", "floor", "redis", "postgres", "neo4j", "locust")
+
+
 def benchmark_rows(results: Path) -> list[dict]:
-    """One row per benchmark of `.benchmarks/memory_core.json`, with its target verdict."""
+    """One row per benchmark of the benchmarks' results file, with its target verdict; a run of
+    the service-efficiency benchmark also carries its CPU per request by process (us) and its
+    ratios to the floor app and to Redis."""
     if not results.exists():
         return []
     rows = []
     for section, entries in json.loads(results.read_text()).items():
         for name, values in entries.items():
+            cpu = {p: values[f"cpu_{p}_us"] for p in CPU_PROCESSES if values.get(f"cpu_{p}_us") is not None}
             rows.append(
                 {
                     "section": section,
@@ -140,9 +147,34 @@ def benchmark_rows(results: Path) -> list[dict]:
                     "p99_ms": values.get("p99_ms"),
                     "target": values.get("target"),
                     "passed": values.get("passed"),
+                    "achieved_rps": values.get("achieved_rps"),
+                    "cpu_us_per_request": cpu,
+                    "ratio_to_floor": values.get("cpu_ratio_to_floor"),
+                    "ratio_to_redis": values.get("cpu_ratio_to_redis"),
                 }
             )
     return rows
+
+
+def _cpu_table(bench: list[dict]) -> str:
+    """CPU per request by process, and the ratios, of the rows that measured CPU."""
+    measured = [b for b in bench if b["cpu_us_per_request"]]
+    if not measured:
+        return ""
+    return "<h3>CPU per request (us), by process</h3>" + _table(
+        ["suite", "benchmark", "req/s", *CPU_PROCESSES, "to floor", "to Redis"],
+        [
+            [
+                b["section"],
+                b["name"],
+                b["achieved_rps"],
+                *(b["cpu_us_per_request"].get(p) for p in CPU_PROCESSES),
+                b["ratio_to_floor"],
+                b["ratio_to_redis"],
+            ]
+            for b in measured
+        ],
+    )
 
 
 def _png(path: Path) -> str:
@@ -277,6 +309,7 @@ def write(directory: Path, measurement: dict, plan: dict | None, benchmarks: Pat
                     for b in bench
                 ],
             )
+            + _cpu_table(bench)
             if bench
             else f"<p>no results in {html.escape(str(benchmarks))}: run <code>make bench</code></p>"
         )

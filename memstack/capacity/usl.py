@@ -17,6 +17,7 @@ from scipy.optimize import least_squares
 from memstack.errors import MemstackError
 
 MIN_POINTS = 6
+MIN_LEVELS = 3
 # Below this the coherency cost is zero as far as floating point tells: the curve only levels off
 # (at λ/σ), and its "peak" would be a meaningless astronomical N.
 NEGLIGIBLE_KAPPA = 1e-12
@@ -88,6 +89,11 @@ def fit(concurrency, throughput) -> UslModel:
         raise MemstackError(f"a USL fit needs at least {MIN_POINTS} steps, got {len(n)}")
     if not (np.all(np.isfinite(n)) and np.all(np.isfinite(x))) or np.any(n <= 0) or np.any(x < 0):
         raise MemstackError("a USL fit needs concurrency > 0 and throughput >= 0 in every step")
+    # Three parameters: fewer distinct levels leave the curve undetermined, and the solver
+    # would return its starting point as if it were a fit.
+    levels = len(np.unique(n))
+    if levels < MIN_LEVELS:
+        raise MemstackError(f"a USL fit needs at least {MIN_LEVELS} distinct concurrency levels, got {levels}")
     lam0 = float(np.max(x / n))
     if lam0 <= 0:
         raise MemstackError("a USL fit needs some throughput above 0")

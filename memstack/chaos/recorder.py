@@ -15,7 +15,8 @@ _writer = csv.writer(_file) if _file else None
 
 @events.request.add_listener
 def _record(request_type, name, response_time, response_length, response=None, exception=None, start_time=None, **_):
-    if _writer is None:
+    # Locust still reports requests that end while it is quitting, after _close below ran.
+    if _writer is None or _file.closed:
         return
     status = getattr(response, "status_code", 0) or 0
     body = ""

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from memstack.errors import MemstackError
+from memstack.load import results_home
 
 IMAGES_ENV = "MEMSTACK_IMAGES"
 SOURCES = ("official", "local")
@@ -28,7 +29,16 @@ MIRROR = "http://deb.debian.org/debian"
 DOCKERFILES = Path(__file__).resolve().parent / "dockerfiles"
 REPO = Path(__file__).resolve().parents[2]
 # What the repository's Dockerfile copies (its .dockerignore lets only these through).
-SERVICE_INPUTS = ("Dockerfile", ".dockerignore", "pyproject.toml", "README.md", "memory_core", "memstack")
+SERVICE_INPUTS = (
+    "Dockerfile",
+    ".dockerignore",
+    "pyproject.toml",
+    "requirements.lock",
+    "README.md",
+    "memory_core",
+    "memstack",
+    "loadtests",
+)
 # Which local image runs each service of the stack (the exporters ship with Prometheus).
 SERVICE_IMAGES = {
     "redis": "redis",
@@ -48,6 +58,15 @@ def image_source(choice: str | None = None) -> str:
             f"unknown image source {source!r}: choose one of {', '.join(SOURCES)} (option --images or ${IMAGES_ENV})"
         )
     return source
+
+
+def stack_image_source(home: Path) -> str:
+    """The image source of the stack in `home`: $MEMSTACK_IMAGES when set, else the one the stack
+    was made with (`memstack up --images`, recorded in its state), else official."""
+    from memstack.local.state import load
+
+    state = load(home)
+    return image_source(os.environ.get(IMAGES_ENV) or (state.images if state else None))
 
 
 def tag(name: str) -> str:
@@ -157,7 +176,7 @@ class ImageBuilder:
 
     def __init__(self, client=None, *, log_dir: Path | None = None, echo: Callable[[str], None] = print) -> None:
         self.client = client or docker_client()
-        self.log_dir = log_dir or Path(tempfile.gettempdir()) / "memstack-images"
+        self.log_dir = log_dir or results_home("images")
         self.echo = echo
 
     def _current(self, name: str, key: str) -> str | None:

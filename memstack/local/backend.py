@@ -123,6 +123,20 @@ def register_backend(name: str, factory: Callable[..., Backend], *, runs_service
     _BACKENDS[name] = _Registered(factory, runs_services)
 
 
+def _no_recorded_backend(home: Path | None) -> str | None:
+    return None
+
+
+# The backend whose stack a home holds, as its state file records it. Registered by the package
+# (`memstack.local`), which may import the state module: this interface imports no part of it.
+_recorded_backend: Callable[[Path | None], str | None] = _no_recorded_backend
+
+
+def register_recorded_backend(lookup: Callable[[Path | None], str | None]) -> None:
+    global _recorded_backend
+    _recorded_backend = lookup
+
+
 def get_backend(
     name: str | None = None,
     *,
@@ -130,8 +144,9 @@ def get_backend(
     appendfsync: str | None = None,
     ports: dict[str, int] | None = None,
 ) -> Backend:
-    """The backend named by `name`, else $MEMSTACK_BACKEND, else `process`."""
-    chosen = name or os.environ.get(BACKEND_ENV) or "process"
+    """The backend named by `name`, else $MEMSTACK_BACKEND, else the one whose stack the home
+    holds, else `process`."""
+    chosen = name or os.environ.get(BACKEND_ENV) or _recorded_backend(home) or "process"
     entry = _BACKENDS.get(chosen)
     if entry is None:
         raise MemstackError(f"unknown backend {chosen!r}: choose one of {', '.join(BACKENDS)}")

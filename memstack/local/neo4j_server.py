@@ -17,8 +17,22 @@ from memstack.local.service import ContainerSpec, LocalService
 LAUNCHER_ENV = "MEMSTACK_NEO4J_LAUNCHER"
 USER = "neo4j"
 # Heap for the embedded DBMS; its page cache is set inside the launcher.
+# C1 only (TieredStopAtLevel=1): at the projection's few dozen statements a second, C2's
+# compilations do not pay off within a run of minutes. On two cores a fresh JVM spent more
+# CPU in C2 compiler threads than in Bolt workers: 36.6 ms of CPU per projected row in its
+# first 40 s, 21 ms in the next 40 s; C1 only: 12.7 and 6.0 ms. Warm, a projection
+# transaction costs about 3 ms and a row 0.25 ms (benchmarks/test_bench_projection.py); a
+# fresh JVM still spends about 2x that in its first minute of load (interpreter, planning).
+# Serial GC: one thread, no concurrent ones; GC was under 1% of Neo4j's CPU either way.
 # -UsePerfData: no /tmp/hsperfdata file left behind by a SIGKILL drill.
-JVM_OPTIONS = ("-Xms256m", "-Xmx1g", "-XX:+UseG1GC", "-XX:+ExitOnOutOfMemoryError", "-XX:-UsePerfData")
+JVM_OPTIONS = (
+    "-Xms256m",
+    "-Xmx1g",
+    "-XX:+UseSerialGC",
+    "-XX:TieredStopAtLevel=1",
+    "-XX:+ExitOnOutOfMemoryError",
+    "-XX:-UsePerfData",
+)
 
 
 def probe(uri: str, user: str, password: str) -> bool:
@@ -46,7 +60,12 @@ class Neo4jServer(LocalService):
         return launcher_dir() / "target"
 
     def _built(self) -> bool:
-        return (self.target / "neo4j-local.jar").exists() and (self.target / "lib").is_dir()
+        """Built, and not older than its sources: a checkout that changes the launcher rebuilds it."""
+        jar = self.target / "neo4j-local.jar"
+        if not jar.exists() or not (self.target / "lib").is_dir():
+            return False
+        sources = [launcher_dir() / "pom.xml", *(launcher_dir() / "src").rglob("*.java")]
+        return all(source.stat().st_mtime <= jar.stat().st_mtime for source in sources if source.exists())
 
     def check_prerequisites(self) -> None:
         if shutil.which("java") is None:
@@ -107,6 +126,11 @@ class Neo4jServer(LocalService):
                 "NEO4J_AUTH": f"{USER}/{self.credentials.neo4j_password}",
                 "NEO4J_server_memory_pagecache_size": "256m",
                 "NEO4J_server_memory_heap_max__size": "1g",
+                # As the launcher sets it (see MIN_REPLAN_INTERVAL in Neo4jLocal.java).
+                "NEO4J_dbms_cypher_min__replan__interval": "2m",
+                # The local image's entrypoint starts the launcher with these (the official
+                # image reads the two settings above instead).
+                "NEO4J_JVM_OPTIONS": " ".join(JVM_OPTIONS),
             },
         )
 

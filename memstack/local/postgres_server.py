@@ -44,6 +44,30 @@ ARCHIVE_TIMEOUT_S = 2
 LEGACY_ARCHIVE_TIMEOUT_S = 60
 
 
+# The buffer pool's size bounds (MB): Postgres' default at the low end; at the high end, a pool
+# past which the kernel's cache serves as well.
+SHARED_BUFFERS_MB_RANGE = (128, 8192)
+# Sets the buffer pool's size (MB) instead, for a machine shared with other servers.
+SHARED_BUFFERS_ENV = "MEMSTACK_POSTGRES_SHARED_BUFFERS_MB"
+
+# Inside a container (the containers backend): the data dir, in the image's volume, and where
+# the host's WAL archive is mounted. The data dir is a sub-directory of the volume, as the
+# official image recommends, and as the local image's entrypoint does.
+CONTAINER_DATA = "/var/lib/postgresql/data"
+CONTAINER_PGDATA = CONTAINER_DATA + "/pgdata"
+CONTAINER_WAL_DIR = "/var/lib/postgresql/wal-archive"
+CONTAINER_HBA = "/etc/memstack/pg_hba.conf"
+# Password logins from the stack network and the host (its published port arrives from the
+# bridge's gateway), for replication too: `memstack backup` runs the host's pg_basebackup
+# against the published port. Neither image's own pg_hba.conf lets replication in from there.
+CONTAINER_HBA_RULES = """\
+host all all 0.0.0.0/0 scram-sha-256
+host all all ::/0 scram-sha-256
+host replication all 0.0.0.0/0 scram-sha-256
+host replication all ::/0 scram-sha-256
+"""
+
+
 def default_wal_dir(home: Path) -> Path:
     return home / "backups" / "wal"
 
@@ -51,11 +75,69 @@ def default_wal_dir(home: Path) -> Path:
 def archive_command(wal_dir: Path) -> str:
     """Copy a finished segment into the archive: atomically (temp file, sync, rename), and
     idempotently (a segment already archived with the same bytes counts as done, a different
-    one is an error, as the Postgres documentation asks)."""
+    one is an error, as the Postgres documentation asks). Group-readable: the archive directory's
+    group is the operator's when a container's user writes it."""
     d = shlex.quote(str(wal_dir))
     return (
-        f"if [ -f {d}/%f ]; then cmp -s %p {d}/%f; else cp %p {d}/%f.tmp && sync {d}/%f.tmp && mv {d}/%f.tmp {d}/%f; fi"
+        f"if [ -f {d}/%f ]; then cmp -s %p {d}/%f; else cp %p {d}/%f.tmp && chmod 640 {d}/%f.tmp"
+        f" && sync {d}/%f.tmp && mv {d}/%f.tmp {d}/%f; fi"
     )
+
+
+def archive_settings(wal_dir: Path, timeout_s: int) -> list[str]:
+    """The server options that archive every WAL segment into `wal_dir`, one at least every
+    `timeout_s` seconds."""
+    return [
+        "-c",
+        "archive_mode=on",
+        "-c",
+        f"archive_command={archive_command(wal_dir)}",
+        "-c",
+        f"archive_timeout={timeout_s}s",
+    ]
+
+
+def machine_memory_bytes() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def tuned_parameters(memory_mb: int, shared_buffers_mb: int | None = None) -> dict[str, str]:
+    """Memory and planner settings for a server with `memory_mb` of memory, the same for the
+    local stack and for the Kubernetes cluster (sized there to the pod's memory limit). The
+    buffer pool takes a quarter of the memory, as the Postgres documentation advises for a
+    dedicated server, within SHARED_BUFFERS_MB_RANGE: at 1M turns the HNSW index and the table
+    are about 2 GB each, and a pool smaller than them turns every vector search into reads
+    through the kernel. Pages are only allocated when used."""
+    low, high = SHARED_BUFFERS_MB_RANGE
+    if shared_buffers_mb is None:
+        shared_buffers_mb = min(high, max(low, memory_mb // 4))
+    return {
+        "shared_buffers": f"{shared_buffers_mb}MB",
+        # What the planner may assume the buffer pool and the kernel's cache hold together.
+        "effective_cache_size": f"{max(shared_buffers_mb, memory_mb * 3 // 4)}MB",
+        # The data is in memory or on an SSD: a random read costs about what a sequential one does,
+        # so index scans (the tenant's rows, the HNSW index) are not priced out by sequential scans.
+        "random_page_cost": "1.1",
+        # JIT compiles a plan for tens of milliseconds when its estimated cost is high, as the
+        # exact search of a large tenant's rows is; the queries here are short, so it never pays.
+        "jit": "off",
+    }
+
+
+def server_settings(memory_bytes: int | None = None) -> list[str]:
+    """The local server's options, for both backends (a container's options come after its
+    image's defaults, so these win): `tuned_parameters` for the machine's memory, or with the
+    buffer pool $MEMSTACK_POSTGRES_SHARED_BUFFERS_MB sets."""
+    memory_mb = (memory_bytes if memory_bytes is not None else machine_memory_bytes()) // (1024 * 1024)
+    low, _ = SHARED_BUFFERS_MB_RANGE
+    chosen = os.environ.get(SHARED_BUFFERS_ENV)
+    if chosen is not None and (not chosen.isdigit() or int(chosen) < low):
+        raise MemstackError(f"{SHARED_BUFFERS_ENV} must be a whole number of MB, at least {low}, not {chosen!r}")
+    settings = {
+        **tuned_parameters(memory_mb, int(chosen) if chosen is not None else None),
+        "max_connections": "200",
+    }
+    return [arg for name, value in settings.items() for arg in ("-c", f"{name}={value}")]
 
 
 def restore_command(wal_dir: Path) -> str:
@@ -216,7 +298,7 @@ class PostgresServer(LocalService):
             return
         # The log directory is shared with other services; the postgres user only writes its own file.
         self.log.parent.mkdir(parents=True, exist_ok=True)
-        self.log.touch()
+        self.log.touch(mode=0o600)
         pwfile = self.data_dir.resolve() / "initdb.pw"
         fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
@@ -261,19 +343,11 @@ class PostgresServer(LocalService):
                 # No Unix socket: every client, tests included, goes through TCP and a password.
                 "-c",
                 "unix_socket_directories=",
-                "-c",
-                "shared_buffers=256MB",
-                "-c",
-                "max_connections=200",
+                *server_settings(),
                 "-c",
                 "logging_collector=off",
                 # WAL archiving, for point-in-time recovery from a base backup (memstack backup).
-                "-c",
-                "archive_mode=on",
-                "-c",
-                f"archive_command={archive_command(self.wal_dir)}",
-                "-c",
-                f"archive_timeout={self.archive_timeout_s()}s",
+                *archive_settings(self.wal_dir, self.archive_timeout_s()),
             ],
             log=self.log,
             cwd=self.data_dir,
@@ -297,10 +371,30 @@ class PostgresServer(LocalService):
         return ContainerSpec(
             image="pgvector/pgvector:pg16",
             port=5432,
-            data_path="/var/lib/postgresql/data",
+            data_path=CONTAINER_DATA,
             env={
                 "POSTGRES_USER": ADMIN_ROLE,
                 "POSTGRES_PASSWORD": self.credentials.postgres_admin_password,
                 "POSTGRES_DB": "postgres",
+                # The official image reads these; the local image's entrypoint does the same.
+                "PGDATA": CONTAINER_PGDATA,
+                "POSTGRES_INITDB_ARGS": f"--wal-segsize={WAL_SEGMENT_MB}",
             },
+            # Both images' entrypoints pass options on to the server.
+            command=[
+                *server_settings(),
+                *archive_settings(Path(CONTAINER_WAL_DIR), ARCHIVE_TIMEOUT_S),
+                "-c",
+                f"hba_file={CONTAINER_HBA}",
+            ],
+            files={str(self._container_hba()): CONTAINER_HBA},
+            # The archive on the host, outside the volume: losing the volume does not lose it.
+            writable={str(self.wal_dir.resolve()): CONTAINER_WAL_DIR},
         )
+
+    def _container_hba(self) -> Path:
+        path = self.home / "postgres-container" / "pg_hba.conf"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(CONTAINER_HBA_RULES)
+        path.chmod(0o644)
+        return path

@@ -40,6 +40,18 @@ _PORT_TAKEN = re.compile(r"address already in use|BindException|could not bind|p
 _START_ATTEMPTS = 3
 
 
+def _writable_dir(path: Path) -> Path:
+    """`path`, created if missing, when this user can write there: checked before it is saved as
+    the WAL archive, since every later start of Postgres in this home would fail on it."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MemstackError(f"WAL archive {path}: {exc.strerror or exc}; pick another with --wal-dir") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise MemstackError(f"WAL archive {path}: not writable; pick another with --wal-dir")
+    return path
+
+
 class ProcessBackend:
     name = "process"
 
@@ -61,11 +73,15 @@ class ProcessBackend:
         with open(self.home / ".lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             state = load(self.home) or StackState(backend=self.name)
-            if state.backend != self.name:
-                raise MemstackError(
-                    f"{self.home} holds a {state.backend!r} stack; run `memstack down --backend {state.backend}` or use another MEMSTACK_HOME"
-                )
+            self._check_backend(state)
             yield state
+
+    def _check_backend(self, state: StackState) -> None:
+        """A home holds one backend's stack: another backend must not start, stop or report on it."""
+        if state.backend != self.name:
+            raise MemstackError(
+                f"{self.home} holds a {state.backend!r} stack; run `memstack down --backend {state.backend}` or use another MEMSTACK_HOME"
+            )
 
     def _service(self, name: str, state: StackState) -> LocalService:
         service = SERVICE_TYPES[name](self.home, state.credentials, appendfsync=state.appendfsync)
@@ -178,7 +194,15 @@ class ProcessBackend:
                     raise MemstackError(
                         f"postgres is running and archives its WAL to {archiving_to}; run `memstack down` before moving it"
                     )
-                state.wal_dir = str(Path(wal_dir).resolve())
+                state.wal_dir = str(_writable_dir(Path(wal_dir).resolve()))
+            # Refused rather than restarted: a restart would drop every client of the running
+            # service, and `up` otherwise never stops anything (as for appendfsync and the WAL above).
+            for name, pinned in self._ports.items():
+                record = state.services.get(name)
+                if record is not None and record.port != pinned and self._running(record):
+                    raise MemstackError(
+                        f"{name} is running on port {record.port}; run `memstack down` before moving it to {pinned}"
+                    )
             pending = [self._service(n, state) for n in services if not self._running(state.services.get(n))]
             # Every prerequisite is checked before anything starts, so a missing tool leaves nothing half up.
             for service in pending:
@@ -244,6 +268,8 @@ class ProcessBackend:
 
     def _require_running(self) -> StackState:
         state = load(self.home)
+        if state is not None:
+            self._check_backend(state)
         if state is None or not any(self._running(r) for r in state.services.values()):
             raise MemstackError(f"no local stack is running (home {self.home}); start one with `memstack up`")
         return state

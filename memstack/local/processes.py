@@ -77,8 +77,10 @@ class Launch:
 
 def spawn(launch: Launch) -> subprocess.Popen:
     launch.log.parent.mkdir(parents=True, exist_ok=True)
-    with open(launch.log, "ab") as log:
+    with open(os.open(launch.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as log:
         # A new session keeps the service alive after the CLI exits and out of its Ctrl-C.
+        # umask 077: what the stores write (Redis's AOF and snapshot, Neo4j's store files) holds
+        # every tenant's data, readable by the service's user only.
         return subprocess.Popen(
             list(launch.argv),
             stdin=subprocess.DEVNULL,
@@ -88,6 +90,7 @@ def spawn(launch: Launch) -> subprocess.Popen:
             cwd=launch.cwd,
             user=launch.user,
             start_new_session=True,
+            umask=0o077,
         )
 
 

@@ -13,6 +13,11 @@ from memstack.local.processes import Launch
 from memstack.local.service import ContainerSpec, LocalService
 
 APPENDFSYNC_CHOICES = ("everysec", "always")
+# The acknowledged writes a killed Redis may lose, as a span of time, by appendfsync policy.
+# everysec: the fsync runs in a background thread, and while one is still running Redis 7.0
+# postpones the write itself (not only the fsync), for up to 2 s, and answers clients meanwhile;
+# a kill in that window loses what was postponed. always: written and fsynced before the reply.
+LOSS_WINDOW_S = {"everysec": 2.0, "always": 0.0}
 MAXMEMORY = "512mb"
 # A full Redis refuses writes instead of evicting: an acknowledged write is never dropped silently.
 MAXMEMORY_POLICY = "noeviction"
@@ -24,6 +29,17 @@ def aof_archive_dir(home: Path) -> Path:
     so that losing the data dir loses no acknowledged write (the AOF is Redis's log, as the
     archived WAL is Postgres's). Same filesystem as the home: an AOF rewrite renames across."""
     return home / "backups" / "redis-aof"
+
+
+def container_dir(home: Path) -> Path:
+    """The containers backend's Redis working directory, a host directory outside the volume
+    for the same reason, holding the append-only file (AOF_DIRNAME): one mount, since an AOF
+    rewrite renames its temporary file from the working directory into the AOF's."""
+    return home / "backups" / "redis"
+
+
+# Where the containers backend mounts container_dir.
+CONTAINER_DIR = "/var/lib/redis-log"
 
 
 def probe(url: str) -> bool:
@@ -110,8 +126,12 @@ class RedisServer(LocalService):
             data_path="/data",
             command=[
                 "redis-server",
+                "--dir",
+                CONTAINER_DIR,
                 "--appendonly",
                 "yes",
+                "--appenddirname",
+                AOF_DIRNAME,
                 "--appendfsync",
                 self.appendfsync,
                 "--requirepass",
@@ -121,6 +141,8 @@ class RedisServer(LocalService):
                 "--maxmemory-policy",
                 MAXMEMORY_POLICY,
             ],
+            # The append-only file on the host, outside the volume, as with the process backend.
+            writable={str(container_dir(self.home).resolve()): CONTAINER_DIR},
         )
 
     def url(self, port: int) -> str:

@@ -23,6 +23,9 @@ class ContainerSpec:
     command: list[str] | None = None
     # Host files the container reads, mounted read-only: host path -> container path.
     files: dict[str, str] = field(default_factory=dict)
+    # Host directories the container writes, kept outside its data volume (a WAL archive, an
+    # append-only file): host path -> container path. Handed over to the image's user.
+    writable: dict[str, str] = field(default_factory=dict)
 
 
 class LocalService(ABC):

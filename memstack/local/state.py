@@ -79,6 +79,15 @@ def load(home: Path) -> StackState | None:
         ) from None
 
 
+def recorded_backend(home: Path | None) -> str | None:
+    """The backend of the stack `home` (default: $MEMSTACK_HOME) holds, if it holds one."""
+    try:
+        state = load(home or default_home())
+    except MemstackError:
+        return None  # the command that reads the state reports it
+    return state.backend if state else None
+
+
 def save(home: Path, state: StackState) -> None:
     home.mkdir(parents=True, exist_ok=True)
     path = state_path(home)

@@ -24,7 +24,7 @@ from neo4j import GraphDatabase
 
 from memstack.errors import MemstackError
 from memstack.local.neo4j_server import USER as NEO4J_USER
-from memstack.local.postgres_server import ADMIN_ROLE, bin_dir, wal_segment_bytes
+from memstack.local.postgres_server import ADMIN_ROLE, bin_dir
 from memstack.recovery import sets
 from memstack.recovery.stack import LocalStack
 
@@ -47,6 +47,10 @@ def _postgres(stack: LocalStack, dest: Path) -> dict[str, Any]:
             if conn.execute("SELECT to_regclass('graph_outbox')").fetchone()[0]
             else 0
         )
+        # In bytes; from the server, whose data dir may be in a container's volume.
+        (segment_bytes,) = conn.execute(
+            "SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'"
+        ).fetchone()
     started = time.monotonic()
     result = subprocess.run(
         [
@@ -84,7 +88,7 @@ def _postgres(stack: LocalStack, dest: Path) -> dict[str, Any]:
         "consistent_at": consistent_at.isoformat(),
         "seconds": round(time.monotonic() - started, 3),
         "wal_dir": str(stack.postgres().wal_dir),
-        "wal_segment_bytes": wal_segment_bytes(stack.postgres().pgdata),
+        "wal_segment_bytes": segment_bytes,
         # Rows committed while the backup ran may or may not be in it: the counts bound it.
         "rows_before": before,
         "rows_after": after,
@@ -111,16 +115,15 @@ def _redis(stack: LocalStack, dest: Path) -> dict[str, Any]:
         if info.get("rdb_last_bgsave_status") != "ok":
             raise MemstackError(f"redis BGSAVE failed (rdb_last_bgsave_status {info.get('rdb_last_bgsave_status')})")
         last_save = client.lastsave()
-        directory = Path(client.config_get("dir")["dir"])
         dbfile = client.config_get("dbfilename")["dbfilename"]
-        aof_dirname = client.config_get("appenddirname")["appenddirname"]
     finally:
         client.close()
     dest.mkdir(parents=True)
-    shutil.copy2(directory / dbfile, dest / "dump.rdb")
+    stack.runtime.copy_redis_snapshot(dbfile, dest / "dump.rdb")
     # The AOF as it stands after the snapshot: its last command may be cut short by a write
-    # under way, which Redis tolerates at the end of an AOF (aof-load-truncated).
-    shutil.copytree(directory / aof_dirname, dest / "appendonly")
+    # under way, which Redis tolerates at the end of an AOF (aof-load-truncated). Both
+    # backends keep it in a host directory outside the data dir.
+    shutil.copytree(stack.runtime.live_aof_dir(), dest / "appendonly")
     check = subprocess.run(["redis-check-rdb", str(dest / "dump.rdb")], capture_output=True, text=True)
     keys = _KEYS_READ.search(check.stdout)
     if check.returncode != 0 or keys is None:

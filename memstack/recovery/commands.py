@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -39,11 +40,13 @@ def backup(
     """Take a backup set of the running stack, online; the last line printed is its id."""
     if ctx.invoked_subcommand is not None:
         return
+    from memstack.load import output_dir
     from memstack.recovery.backup import backup as take
 
     stack = LocalStack.at()
+    sets_dir = output_dir(to, "--to") if to else None
     with stack.exclusive():
-        manifest = take(stack, to.resolve() if to else None)
+        manifest = take(stack, sets_dir)
     pg, rd, neo = manifest["postgres"], manifest["redis"], manifest["neo4j"]
     out.print(
         f"postgres: base backup {pg['start_lsn']}..{pg['stop_lsn']} (timeline {pg['timeline']}) in {pg['seconds']:.1f} s"
@@ -57,11 +60,24 @@ def backup(
 @backup_app.command("list")
 def backup_list(dir: DirOption = None) -> None:
     """The backup sets, oldest first."""
+    if dir is not None and not dir.is_dir():
+        raise MemstackError(f"--dir {dir}: no such directory")
     stack = LocalStack.at()
-    table = Table(title=f"backup sets in {dir or sets.default_sets_dir(stack.home)}")
+    sets_dir = dir or sets.default_sets_dir(stack.home)
+    table = Table(title=f"backup sets in {sets_dir}")
     for column in ("id", "finished", "size", "postgres stop LSN", "redis keys", "seconds"):
         table.add_column(column)
-    for m in sets.all_sets(dir or sets.default_sets_dir(stack.home)):
+    children = sorted(sets_dir.iterdir()) if sets_dir.is_dir() else []
+    for child in children:
+        if child.name.endswith(".partial") or not (child / sets.MANIFEST).is_file():
+            continue
+        try:
+            m = sets.load(sets_dir, child.name)
+        except MemstackError as exc:
+            # Listed, not skipped: a set that cannot be read is one an operator must know of.
+            table.add_row(child.name, "UNREADABLE", "-", "-", "-", "-")
+            print(f"memstack: warning: {exc}", file=sys.stderr)
+            continue
         table.add_row(
             m["id"],
             m["finished_at"],
@@ -124,7 +140,7 @@ def restore(
     with stack.exclusive():
         report = run(stack, backup_id, to_time=target, force=force, sets_dir=dir)
     for name, path in report["moved_aside"].items():
-        out.print(f"{name}: damaged data moved aside to {path}")
+        out.print(f"{name}: data moved aside to {path}")
     neo = report["neo4j"]
     out.print(
         f"postgres: recovered to {report['to_time'] or 'the end of the WAL archive'} "
@@ -132,18 +148,30 @@ def restore(
     )
     out.print(f"redis: from its {'append-only file' if report['redis']['from'] == 'aof' else 'snapshot in the set'}")
     out.print(f"neo4j: rebuilt from Postgres, {sum(neo['events'].values())} events in {neo['seconds']:.1f} s")
+    if report.get("restarted"):
+        out.print(f"restarted: {', '.join(report['restarted'])}")
+    out.print("serving after: " + ", ".join(f"{name} {s:.1f} s" for name, s in report["ready_s"].items()))
     print(f"restored from {backup_id} in {report['seconds']:.1f} s")
 
 
 def drill(
-    writes: Annotated[int, typer.Option(min=10, help="Writes per round (turns, facts, working-memory keys)")] = 3000,
+    writes: Annotated[
+        int,
+        typer.Option(
+            min=10,
+            help="Writes per round, at least (turns, facts, working-memory keys; writing goes on until the backup ends)",
+        ),
+    ] = 3000,
     rounds: Annotated[int, typer.Option(min=1, help="Rounds; each after the first starts from the restored stack")] = 2,
     concurrency: Annotated[int, typer.Option(min=1, help="Writers in flight at once")] = 16,
     json_file: Annotated[Path | None, typer.Option("--json", help="Write the results here as JSON")] = None,
 ) -> None:
     """Write through the service, back up mid-stream, destroy every store, restore, reconcile."""
+    from memstack.load import check_output_file
     from memstack.recovery.drill import DrillOptions, print_results, run
 
+    if json_file:
+        check_output_file(json_file, "--json")
     stack = LocalStack.at()
     with stack.exclusive():
         results = run(stack, DrillOptions(writes=writes, rounds=rounds, concurrency=concurrency))

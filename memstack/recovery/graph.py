@@ -1,7 +1,12 @@
 """Rebuild the Neo4j projection from Postgres, the source of truth.
 
 Every row that Postgres holds becomes the outbox event that would have projected it, applied
-with memory_core's own statements (`memory_core.stores.graph`), batched. All events carry, as their
+with memory_core's own statements (`memory_core.stores.graph`), batched. Turns, the bulk of
+any graph, go set-wise instead (_TURN_* below): memory_core's per-turn statement looks up its
+neighbours by position once per turn, which made the rebuild of 100k turns take minutes; here
+users and conversations are merged once per batch and the FOLLOWED_BY chain is joined in
+Postgres and merged by id, for the same nodes, relationships and properties (a test compares
+the two graphs property by property). All events carry, as their
 version, the outbox position read in the same snapshot, so that outbox rows still pending
 from before it (already reflected in the rows) can change nothing and are dropped, and newer
 ones win. One known gap: which conversations a strategy succeeded or failed in is not kept
@@ -12,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import time
 from array import array
 from collections import defaultdict
@@ -26,7 +30,7 @@ from memory_core.stores import graph as projection
 from memstack.local.neo4j_server import USER as NEO4J_USER
 from memstack.recovery.stack import LocalStack
 
-BATCH = 500
+BATCH = 5000
 
 
 def _scope(space: str | None, user_id: str) -> str:
@@ -180,19 +184,11 @@ def _payload(event: str, r: tuple) -> tuple[str, dict[str, Any]]:
     return t, {"conversation_ids": conversation_ids}
 
 
-def unwound(statement: str) -> str:
-    """One of memory_core's per-event statements, run once per element of `$rows`: each
-    `$param` becomes `row.param`, and every WITH carries `row` along. One round trip per
-    batch instead of per row is what makes a rebuild of 100k turns take minutes, not an hour."""
-    body = re.sub(r"\$(\w+)", r"row.\1", statement)
-    body = re.sub(r"\bWITH (DISTINCT )?", lambda m: f"WITH {m.group(1) or ''}row, ", body)
-    return f"UNWIND $rows AS row CALL {{ WITH row {body} }}"
-
-
 # The statements memory_core projects each event with, keyed by event (relations by type).
-_STATEMENTS = {event: unwound(q) for event, q in projection._QUERIES.items()}
-_RELATIONS = {rel: unwound(q) for rel, q in projection._RELATE.items()}
-_LABELS = {label: unwound(q) for label, q in projection._ENTITY_LABEL.items()}
+# One round trip per batch, not per row, is what makes a rebuild of 100k turns take minutes.
+_STATEMENTS = projection._BATCHED
+_RELATIONS = projection._BATCHED_RELATE
+_LABELS = projection._BATCHED_LABEL
 
 
 def _params(event: str, tenant: str, payload: dict[str, Any], version: int) -> dict[str, Any]:
@@ -229,12 +225,94 @@ async def _apply(driver, event: str, rows: list[dict[str, Any]]) -> None:
         await session.execute_write(write)
 
 
+# Turns, set-wise: the conversations (and users) of a batch once each, in the order memory_core
+# would first have met them (so a conversation's user_id and started_at are its first turn's),
+# then the turns, then, once every turn exists, the FOLLOWED_BY chain.
+_TURN_CONVERSATIONS = """
+UNWIND $rows AS row
+MERGE (u:User {tenant_id: row.tenant_id, id: row.user_id})
+MERGE (c:Conversation {tenant_id: row.tenant_id, id: row.conversation_id})
+  ON CREATE SET c.user_id = row.user_id, c.started_at = datetime(row.timestamp)
+MERGE (u)-[:HAD_CONVERSATION]->(c)
+"""
+_TURN_NODES = """
+UNWIND $rows AS row
+MATCH (c:Conversation {tenant_id: row.tenant_id, id: row.conversation_id})
+MERGE (t:Turn {id: row.turn_id})
+WITH row, c, t WHERE coalesce(t.version, -1) <= row.version
+SET t.version = row.version, t.tenant_id = row.tenant_id, t.conversation_id = row.conversation_id,
+    t.index = row.index, t.role = row.role, t.timestamp = datetime(row.timestamp), t.content_preview = row.preview
+MERGE (c)-[:HAS_TURN]->(t)
+"""
+_TURN_CHAIN = """
+UNWIND $rows AS row
+MATCH (a:Turn {id: row.a})
+MATCH (b:Turn {id: row.b})
+MERGE (a)-[:FOLLOWED_BY]->(b)
+"""
+# Consecutive turns of a conversation (by position, as memory_core links them).
+_TURN_PAIRS = (
+    "SELECT a.turn_id::text, b.turn_id::text FROM conversation_logs a JOIN conversation_logs b"
+    " ON b.tenant_id = a.tenant_id AND b.conversation_id = a.conversation_id AND b.turn_index = a.turn_index + 1"
+)
+
+
+async def _apply_turns(driver, rows: list[dict[str, Any]]) -> None:
+    conversations: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for row in rows:
+        conversations.setdefault((row["tenant_id"], row["user_id"], row["conversation_id"]), row)
+
+    async def write(tx) -> None:
+        await (await tx.run(_TURN_CONVERSATIONS, rows=list(conversations.values()))).consume()
+        await (await tx.run(_TURN_NODES, rows=rows)).consume()
+
+    async with driver.session() as session:
+        await session.execute_write(write)
+
+
+async def _apply_chain(driver, rows: list[dict[str, str]]) -> None:
+    async def write(tx) -> None:
+        await (await tx.run(_TURN_CHAIN, rows=rows)).consume()
+
+    async with driver.session() as session:
+        await session.execute_write(write)
+
+
 async def _batches(conn: psycopg.AsyncConnection, version: int) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+    """(event, rows) in the order a projection applies them; turns' FOLLOWED_BY pairs as the
+    pseudo-event `chain`, after every turn."""
     for event, query in _QUERIES:
         async with conn.cursor(name=f"rebuild_{event}") as cur:
             await cur.execute(query)
             while batch := await cur.fetchmany(BATCH):
                 yield event, [_params(event, *_payload(event, r), version) for r in batch]
+        if event == "turn":
+            async with conn.cursor(name="rebuild_chain") as cur:
+                await cur.execute(_TURN_PAIRS)
+                while batch := await cur.fetchmany(BATCH):
+                    yield "chain", [{"a": a, "b": b} for a, b in batch]
+
+
+async def _prefetched(batches: AsyncIterator[tuple[str, list[dict[str, Any]]]], depth: int = 2):
+    """`batches`, read ahead while the caller writes the previous ones to Neo4j: Postgres and
+    Python's share of the work overlap with Neo4j's."""
+    queue: asyncio.Queue = asyncio.Queue(maxsize=depth)
+
+    async def produce() -> None:
+        try:
+            async for item in batches:
+                await queue.put(item)
+        finally:
+            await queue.put(None)
+
+    task = asyncio.create_task(produce())
+    try:
+        while (item := await queue.get()) is not None:
+            yield item
+        await task
+    finally:
+        if not task.done():
+            task.cancel()
 
 
 async def rebuild(postgres_url: str, neo4j_uri: str, neo4j_user: str, neo4j_password: str) -> dict[str, Any]:
@@ -243,6 +321,8 @@ async def rebuild(postgres_url: str, neo4j_uri: str, neo4j_user: str, neo4j_pass
     with `app.maintenance`), so it runs as the application role too: in a Kubernetes Job."""
     started = time.monotonic()
     applied: dict[str, int] = {}
+    # Per event, the time spent writing to Neo4j (reading Postgres overlaps it).
+    seconds: dict[str, float] = {}
     driver = AsyncGraphDatabase.driver(neo4j_uri, auth=(neo4j_user, neo4j_password), notifications_min_severity="OFF")
     try:
         async with await psycopg.AsyncConnection.connect(postgres_url) as conn:
@@ -251,16 +331,35 @@ async def rebuild(postgres_url: str, neo4j_uri: str, neo4j_user: str, neo4j_pass
                 await conn.execute("SELECT set_config('app.maintenance', 'cross-tenant', true)")
                 cur = await conn.execute("SELECT last_value FROM graph_outbox_id_seq")
                 (version,) = await cur.fetchone()
-                async for event, rows in _batches(conn, version):
-                    await _apply(driver, event, rows)
+                async for event, rows in _prefetched(_batches(conn, version)):
+                    clock = time.monotonic()
+                    if event == "turn":
+                        await _apply_turns(driver, rows)
+                    elif event == "chain":
+                        await _apply_chain(driver, rows)
+                    else:
+                        await _apply(driver, event, rows)
                     applied[event] = applied.get(event, 0) + len(rows)
-                # Pending rows up to the snapshot's position are in the rows just projected.
-                cur = await conn.execute("DELETE FROM graph_outbox WHERE id <= %s", (version,))
+                    seconds[event] = seconds.get(event, 0.0) + time.monotonic() - clock
+                # Pending rows this snapshot sees are in the rows just projected. Deleted after
+                # the snapshot ends, by id: a worker or the service draining the outbox meanwhile
+                # deletes some of them too, which a repeatable-read DELETE would fail on
+                # ("could not serialize access due to concurrent delete"); and a row with a lower
+                # id that committed after the snapshot is not in the graph, so it stays.
+                cur = await conn.execute("SELECT id FROM graph_outbox WHERE id <= %s", (version,))
+                projected = [row[0] for row in await cur.fetchall()]
+            await conn.set_isolation_level(psycopg.IsolationLevel.READ_COMMITTED)
+            async with conn.transaction():
+                await conn.execute("SELECT set_config('app.maintenance', 'cross-tenant', true)")
+                cur = await conn.execute("DELETE FROM graph_outbox WHERE id = ANY(%s)", (projected,))
                 dropped = cur.rowcount
     finally:
         await driver.close()
+    chain = applied.pop("chain", 0)
     return {
         "events": applied,
+        "followed_by": chain,
+        "neo4j_seconds": {k: round(v, 3) for k, v in seconds.items()},
         "outbox_position": version,
         "pending_rows_dropped": dropped,
         "seconds": round(time.monotonic() - started, 3),

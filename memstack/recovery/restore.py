@@ -12,35 +12,22 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
-import signal
-import tarfile
+import subprocess
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-import psycopg
-
 from memory_core.stores.graph import GRAPH_UNAVAILABLE
 from memstack.errors import MemstackError
-from memstack.local.backend import CORE_SERVICES
-from memstack.local.postgres_server import admin_url, chown_tree, restore_command
-from memstack.local.postgres_server import probe as postgres_probe
-from memstack.local.processes import Launch, free_port, port_is_free, spawn, start_time, stop_pid, wait_ready
-from memstack.local.redis_server import aof_archive_dir
+from memstack.local.backend import CORE_SERVICES, OPTIONAL_SERVICES
+from memstack.local.postgres_server import bin_dir
 from memstack.recovery import graph, sets
+from memstack.recovery.runtime import move_dir_aside
 from memstack.recovery.stack import LocalStack
 
 _SEGMENT = re.compile(r"^[0-9A-F]{24}$")
-_RECOVERY_KEYS = (
-    "restore_command",
-    "recovery_target_time",
-    "recovery_target",
-    "recovery_target_action",
-    "recovery_target_timeline",
-)
-RECOVERY_TIMEOUT_S = 3600
 T = TypeVar("T")
 AOF_MANIFEST = "appendonly.aof.manifest"
 AOF_BASE = "appendonly.aof.1.base.rdb"
@@ -59,6 +46,25 @@ def archive_end(wal_dir: Path) -> datetime | None:
     """When the newest archived WAL segment was archived: every commit in the archive is older."""
     times = [p.stat().st_mtime for p in wal_dir.iterdir() if _SEGMENT.match(p.name)] if wal_dir.is_dir() else []
     return datetime.fromtimestamp(max(times), UTC) if times else None
+
+
+_COMMIT = re.compile(r"desc: COMMIT (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?) UTC")
+
+
+def last_archived_commit(wal_dir: Path, look_back: int = 8) -> datetime | None:
+    """The commit time of the newest transaction in the WAL archive (read with pg_waldump from
+    the newest segments): every transaction committed before it is in the archive. A segment's
+    file is written some time after the segment was closed, so its mtime overstates this."""
+    segments = sorted(
+        (p for p in wal_dir.iterdir() if _SEGMENT.match(p.name)) if wal_dir.is_dir() else (),
+        key=lambda p: (p.stat().st_mtime, p.name),
+    )
+    for segment in reversed(segments[-look_back:]):
+        result = subprocess.run([str(bin_dir() / "pg_waldump"), str(segment)], capture_output=True, text=True)
+        commits = _COMMIT.findall(result.stdout)
+        if commits:
+            return datetime.fromisoformat(commits[-1]).replace(tzinfo=UTC)
+    return None
 
 
 def flush_archive(stack: LocalStack, timeout_s: float = 60) -> None:
@@ -84,93 +90,16 @@ def coverage(manifest: dict[str, Any], wal_dir: Path) -> tuple[datetime, datetim
     return start, max(start, end) if end else start
 
 
-def move_aside(path: Path, attic: Path) -> Path | None:
-    """Move a data dir (or, for a symlink, the dir it points to) into the attic."""
-    if not path.exists() and not path.is_symlink():
-        return None
-    attic.mkdir(parents=True, exist_ok=True)
-    target = attic / path.name
-    if path.is_symlink():
-        real = path.resolve()
-        path.unlink()
-        if real.exists():
-            shutil.move(str(real), target)
-    else:
-        shutil.move(str(path), target)
-    return target
-
-
-def _conf_value(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def _set_recovery(pgdata: Path, settings: dict[str, str] | None) -> None:
-    """Write (or, with None, remove) the recovery settings in postgresql.auto.conf."""
-    conf = pgdata / "postgresql.auto.conf"
-    lines = conf.read_text().splitlines() if conf.exists() else []
-    lines = [line for line in lines if line.split("=", 1)[0].strip() not in _RECOVERY_KEYS]
-    lines += [f"{key} = {_conf_value(value)}" for key, value in (settings or {}).items()]
-    conf.write_text("\n".join(lines) + "\n")
-
-
 def _restore_postgres(stack: LocalStack, set_root: Path, target: dict[str, str], wal_source: Path) -> dict[str, Any]:
-    pg = stack.postgres()
     started = time.monotonic()
-    pg.prepare_dirs()
-    pgdata = pg.pgdata
-    pgdata.mkdir(mode=0o700)
-    with tarfile.open(set_root / "postgres" / "base.tar") as tar:
-        tar.extractall(pgdata, filter="fully_trusted")
-    with tarfile.open(set_root / "postgres" / "pg_wal.tar") as tar:
-        tar.extractall(pgdata / "pg_wal", filter="fully_trusted")
-    # A base backup of a restored cluster carries its signal file: start from a clean slate.
-    (pgdata / "standby.signal").unlink(missing_ok=True)
-    (pgdata / "postmaster.pid").unlink(missing_ok=True)
-    _set_recovery(
-        pgdata,
-        {
-            "restore_command": restore_command(wal_source),
-            "recovery_target_action": "promote",
-            "recovery_target_timeline": "latest",
-            **target,
-        },
-    )
-    (pgdata / "recovery.signal").touch()
-    pgdata.chmod(0o700)
-    if pg.run_as:
-        chown_tree(pg.data_dir.resolve(), pg.run_as)
-    record = stack.state().services.get("postgres")
-    port = record.port if record and port_is_free(record.port) else free_port()
-    url = admin_url(port, stack.state().credentials, "postgres")
-    launch = pg.launch(port)
-    # Without hot standby no client gets in before recovery ends: a probe that answers means promoted.
-    recovering = Launch(
-        argv=[*launch.argv, "-c", "hot_standby=off"], log=launch.log, env=launch.env, cwd=launch.cwd, user=launch.user
-    )
-    proc = spawn(recovering)
-    try:
-        wait_ready(
-            "postgres recovery", proc.poll, lambda: postgres_probe(url), timeout=RECOVERY_TIMEOUT_S, log=launch.log
-        )
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
-    with psycopg.connect(url, autocommit=True) as conn:
-        in_recovery = conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]
-        timeline = conn.execute("SELECT timeline_id FROM pg_control_checkpoint()").fetchone()[0]
-    stop_pid(proc.pid, start_time(proc.pid), timeout=60, sig=signal.SIGINT)
-    proc.wait()
-    if in_recovery:
-        raise MemstackError(f"postgres did not finish recovery; see {launch.log}")
-    _set_recovery(pgdata, None)
+    timeline = stack.runtime.restore_postgres(set_root, target, wal_source)
     return {"seconds": round(time.monotonic() - started, 3), "timeline": timeline}
 
 
 def _place_redis_snapshot(stack: LocalStack, set_root: Path) -> None:
     """The set's RDB snapshot as the base of a fresh multi-part AOF: with appendonly on, Redis
     loads only an AOF, and an AOF's base may be an RDB file."""
-    aof = aof_archive_dir(stack.home)
+    aof = stack.runtime.live_aof_dir()
     aof.mkdir(parents=True)
     shutil.copy2(set_root / "redis" / "dump.rdb", aof / AOF_BASE)
     (aof / AOF_MANIFEST).write_text(f"file {AOF_BASE} seq 1 type b\n")
@@ -225,15 +154,19 @@ def restore(
 
     clock = time.monotonic()
     report: dict[str, Any] = {"backup_id": backup_id, "to_time": to_time.isoformat() if to_time else None}
+    # Stopped with the stack (`down` stops everything), started again after it.
+    companions = (
+        tuple(s.name for s in stack.backend.status() if s.running and s.name in OPTIONAL_SERVICES) if running else ()
+    )
     if running:
         stack.backend.down()
     attic = stack.home / "attic" / sets.utc_now().strftime("%Y%m%dT%H%M%S.%fZ")
-    moved = {name: move_aside(stack.home / name, attic) for name in CORE_SERVICES}
+    moved = {name: stack.runtime.move_aside(name, attic) for name in CORE_SERVICES}
     latest = to_time is None and not immediate
-    live_aof = aof_archive_dir(stack.home)
+    live_aof = stack.runtime.live_aof_dir()
     redis_from = "aof" if latest and (live_aof / AOF_MANIFEST).exists() else "snapshot"
     if redis_from == "snapshot":
-        moved["redis-aof"] = move_aside(live_aof, attic)
+        moved["redis-aof"] = move_dir_aside(live_aof, attic)
     report["moved_aside"] = {k: str(v) for k, v in moved.items() if v}
 
     if to_time is not None:
@@ -242,12 +175,17 @@ def restore(
         target = {"recovery_target": "immediate"}
     else:
         target = {}
-    report["postgres"] = _restore_postgres(stack, set_root, target, wal_source)
+    ready: dict[str, float] = {}
+    # Each store serves as soon as it can: Redis (on its own) first, Postgres once recovered,
+    # then Neo4j (a JVM, the slowest to start) starts and is rebuilt while the others serve;
+    # turns written meanwhile wait in the outbox.
     if redis_from == "snapshot":
         _place_redis_snapshot(stack, set_root)
     report["redis"] = {"from": redis_from}
-    ready: dict[str, float] = {}
-    for name in ("redis", "postgres", "neo4j"):
+    stack.backend.up(("redis",))
+    ready["redis"] = time.monotonic() - clock
+    report["postgres"] = _restore_postgres(stack, set_root, target, wal_source)
+    for name in ("postgres", "neo4j"):
         stack.backend.up((name,))
         ready[name] = time.monotonic() - clock
     from memory_core import migrate
@@ -256,6 +194,9 @@ def restore(
     _graph_retrying(lambda: asyncio.run(migrate(settings)))
     report["neo4j"] = _graph_retrying(lambda: graph.rebuild_stack(stack))
     ready["neo4j"] = time.monotonic() - clock
+    if companions:
+        stack.backend.up(companions)
+        report["restarted"] = list(companions)
     report["ready_s"] = {k: round(v, 3) for k, v in ready.items()}
     report["seconds"] = round(time.monotonic() - clock, 3)
     return report

@@ -7,20 +7,22 @@ import fcntl
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import psycopg
 import redis
 
 from memstack.errors import MemstackError
-from memstack.local.backend import CORE_SERVICES
+from memstack.local.backend import CORE_SERVICES, get_backend
 from memstack.local.postgres_server import PostgresServer, admin_url, relocation_dir
 from memstack.local.process import ProcessBackend
-from memstack.local.processes import is_running
 from memstack.local.redis_server import RedisServer
 from memstack.local.state import StackState, default_home, load
 
 # Tables the counts of a backup cover: every table of the application schema.
+# The backends whose stores run here, so that their files can be backed up and restored.
+RECOVERABLE = ("process", "containers")
 _USER_TABLES = "SELECT relname FROM pg_stat_user_tables WHERE schemaname = 'public' ORDER BY relname"
 
 
@@ -32,17 +34,27 @@ class LocalStack:
     def at(cls, home: Path | None = None) -> LocalStack:
         return cls((home or default_home()).resolve())
 
-    @property
+    @cached_property
     def backend(self) -> ProcessBackend:
-        return ProcessBackend(self.home)
+        """The backend that runs this home's stack: process, or containers (a ProcessBackend too)."""
+        backend = get_backend(self.state().backend, home=self.home)
+        assert isinstance(backend, ProcessBackend)
+        return backend
+
+    @cached_property
+    def runtime(self):
+        from memstack.recovery.runtime import runtime_of
+
+        return runtime_of(self)
 
     def state(self) -> StackState:
         state = load(self.home)
         if state is None:
             raise MemstackError(f"no local stack in {self.home}; start one with `memstack up`")
-        if state.backend != "process":
+        if state.backend not in RECOVERABLE:
             raise MemstackError(
-                f"backup and restore work on the process backend; {self.home} holds a {state.backend!r} stack"
+                f"backup and restore work on the {' and '.join(RECOVERABLE)} backends;"
+                f" {self.home} holds a {state.backend!r} stack"
             )
         return state
 
@@ -57,12 +69,7 @@ class LocalStack:
         return service
 
     def running(self) -> list[str]:
-        state = self.state()
-        return [
-            n
-            for n in CORE_SERVICES
-            if n in state.services and is_running(state.services[n].pid, state.services[n].started)
-        ]
+        return self.runtime.running()
 
     def require_running(self) -> StackState:
         state = self.state()
@@ -106,6 +113,10 @@ class LocalStack:
             yield
 
     def remove(self) -> None:
-        """Delete this home and what was placed outside it for the Postgres system user."""
+        """Delete this home, what was placed outside it for the Postgres system user, and its
+        containers and volumes."""
+        state = load(self.home)
+        if state is not None and state.backend == "containers":
+            self.backend.remove()
         shutil.rmtree(relocation_dir(self.home), ignore_errors=True)
         shutil.rmtree(self.home, ignore_errors=True)

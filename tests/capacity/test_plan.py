@@ -155,6 +155,32 @@ def test_plan_inputs_and_stack_names_are_checked():
         planner.stack_file("nowhere")
 
 
+@pytest.mark.parametrize(
+    "inputs, message",
+    [
+        ({"peak_rps": math.inf}, "--peak-rps must be a finite number, not inf"),
+        ({"peak_rps": 100, "active_share": math.nan}, "--active-share must be a finite number, not nan"),
+        ({"peak_rps": 100, "burst": 0.5}, "--burst must be at least 1, got 0.5"),
+        ({"peak_rps": 100, "users": -10}, "--users must be above 0, got -10"),
+        ({"peak_rps": 100, "retention_days": 0}, "--retention-days must be above 0, got 0"),
+        ({"peak_rps": 100, "growth_pct_month": -100}, "--growth-pct-month must be above -100, got -100"),
+    ],
+)
+def test_each_bad_plan_input_is_named_alone(inputs, message):
+    with pytest.raises(MemstackError) as refused:
+        planner.PlanInputs(**inputs).check()
+    assert str(refused.value) == message
+
+
+def test_a_plan_beyond_the_stack_pod_quota_is_refused(tmp_path):
+    path = tmp_path / "Pulumi.small.yaml"
+    path.write_text("config:\n  memstack:quota:\n    pods: 12\n")
+    document = planner.read_stack(path)
+    planner.plan(planner.PlanInputs(peak_rps=1000), _measurement(), None, document)
+    with pytest.raises(MemstackError, match=r"needs \d+ memory-service pods .* pod quota \(memstack:quota.pods = 12\)"):
+        planner.plan(planner.PlanInputs(peak_rps=1e12), _measurement(), None, document)
+
+
 @pytest.mark.parametrize("stack", ["dev", "staging", "prod", "local"])
 def test_every_stack_file_reads_and_writes_back_unchanged(stack):
     path = ROOT / f"Pulumi.{stack}.yaml"
@@ -169,3 +195,37 @@ def test_both_sequence_layouts_round_trip():
     ):
         document = planner._yaml(planner.sequence_offset(text)).load(text)
         assert planner.dump(document, text) == text
+
+
+@pytest.mark.parametrize(
+    "args, option",
+    [
+        (["--growth-pct-month", "1e6"], "--growth-pct-month must be at most 1000"),
+        (["--turns-per-user-day", "1e300"], "--turns-per-user-day must be from 0 to 86,400"),
+        (["--facts-per-user-day", "1e308"], "--facts-per-user-day must be from 0 to 86,400"),
+        (["--embedding-dim", "100000"], "--embedding-dim must be at most 2,000 (pgvector's HNSW index limit"),
+        (["--users", "1" + "0" * 38], "--users must be at most 10,000,000,000"),
+        (["--retention-days", "99999999"], "--retention-days must be at most 36,500"),
+        # Within every bound, twice this peak is no longer a float: the guard names the inputs.
+        (["--peak-rps", "1e308"], "the plan overflows at --peak-rps 1e+308"),
+    ],
+)
+def test_plan_inputs_out_of_range_are_one_line_naming_the_option(tmp_path, args, option):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "measure.json").write_text(json.dumps(_measurement()))
+    command = [str(Path(sys.executable).parent / "memstack"), "capacity", "plan", "--peak-rps", "100"]
+    result = subprocess.run(
+        [*command, "--stack", "local", "--measurement", str(tmp_path), *args],
+        env={**os.environ, "MEMSTACK_HOME": str(tmp_path / "home")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("memstack: ") and option in lines[0], result.stderr

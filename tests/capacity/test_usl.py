@@ -80,6 +80,8 @@ def test_fit_cli_reads_a_csv_with_a_header(tmp_path):
     [
         ("1,65\n2,120\n3,170\n", "needs at least 6 steps, got 3"),
         ("1,65\n2,abc\n", "line 2: expected two numbers"),
+        ("1,1\n" * 6, "needs at least 3 distinct concurrency levels, got 1"),
+        ("1,1\n2,2\n" * 3, "needs at least 3 distinct concurrency levels, got 2"),
         ("users,rps\n1,2\n", "must name the columns 'concurrency' and 'throughput'"),
         ("1\n2\n", "line 1: expected two numbers"),
         ("", "no rows"),

@@ -163,8 +163,11 @@ def test_fuzzing_the_openapi_finds_no_contract_failure(service, settings):
         EXCLUDED_CHECKS,
         "--max-time",
         str(MAX_TIME_S),
+        # One worker: with two threads, CPython 3.11.7's ast.parse (hypothesis describes its
+        # filter lambdas with it) can raise "AST constructor recursion depth mismatch", a
+        # thread-safety bug fixed in later 3.11 releases, reported as a schemathesis Runtime Error.
         "--workers",
-        "2",
+        "1",
         "--no-shrink",
         "--request-timeout",
         "30",

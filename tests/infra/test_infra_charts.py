@@ -112,6 +112,7 @@ def test_neo4j_is_community_with_auth_from_the_secret(run):
     assert neo4j["logInitialPassword"] is False
     assert neo4j["volumes"]["data"]["mode"] in {"dynamic", "defaultStorageClass"}
     assert "password" not in neo4j["neo4j"]
+    assert neo4j["config"]["dbms.cypher.min_replan_interval"] == "2m"
 
 
 def test_neo4j_enterprise_is_a_cluster_with_online_backup(run_program):
@@ -146,7 +147,7 @@ def test_redis_is_durable_bounded_and_authenticated(run):
     assert args[args.index("--appendfsync") + 1] == "everysec"
     assert args[0] == "/etc/memstack-redis/auth.conf"
     assert int(args[args.index("--maxmemory") + 1]) > 0
-    assert args[args.index("--maxmemory-policy") + 1] == "volatile-lru"
+    assert args[args.index("--maxmemory-policy") + 1] == "noeviction"
     assert exporter["image"].startswith("oliver006/redis_exporter:")
     assert statefulset["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
     assert statefulset["spec"]["serviceName"] == "memstack-redis"

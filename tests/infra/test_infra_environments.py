@@ -111,7 +111,7 @@ def test_deployment_follows_the_contract_in_config(run):
     assert contract.metrics_path == "/metrics"
     assert not container["image"].endswith(":latest") and ":" in container["image"]
     worker = pod(run.one("Deployment", "memstack-worker").manifest)["containers"][0]
-    assert worker["command"] == ["memstack", "worker"]
+    assert worker["command"] == ["memstack", "worker", "--host", "0.0.0.0"]
     assert worker["image"] == container["image"]
     migrate = pod(run.one("Job", "memstack-migrate").manifest)["containers"][0]
     assert migrate["command"] == ["memstack", "migrate"]
@@ -120,12 +120,13 @@ def test_deployment_follows_the_contract_in_config(run):
 def test_env_names_are_the_ones_memory_core_reads(run):
     read_by_settings = set(CONNECTION_ENV_VARS)
     embedder = {"MEMORY_EMBEDDING_PROVIDER", "MEMORY_EMBEDDING_MODEL", "MEMORY_EMBEDDING_DIM"}
-    for resource in (run.one("Deployment", "memstack-api"), run.one("Deployment", "memstack-worker")):
-        names = {v["name"] for v in pod(resource.manifest)["containers"][0]["env"]}
+    tuning = {"memstack-api": embedder, "memstack-worker": embedder | {"MEMORY_WORKER_PROBE_PORT"}}
+    for name, expected in tuning.items():
+        names = {v["name"] for v in pod(run.one("Deployment", name).manifest)["containers"][0]["env"]}
         connection = {n for n in names if not n.startswith(("OTEL_", "MEMSTACK_", "MEMORY_"))}
         assert connection == {"REDIS_URL", "POSTGRES_URL", "NEO4J_URI", "NEO4J_USER", "NEO4J_PASSWORD"}
         assert connection <= read_by_settings
-        assert {n for n in names if n.startswith("MEMORY_")} == embedder
+        assert {n for n in names if n.startswith("MEMORY_")} == expected
 
 
 def test_credentials_reach_pods_only_by_secret_reference(run):

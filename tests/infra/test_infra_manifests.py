@@ -7,6 +7,8 @@ import copy
 import kubernetes_validate
 import pytest
 
+from infra.config import quantity_value
+
 KUBERNETES_VERSION = "1.31"
 EXPECTED_KINDS = {
     "Namespace",
@@ -81,6 +83,16 @@ def test_postgres_cluster_is_a_well_formed_cloudnative_pg_cluster(run):
     assert "CREATE EXTENSION IF NOT EXISTS vector" in initdb["postInitApplicationSQL"]
     assert set(spec["resources"]) == {"requests", "limits"}
     assert spec["storage"]["size"].endswith("Gi")
+
+
+def test_postgres_buffer_pool_is_a_quarter_of_the_pod_memory_limit(runs):
+    for run in runs.values():
+        spec = run.one("Cluster", "memstack-pg").manifest["spec"]
+        limit_mb = quantity_value(spec["resources"]["limits"]["memory"]) // (1024 * 1024)
+        parameters = spec["postgresql"]["parameters"]
+        assert parameters["shared_buffers"] == f"{max(128, int(limit_mb) // 4)}MB", parameters
+        assert parameters["effective_cache_size"] == f"{int(limit_mb) * 3 // 4}MB"
+        assert parameters["jit"] == "off"
 
 
 def test_object_store_backups_are_wired_to_the_cluster_when_configured(runs):

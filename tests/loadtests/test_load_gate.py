@@ -27,11 +27,10 @@ def _cli(args, env, timeout):
 
 
 @pytest.mark.slow
-# 200 req/s of the working profile, the requests the SLO is about. It was the mixed profile until
-# a CI-like run on a quiet machine measured working-memory p99 14 ms there (service-side 15 ms)
-# while durable writes, projected to Neo4j inline on the same event loop, reached p99 120 ms; the
-# run before passed. Durable writes off working memory's tail is the efficiency work still open;
-# the mixed profile's gate runs in `memstack demo` and `memstack capacity measure`. The 15 s
+# 200 req/s of the working profile, the requests the SLO is about: the 10 ms working-memory p99
+# is the gate, and the mixed profile's durable writes (projected to Neo4j in the background by
+# default) add a tail of their own that a 20 s run on a shared CI machine makes noisy. The mixed
+# profile's gate runs in `memstack demo` and `memstack capacity measure`. The 15 s
 # warm-up: when this is the suite's first test, Neo4j's JIT takes both cores for its first ~10 s.
 def test_short_gate_passes_on_the_local_stack(stack, tmp_path):
     results = tmp_path / "results"
@@ -59,8 +58,10 @@ def test_short_gate_passes_on_the_local_stack(stack, tmp_path):
     assert (results / "locust_stats.csv").exists() and (results / "locust.json").exists()
     assert set(summary["groups"]) - {"dropped"} == {"working:read", "working:write"}, summary["groups"]
     # What was offered, rate x duration, was sent: the gate's own 95 % floor, checked from the counts.
+    # The measured window is the run after the warm-up, less Locust's start-up lag (1-2 s measured
+    # here; 18.98 s of 20 in a quiet CI run), so it is checked against duration - 2 s.
     sent = summary["total"]["requests"] - summary["groups"].get("dropped", {}).get("requests", 0)
-    assert summary["duration_s"] >= duration_s - 1 and sent >= 0.95 * rate * summary["duration_s"], summary["total"]
+    assert summary["duration_s"] >= duration_s - 2 and sent >= 0.95 * rate * summary["duration_s"], summary["total"]
     assert summary["generator"]["offered_rps"] == rate and summary["generator"]["send_lag_p99_ms"] is not None
     assert run.returncode == 0, f"{summary['violations']}\n{run.stdout[-3000:]}{run.stderr[-2000:]}"
 
@@ -79,7 +80,7 @@ def test_gate_fails_when_a_threshold_is_violated(stack, tmp_path):
             "--rate",
             "50",
             "--wm-p99-ms",
-            "0",
+            "0.001",
             "--results",
             str(results),
         ],
@@ -115,7 +116,9 @@ def test_working_profile_sends_only_working_memory_requests(stack, tmp_path):
         timeout=120,
     )
     summary = json.loads((results / "summary.json").read_text())
-    assert summary["warmup_s"] == 1 and 2 <= summary["duration_s"] <= 4, run.stderr
+    # The measured window is the 3 s after the warm-up, less Locust's own start-up lag on a busy
+    # host (1.3-2 s measured in loaded runs); with the warm-up counted in it would be about 4 s.
+    assert summary["warmup_s"] == 1 and 1 <= summary["duration_s"] < 3.5, run.stderr
     # (A `dropped` group, sends skipped by a user behind schedule, is the generator's, not a route.)
     assert set(summary["groups"]) - {"dropped"} == {"working:read", "working:write"}
 

@@ -1,8 +1,10 @@
-from datetime import UTC
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
 from memory_core import AgentMemory
+from memory_core.errors import Conflict
+from memory_core.validation import MAX_TURN_INDEX
 
 
 async def test_turns_get_consecutive_indexes_and_are_projected(memory, graph_count, tenant_id):
@@ -37,6 +39,38 @@ async def test_explicit_index_is_idempotent(memory, clients, graph_count, tenant
     assert await graph_count("MATCH (t:Turn {tenant_id: $t}) RETURN count(t)", t=tenant_id) == 1
     nxt = await memory.store_turn("assistant", "hi")
     assert nxt.index == 8
+
+
+async def test_an_explicit_index_replaces_the_turn_there_and_keeps_its_id(memory, graph_count, tenant_id):
+    first = await memory.store_turn("user", "hello", turn_index=3)
+    edited = await memory.store_turn("user", "hello, edited", turn_index=3)
+    assert edited.id == first.id  # the answer says a turn was replaced, not added
+    turns = await memory.get_conversation()
+    assert [(t.id, t.index, t.content) for t in turns] == [(first.id, 3, "hello, edited")]
+    assert await graph_count("MATCH (t:Turn {tenant_id: $t}) RETURN count(t)", t=tenant_id) == 1
+    with pytest.raises(ValueError, match="turn_index"):
+        await memory.store_turn("user", "x", turn_index=2**31 - 1)  # its successor would overflow
+
+
+async def test_a_conversation_at_the_last_index_refuses_appends_and_keeps_its_turns(memory):
+    last = await memory.store_turn("user", "the last index", turn_index=MAX_TURN_INDEX)
+    for _ in range(2):
+        with pytest.raises(Conflict, match="every turn index"):
+            await memory.store_turn("user", "one more")
+    # Replacing a turn by its index still works, and nothing was overwritten by the refusals.
+    await memory.store_turn("user", "an earlier one", turn_index=5)
+    turns = await memory.get_conversation()
+    assert [(t.index, t.content) for t in turns] == [(5, "an earlier one"), (MAX_TURN_INDEX, "the last index")]
+    assert turns[1].id == last.id
+
+
+async def test_a_timestamp_needs_an_offset_a_zone_can_have(memory):
+    for bad in (datetime(2026, 1, 1), datetime(2026, 1, 1, tzinfo=timezone(timedelta(hours=-20)))):
+        with pytest.raises(ValueError, match="timestamp"):
+            await memory.store_turn("user", "x", timestamp=bad)
+    with pytest.raises(ValueError, match="deadline"):
+        await memory.add_goal("g", deadline=datetime(2026, 1, 1, tzinfo=timezone(timedelta(hours=19))))
+    assert await memory.get_conversation() == []
 
 
 async def test_a_conversation_belongs_to_one_user(clients, tenant_id):

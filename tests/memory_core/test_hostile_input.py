@@ -1,10 +1,11 @@
 """Hostile strings are stored verbatim or rejected with InvalidInput; never executed."""
 
 import math
+from datetime import UTC, datetime
 
 import pytest
 
-from memory_core import AgentMemory, InvalidInput, NotFound
+from memory_core import AgentMemory, InvalidInput
 
 HOSTILE = [
     "Robert'); DROP TABLE conversation_logs; --",
@@ -132,9 +133,9 @@ async def test_nan_confidence_and_metadata_are_rejected(memory):
 async def test_malformed_ids_and_numbers_are_typed_errors_not_driver_errors(memory):
     goal = await memory.add_goal("a goal")
     for bad in ("not-a-uuid", "'; DROP TABLE memory_timeline; --"):
-        with pytest.raises(NotFound):
+        with pytest.raises(InvalidInput):
             await memory.update_goal(bad, status="completed")
-        with pytest.raises(NotFound):
+        with pytest.raises(InvalidInput):
             await memory.reinforce_strategy(bad, True)
     for priority in (2**40, "high", 1.5):
         with pytest.raises(InvalidInput):
@@ -162,6 +163,15 @@ async def test_unstorable_preferences_are_invalid_input(memory, value):
 async def test_unprocessable_reflections_are_refused_when_queued(memory, outcome):
     with pytest.raises(InvalidInput):
         await memory.reflect(outcome)
+
+
+async def test_a_remember_window_must_be_aware_and_in_order(memory):
+    early, late = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC)
+    with pytest.raises(InvalidInput, match=r"since .* is after until"):
+        await memory.remember("anything", since=late, until=early)
+    with pytest.raises(InvalidInput, match="since"):
+        await memory.remember("anything", since=datetime(2026, 1, 1), time_window_hours=1)
+    assert (await memory.remember("anything", since=early, until=late)).relevant_turns == []
 
 
 async def test_out_of_range_token_count_is_invalid_input(memory):

@@ -189,3 +189,119 @@ async def test_a_row_that_cannot_be_applied_does_not_wedge_the_outbox(memory, cl
     assert [(r[0], r[1]) for r in rows] == [(bad.id, 1)] and "BOGUS" in rows[0][2]
     async with clients.tenant_transaction(tenant_id) as conn:
         await conn.execute("DELETE FROM graph_outbox WHERE id = %s", (bad.id,))
+
+
+async def _pending(clients, tenant_id: str) -> int:
+    async with clients.tenant_transaction(tenant_id) as conn:
+        cur = await conn.execute("SELECT count(*) FROM graph_outbox WHERE tenant_id = %s", (tenant_id,))
+        return (await cur.fetchone())[0]
+
+
+async def test_background_projection_batches_tenants_and_leaves_its_overflow_to_the_outbox(clients, graph_count):
+    import uuid
+
+    from memory_core.stores.graph import BackgroundProjector
+
+    def reflection(i: int) -> dict:
+        return {
+            "id": str(uuid.uuid4()),
+            "created_at": "2026-01-01T00:00:00+00:00",
+            "content": f"r{i}",
+            "type": "success_pattern",
+            "conversation_id": None,
+        }
+
+    tenants = [f"t-bg-{i}-{time.time_ns()}" for i in range(2)]
+    rows = []
+    for tenant in tenants:
+        async with clients.tenant_transaction(tenant) as conn:
+            rows += [await record(conn, tenant, "reflection", reflection(i)) for i in range(3)]
+    projector = BackgroundProjector(clients)
+    projector.submit(rows)  # two tenants' rows in one batch: one Neo4j transaction, one delete by id
+    await projector.flush()
+    for tenant in tenants:
+        assert await _pending(clients, tenant) == 0
+        assert await graph_count("MATCH (r:Reflection {tenant_id: $t}) RETURN count(r)", t=tenant) == 3
+
+    # A projector that may hold one pending row keeps one; the other stays in the outbox alone.
+    tenant = f"t-bg-full-{time.time_ns()}"
+    async with clients.tenant_transaction(tenant) as conn:
+        rows = [await record(conn, tenant, "reflection", reflection(i)) for i in range(2)]
+    small = BackgroundProjector(clients, max_pending=1)
+    small.submit(rows[:1])
+    small.submit(rows[1:])
+    await small.flush()
+    assert await _pending(clients, tenant) == 1
+    assert await graph_count("MATCH (r:Reflection {tenant_id: $t}) RETURN count(r)", t=tenant) == 1
+    await replay_outbox(clients)
+    assert await _pending(clients, tenant) == 0
+    assert await graph_count("MATCH (r:Reflection {tenant_id: $t}) RETURN count(r)", t=tenant) == 2
+
+
+@pytest.mark.parametrize("retry", [True, False])
+async def test_a_batch_of_mixed_events_is_one_statement_applied_row_by_row_in_id_order(
+    clients, tenant_id, graph_count, retry
+):
+    """Rows of several events in one batch: each row sees the rows before it and none after."""
+    import uuid
+
+    from memory_core.stores.graph import OutboxRow, apply_rows, batch_statement
+
+    ids = iter(range(time.time_ns() // 1000, time.time_ns() // 1000 + 100))
+    gone, kept, entity = (str(uuid.uuid4()) for _ in range(3))
+
+    def row(event: str, **payload) -> OutboxRow:
+        return OutboxRow(next(ids), tenant_id, event, payload)
+
+    def fact(fact_id: str) -> OutboxRow:
+        return row(
+            "fact",
+            id=fact_id,
+            claim="c",
+            confidence=0.5,
+            source="user",
+            scope="u:u",
+            source_turn_id=None,
+            entity_ids=[],
+            created_at="2026-01-01T00:00:00+00:00",
+        )
+
+    def turn(index: int) -> OutboxRow:
+        return row(
+            "turn",
+            user_id="u",
+            conversation_id="c",
+            turn_id=str(uuid.uuid4()),
+            index=index,
+            role="user",
+            timestamp="2026-01-01T00:00:00+00:00",
+            content=f"turn {index}",
+        )
+
+    rows = [
+        turn(0),
+        fact(gone),
+        row("forget", ids=[gone, kept]),  # forgets the fact before it; the one after is new
+        fact(kept),
+        turn(1),
+        row(
+            "entity",
+            id=entity,
+            name="Ada",
+            type="Person",
+            aliases=[],
+            description="",
+            salience=0.5,
+            scope="u:u",
+            properties={},
+            embedding=None,
+        ),
+    ]
+    statement, _ = batch_statement(rows[::-1])  # the statement orders rows by id itself
+    assert statement.count("UNWIND") == 1
+    await apply_rows(clients.neo4j, rows[::-1], retry=retry)
+
+    count = "MATCH (f:Fact {id: $id}) RETURN count(f)"
+    assert (await graph_count(count, id=gone), await graph_count(count, id=kept)) == (0, 1)
+    assert await graph_count("MATCH (:Turn {tenant_id: $t})-[r:FOLLOWED_BY]->(:Turn) RETURN count(r)", t=tenant_id) == 1
+    assert await graph_count("MATCH (e:Entity:Person {id: $id}) RETURN count(e)", id=entity) == 1

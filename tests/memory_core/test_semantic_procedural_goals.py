@@ -1,6 +1,6 @@
 import pytest
 
-from memory_core import AgentMemory, GoalStatus, NotFound
+from memory_core import AgentMemory, GoalStatus, InvalidInput, NotFound
 
 
 async def test_entity_upsert_merges_aliases_and_labels_the_node(memory, graph_count, tenant_id):
@@ -42,7 +42,7 @@ async def test_facts_link_to_entities_and_source_turns(memory, graph_count):
     )
     with pytest.raises(NotFound):
         await memory.learn_fact("x", entity_ids=["00000000-0000-0000-0000-000000000000"])
-    with pytest.raises(NotFound):
+    with pytest.raises(InvalidInput):
         await memory.learn_fact("x", entity_ids=["not-a-uuid"])
     with pytest.raises(ValueError):
         await memory.learn_fact("x", confidence=1.5)
@@ -104,6 +104,23 @@ async def test_goals_hierarchy_blockers_and_status(memory, graph_count):
         await memory.update_goal("00000000-0000-0000-0000-000000000000", status="completed")
     with pytest.raises(ValueError):
         await memory.update_goal(child.id, status="exploded")
+
+
+async def test_goal_cycles_are_refused(memory):
+    a = await memory.add_goal("a")
+    b = await memory.add_goal("b", parent_goal_id=a.id)
+    c = await memory.add_goal("c", parent_goal_id=b.id)
+    with pytest.raises(ValueError, match="descends from"):
+        await memory.update_goal(a.id, parent_goal_id=c.id.upper())
+    await memory.update_goal(a.id, blocked_by=[b.id])
+    await memory.update_goal(b.id, blocked_by=[c.id])
+    with pytest.raises(ValueError, match="wait on itself"):
+        await memory.update_goal(c.id, blocked_by=[a.id])
+    # Not cycles: a sibling as blocker, and a new parent outside the goal's descendants.
+    d = await memory.add_goal("d")
+    await memory.update_goal(c.id, blocked_by=[d.id], parent_goal_id=d.id)
+    goals = {g.id: g for g in await memory.get_active_goals(limit=10)}
+    assert goals[a.id].parent_goal_id is None and goals[c.id].parent_goal_id == d.id
 
 
 async def test_tool_usage_is_audited_and_aggregated(memory, clients, graph_count, tenant_id):

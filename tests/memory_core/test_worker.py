@@ -90,7 +90,7 @@ async def test_periodic_jobs_run_once_across_replicas(clients, private_queue, te
     a, b = Worker(clients, "a", only_tenant=tenant_id), Worker(clients, "b", only_tenant=tenant_id)
     results = await asyncio.gather(a.run_periodic(), b.run_periodic())
     ran = [name for r in results for name in r]
-    assert sorted(ran) == sorted(["decay", "archive", "cleanup"])
+    assert sorted(ran) == sorted(["decay", "archive", "cleanup", "tenant_indexes"])
     assert await a.run_periodic() == {}  # not due again within the interval
 
 
@@ -236,3 +236,22 @@ async def test_a_stopped_worker_leaves_the_group_unless_it_holds_pending_jobs(me
     assert b"done" not in await consumers()
     assert b"stuck" in await consumers()  # its pending job must survive for a retry
     await clients.redis.delete(private_queue.reflection_stream)
+
+
+async def test_a_running_worker_projects_writes_left_to_it(memory, clients, private_queue, tenant_id, graph_count):
+    from memory_core.stores.graph import set_projection
+
+    set_projection(clients, "worker")
+    turn = await memory.store_turn("user", "projected by the worker's loop")
+    assert await graph_count("MATCH (t:Turn {id: $id}) RETURN count(t)", id=turn.id) == 0
+    worker = Worker(clients, "w1", only_tenant=tenant_id, poll_s=0.05)
+    running = asyncio.create_task(worker.run())
+    try:
+        for _ in range(200):  # the loop replays between polls for reflection jobs, without one arriving
+            if await graph_count("MATCH (t:Turn {id: $id}) RETURN count(t)", id=turn.id):
+                break
+            await asyncio.sleep(0.05)
+        assert await graph_count("MATCH (t:Turn {id: $id}) RETURN count(t)", id=turn.id) == 1
+    finally:
+        worker.stopping.set()
+        await running

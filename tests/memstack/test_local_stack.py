@@ -97,6 +97,23 @@ def test_redis_requires_auth(stack):
         redis.Redis(host=host, port=int(port), password="not-the-password").ping()
 
 
+def test_store_files_are_readable_by_their_owner_only(stack):
+    if stack.backend.name != "process":
+        pytest.skip("container stores write with their image's own users into volumes")
+    client = redis.Redis.from_url(stack.redis_url)
+    client.set("mode-check", "tenant data")
+    client.bgrewriteaof()
+    home = Path(stack.home)
+    files = [
+        path
+        for top in ("redis", "neo4j", "logs", "backups/redis-aof")
+        for path in (home / top).rglob("*")
+        if path.is_file() and not path.is_symlink()
+    ]
+    assert any(p.parent.name == "redis-aof" for p in files) and any("neo4j" in p.parts for p in files)
+    assert [(str(p), oct(p.stat().st_mode & 0o777)) for p in files if p.stat().st_mode & 0o077] == []
+
+
 # -- Postgres ------------------------------------------------------------------------------
 
 

@@ -21,19 +21,20 @@ from memstack.errors import MemstackError
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
-# Per-store faults under the working-memory profile (the one whose latency the SLO bounds); the
-# Postgres and Neo4j kills under the mixed profile, the only one whose requests reach them.
+# Each store killed and cut off the network from the service, Redis and Postgres also paused. Redis under the
+# working-memory profile (the one whose latency the SLO bounds); Postgres and Neo4j under the
+# mixed profile, whose durable requests reach them from Locust as well as from the ledger, at a
+# lower rate: they share the service's event loop with the working-memory requests.
 FAULT_MATRIX = [
-    ("redis-kill", "working"),
-    ("redis-pause", "working"),
-    ("redis-netcut", "working"),
-    ("postgres-kill", "mixed"),
-    ("neo4j-kill", "mixed"),
+    ("redis-kill", "working", 100.0),
+    ("redis-pause", "working", 100.0),
+    ("redis-netcut", "working", 100.0),
+    ("postgres-kill", "mixed", 50.0),
+    ("postgres-pause", "mixed", 50.0),
+    ("postgres-netcut", "mixed", 50.0),
+    ("neo4j-kill", "mixed", 50.0),
+    ("neo4j-netcut", "mixed", 50.0),
 ]
-# A bound on recovery (first success after the fault was undone, no failure after it), far above
-# what a healthy client reconnect takes: a service that never reconnects fails it.
-RECOVERY_BOUND_S = 15.0
-REDIS_LOSS_BOUND_S = {"everysec": 1.0, "always": 0.0}
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +71,78 @@ def test_service_image_matches_the_contract(containers, service_image):
     assert any(f"127.0.0.1:{contract.port}{contract.liveness_path}" in part for part in config["Healthcheck"]["Test"])
 
 
-# Load under Docker on this 2-core machine: in the last CI-like run the gate measured p99 11 ms
-# (SLO 10) and neo4j-kill answered 11 requests with a 503 not naming Neo4j. `make chaos` runs them.
+def test_service_image_installs_the_locked_versions(containers, service_image):
+    """Every package of the image that requirements.lock names is at the lock's version (not
+    whatever pyproject's floor pins let pip pick on the day of the build)."""
+
+    def normal(name: str) -> str:
+        return name.strip().lower().replace("_", "-").replace(".", "-")
+
+    lock_text = (Path(__file__).resolve().parents[2] / "requirements.lock").read_text()
+    locked = {
+        normal(name): version.strip()
+        for name, _, version in (line.partition("==") for line in lock_text.splitlines())
+        if version and not name.startswith((" ", "#"))
+    }
+    listing = containers._docker.containers.run(
+        service_image, ["python", "-m", "pip", "list", "--format=freeze", "--disable-pip-version-check"], remove=True
+    ).decode()
+    installed = {normal(n): v.strip() for n, _, v in (line.partition("==") for line in listing.splitlines()) if v}
+    assert {"fastapi", "redis", "psycopg", "neo4j", "uvicorn"} <= installed.keys() & locked.keys(), listing
+    differ = {name: (v, locked[name]) for name, v in installed.items() if name in locked and v != locked[name]}
+    assert differ == {}, differ
+
+
+def test_a_paused_postgres_fails_fast(containers):
+    """A hung Postgres (paused: its kernel still acknowledges every packet, so TCP timeouts and
+    keepalives see nothing wrong) holds neither a checkout nor a cancelled statement: the checkout
+    fails as the store being unavailable within the pool's timeout, and a statement whose caller
+    gave up returns after the short cancel attempt, not psycopg's 5 s + 5 s."""
+    import asyncio
+
+    from memory_core.clients import MemoryClients
+    from memory_core.errors import StoreUnavailable
+    from memstack import service as service_cli
+    from memstack.local.backend import CORE_SERVICES
+
+    containers.up(CORE_SERVICES)
+    settings = containers.endpoints().settings()
+    service_cli.migrate(settings)
+    postgres = containers.container("postgres")
+    checkout_bound_s = settings.postgres_connect_timeout_s
+
+    async def scenario() -> tuple[float, float]:
+        loop = asyncio.get_running_loop()
+        async with await MemoryClients.connect(settings) as clients:
+            async with clients.pg_pool.connection() as held:
+                await held.execute("SELECT 1")
+                postgres.pause()
+                try:
+                    started = loop.time()
+                    with pytest.raises(TimeoutError):
+                        async with asyncio.timeout(1.0):
+                            await held.execute("SELECT 1")
+                    cancelled_s = loop.time() - started - 1.0
+                    started = loop.time()
+                    with pytest.raises(StoreUnavailable, match="postgres"):
+                        async with clients.tenant_transaction("paused-tenant") as conn:
+                            await conn.execute("SELECT 1")
+                    checkout_s = loop.time() - started
+                finally:
+                    postgres.unpause()
+            # Once the server answers again, the pool serves at once.
+            async with clients.tenant_transaction("paused-tenant") as conn:
+                assert await (await conn.execute("SELECT 1")).fetchone() == (1,)
+        return cancelled_s, checkout_s
+
+    cancelled_s, checkout_s = asyncio.run(scenario())
+    print(
+        f"paused postgres: cancelled statement back {cancelled_s:.2f} s after its caller gave up, checkout failed in {checkout_s:.2f} s"
+    )
+    assert cancelled_s < 3.0, cancelled_s
+    assert checkout_s < checkout_bound_s + 2.0, checkout_s
+
+
 @pytest.mark.chaos
 def test_service_image_runs_read_only_as_non_root_and_passes_the_load_gate(
     containers, service_image, tmp_path, record_property
@@ -132,30 +203,16 @@ def test_service_image_runs_read_only_as_non_root_and_passes_the_load_gate(
 
 
 @pytest.mark.chaos
-@pytest.mark.parametrize(("fault", "profile"), FAULT_MATRIX, ids=[f"{f}-{p}" for f, p in FAULT_MATRIX])
-def test_fault_under_load(containers, service_image, fault, profile, tmp_path):
+@pytest.mark.parametrize(("fault", "profile", "rate"), FAULT_MATRIX, ids=[f"{f}-{p}" for f, p, _ in FAULT_MATRIX])
+def test_fault_under_load(containers, service_image, fault, profile, rate, tmp_path):
     from memstack.chaos.commands import table
-    from memstack.chaos.run import WM_P99_AFTER_MS, ChaosOptions, run
-    from memstack.local.state import load
+    from memstack.chaos.run import ChaosOptions, run
 
-    result = run(containers, ChaosOptions(fault=fault, profile=profile, results=tmp_path))
+    result = run(containers, ChaosOptions(fault=fault, profile=profile, rate=rate, results=tmp_path))
     from rich.console import Console
 
     Console(width=160).print(table([result]))
     print(json.dumps(result.row()))
-    store = fault.split("-")[0]
-    # Every failed request is a 503 that names the store: never a 500, never a hang.
-    assert result.failures_not_naming_store == 0, result.row()
-    assert result.recovery_s is not None and result.recovery_s < RECOVERY_BOUND_S, result.row()
-    # Back under the SLO after recovery; where this machine did not hold the SLO even before the
-    # fault (Docker's port proxy, a shared host), back to no worse than before it, in the same run.
-    bound = max(WM_P99_AFTER_MS, result.wm_p99_before_ms or 0.0)
-    assert result.wm_p99_after_ms is not None and result.wm_p99_after_ms < bound, result.row()
-    assert result.lost["postgres"] == 0 and result.lost["neo4j"] == 0, result.row()
-    appendfsync = load(containers.home).appendfsync
-    if store == "redis":
-        assert result.redis_lost_span_s <= REDIS_LOSS_BOUND_S[appendfsync], result.row()
-    else:
-        assert result.lost["redis"] == 0, result.row()
-    # The ledger really wrote to every store during the run.
-    assert min(result.acknowledged.values()) > 0, result.row()
+    # The bounds `memstack chaos` judges by (memstack.chaos.run.judge): every failure a 503
+    # naming the store, recovery, the p99 after it, no acknowledged write lost beyond Redis's window.
+    assert result.violations == [], result.row()

@@ -15,12 +15,15 @@ import sys
 import time
 from datetime import UTC, datetime
 
+import psycopg
 import pytest
 from neo4j import GraphDatabase
 
 from memory_core import AgentMemory, migrate
+from memory_core.clients import MemoryClients
 from memstack.local.neo4j_server import USER as NEO4J_USER
 from memstack.local.postgres_server import SYSTEM_USER_ROOT
+from memstack.recovery.graph import rebuild_stack
 from memstack.recovery.restore import flush_archive
 from memstack.recovery.stack import LocalStack
 
@@ -86,12 +89,31 @@ def backup_id(migrated: LocalStack) -> str:
 def test_a_home_the_postgres_user_cannot_enter_still_works(dr_stack):
     """As root, Postgres runs as the `memstack` system user, which cannot enter a 0700 home:
     its data dir and WAL archive are placed where it can, and linked from the home."""
+    if dr_stack.state().backend != "process":
+        pytest.skip("the containers backend runs Postgres as the image's user, on a volume")
     assert stat.S_IMODE(dr_stack.home.stat().st_mode) == 0o700
     for link in (dr_stack.home / "postgres", dr_stack.home / "backups" / "wal"):
         assert link.is_symlink() and link.resolve().is_relative_to(SYSTEM_USER_ROOT)
     assert dr_stack.running() == ["redis", "postgres", "neo4j"]
     with dr_stack.admin() as conn:
         assert conn.execute("SELECT failed_count FROM pg_stat_archiver").fetchone()[0] == 0
+
+
+def test_up_archives_wal_outside_the_data_dir(migrated):
+    """`memstack up` archives WAL into the home's backups location on the host, whichever
+    backend runs Postgres, and the host can read what it archived."""
+    flush_archive(migrated)
+    wal = migrated.home / "backups" / "wal"
+    assert migrated.postgres().wal_dir.resolve() == wal.resolve()
+    segments = [p for p in wal.resolve().iterdir() if len(p.name) == 24]
+    assert segments
+    with open(max(segments), "rb") as f:
+        assert len(f.read(8)) == 8
+    with migrated.admin() as conn:
+        archived, failed = conn.execute("SELECT archived_count, failed_count FROM pg_stat_archiver").fetchone()
+        (timeout,) = conn.execute("SHOW archive_timeout").fetchone()
+    assert archived >= 1 and failed == 0
+    assert timeout == "2s"
 
 
 def test_backup_manifest_names_every_file_and_position(migrated, backup_id):
@@ -208,6 +230,70 @@ def test_verify_passes_a_good_set_and_catches_a_corrupt_one(migrated, backup_id,
         memstack(migrated, "restore", corrupt, "--force", "--dir", str(other)), "checksum mismatch in redis/dump.rdb"
     )
     assert migrated.running() == ["redis", "postgres", "neo4j"]
+
+
+def test_verify_passes_a_set_taken_with_graph_outbox_rows_pending(migrated, tmp_path):
+    """Turns written while no worker replays the outbox leave pending outbox rows in the set;
+    the restore's graph rebuild projects them and drains the outbox, and verify must accept
+    that (the Neo4j counts still prove the turns were projected)."""
+
+    _store_unprojected(migrated, "t-outbox", [f"pending projection {i}" for i in range(3)])
+    with migrated.admin() as conn:
+        assert conn.execute("SELECT count(*) FROM graph_outbox").fetchone()[0] >= 3
+    sets_dir = tmp_path / "sets"
+    pending = _backup(migrated, "--to", str(sets_dir))
+    result = memstack(migrated, "backup", "verify", pending, "--dir", str(sets_dir))
+    assert result.returncode == 0, result.stderr
+    assert f"backup {pending} verified" in result.stdout
+    # Project them, as a worker would, for the tests that follow.
+    rebuild_stack(migrated)
+
+
+def _store_unprojected(stack: LocalStack, tenant: str, texts: list[str]) -> None:
+    """Turns whose outbox rows stay pending, as when no worker replays the outbox."""
+
+    async def write() -> None:
+        clients = await MemoryClients.connect(stack.backend.endpoints().settings())
+        clients.project_inline = False
+        try:
+            async with AgentMemory(tenant, "u1", "c9", clients=clients) as memory:
+                for text in texts:
+                    await memory.store_turn("user", text)
+        finally:
+            await clients.close()
+
+    asyncio.run(write())
+
+
+def test_rebuild_while_others_drain_the_outbox(migrated, monkeypatch):
+    """A worker or the service drains the outbox while a rebuild runs (a Kubernetes rebuild Job
+    runs beside both). The rebuild must not fail on rows deleted under it, and must not delete
+    an outbox row that committed after its snapshot: that row is not in the graph yet."""
+    import memstack.recovery.graph as graph
+
+    tenant = "t-drain"
+    _store_unprojected(migrated, tenant, ["drained under the rebuild 1", "drained under the rebuild 2"])
+    with migrated.admin() as late, migrated.admin() as worker:
+        late.autocommit, worker.autocommit = False, True
+        # An id taken before the rebuild's snapshot, committed after it.
+        (late_id,) = late.execute(
+            "INSERT INTO graph_outbox (tenant_id, event, payload) VALUES (%s, 'noop', '{}') RETURNING id", (tenant,)
+        ).fetchone()
+        apply_turns = graph._apply_turns
+
+        async def drained_meanwhile(driver, rows):
+            if late.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                worker.execute("DELETE FROM graph_outbox WHERE tenant_id = %s AND event <> 'noop'", (tenant,))
+                late.commit()
+            await apply_turns(driver, rows)
+
+        monkeypatch.setattr(graph, "_apply_turns", drained_meanwhile)
+        result = rebuild_stack(migrated)
+        assert result["outbox_position"] >= late_id
+        left = worker.execute("SELECT id FROM graph_outbox WHERE tenant_id = %s", (tenant,)).fetchall()
+        assert left == [(late_id,)]
+        worker.execute("DELETE FROM graph_outbox WHERE id = %s", (late_id,))
+    assert {"drained under the rebuild 1", "drained under the rebuild 2"} <= _turns(migrated, tenant)[1]
 
 
 def test_point_in_time_restore_between_two_marked_writes(migrated, backup_id):

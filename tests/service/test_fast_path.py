@@ -1,15 +1,19 @@
 """The working-memory fast path answers exactly as FastAPI does, and hands FastAPI what it
 does not serve itself.
 
-One app without a tracer provider (the fast path is live); each request goes once through the
-fast path and once, with the fast path switched off, through FastAPI, against two conversations
-that received the same requests before. Status and body must be equal."""
+Each request goes once through the fast path and once, with the fast path switched off, through
+FastAPI, against two conversations that received the same requests before. Status and body must
+be equal; with a tracer provider, so must the spans be (name, kind, attributes, status, parent)."""
 
 from __future__ import annotations
 
 import httpx
+import pytest
 import pytest_asyncio
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 
 from memory_core import MemoryClients
 from memory_core.service import create_app
@@ -34,11 +38,15 @@ class CountingApp:
 
 
 @pytest_asyncio.fixture
-async def fast(migrated, tenant_id, service_settings):
+async def fast(request, migrated, tenant_id, service_settings):
     token = new_token()
     clients = await MemoryClients.connect(migrated)
     app = create_app(
-        migrated, service_settings, clients=clients, tokens=TokenTable.parse(hash_line(tenant_id, token), "t")
+        migrated,
+        service_settings,
+        clients=clients,
+        tokens=TokenTable.parse(hash_line(tenant_id, token), "t"),
+        tracer_provider=getattr(request, "param", None),
     )
     fast_path = app.app
     assert isinstance(fast_path, WorkingFastPath)
@@ -105,15 +113,78 @@ async def test_fast_path_answers_as_fastapi_does(fast):
     client, fast_path, auth = fast
     for method, path, body, headers, served in CASES:
         answers = []
-        for conversation, traced in (("c-framework", True), ("c-fast", False)):
-            # A tracer provider sends every request through FastAPI (its request span).
-            fast_path.tracer_provider = TracerProvider() if traced else None
+        for conversation, framework in (("c-framework", True), ("c-fast", False)):
+            fast_path.enabled = not framework
             before = fast_path.app.calls
             response = await client.request(
                 method, f"/v1/working/u1/{conversation}{path}", content=body, headers={**auth, **headers}
             )
             reached_fastapi = fast_path.app.calls > before
-            if not traced:
+            if not framework:
                 assert reached_fastapi is not served, f"{method} {path}: served by the fast path: {not reached_fastapi}"
             answers.append(_comparable(response))
         assert answers[0] == answers[1], f"{method} {path}"
+
+
+EXPORTER = InMemorySpanExporter()
+TRACED = TracerProvider()
+TRACED.add_span_processor(SimpleSpanProcessor(EXPORTER))
+PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+def _span_shapes(spans) -> list[tuple]:
+    """What a trace backend shows of each span, ids aside; the parent as its span's name."""
+    names = {s.context.span_id: s.name for s in spans}
+    return sorted(
+        (
+            s.name,
+            s.kind,
+            s.status.status_code,
+            s.instrumentation_scope.name,
+            format(s.context.trace_id, "032x"),
+            names.get(s.parent.span_id, "remote") if s.parent else None,
+            tuple(sorted((k, v) for k, v in s.attributes.items() if k != "url.path")),
+        )
+        for s in spans
+    )
+
+
+@pytest.mark.parametrize("fast", [TRACED], indirect=True)
+async def test_traced_requests_take_the_fast_path_with_fastapis_spans(fast):
+    client, fast_path, auth = fast
+    traced = [
+        ("PUT", "/context/k1", b'{"value": 1}', JSON, "redis set_working_context"),
+        ("GET", "/context/k1", None, {}, "redis get_working_context"),
+        ("GET", "/context/gone", None, {}, "redis get_working_context"),
+        ("GET", "/turns?limit=3", None, {}, "redis recent_turns"),
+    ]
+    for method, path, body, headers, backend_span in traced:
+        shapes = []
+        for conversation, framework in (("c-framework", True), ("c-fast", False)):
+            fast_path.enabled = not framework
+            EXPORTER.clear()
+            before = fast_path.app.calls
+            response = await client.request(
+                method,
+                f"/v1/working/u1/{conversation}{path}",
+                content=body,
+                headers={**auth, **headers, "traceparent": PARENT},
+            )
+            assert response.status_code < 500, response.text
+            assert (fast_path.app.calls > before) is framework, f"{method} {path}"
+            spans = EXPORTER.get_finished_spans()
+            server = next(s for s in spans if s.kind == SpanKind.SERVER)
+            backend = next(s for s in spans if s.name == backend_span)
+            assert backend.parent.span_id == server.context.span_id
+            assert server.attributes["url.path"] == f"/v1/working/u1/{conversation}{path.split('?')[0]}"
+            shapes.append(_span_shapes(spans))
+        assert shapes[0] == shapes[1], f"{method} {path}"
+
+
+@pytest.mark.parametrize("fast", [TRACED], indirect=True)
+async def test_metrics_scrapes_make_no_spans(fast):
+    client, _fast_path, _auth = fast
+    EXPORTER.clear()
+    assert (await client.get("/metrics")).status_code == 200
+    assert (await client.get("/health")).status_code == 200
+    assert [s.name for s in EXPORTER.get_finished_spans()] == ["GET /health"]

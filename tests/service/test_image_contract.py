@@ -16,6 +16,7 @@ from typer.main import get_command
 from infra.config import BAKED_MODELS, LOCAL_IMAGE, MemoryServiceContract
 from memory_core import metrics
 from memory_core.service.config import ServiceSettings
+from memory_core.settings import Settings
 from memstack import service
 from memstack.cli import app
 
@@ -68,7 +69,10 @@ def test_runtime_writes_no_bytecode_and_keeps_home_in_tmp():
 
 def test_cli_defaults_and_env_names_match_the_contract():
     assert CONTRACT.port == service.SERVICE_PORT
-    assert CONTRACT.worker_health_port == service.WORKER_HEALTH_PORT
+    # The worker listens where the Deployment's probes look: its command names no port, so
+    # memory_core's setting decides, and the contract's default is that setting's.
+    assert CONTRACT.worker_health_port == Settings.model_fields["worker_probe_port"].default
+    assert "--port" not in CONTRACT.worker_command
     assert CONTRACT.tokens_file_env == service.TOKENS_FILE_ENV
     assert (ServiceSettings.model_config["env_prefix"] + "tokens_file").upper() == CONTRACT.tokens_file_env
     commands = get_command(app).commands
@@ -91,9 +95,12 @@ def test_extras_build_arg_installs_the_named_extras():
     build_stage = steps[: max(i for i, (k, _) in enumerate(steps) if k == "FROM")]
     args = dict(arg.partition("=")[::2] for kind, arg in build_stage if kind == "ARG")
     assert args.get("EXTRAS") == ""
-    (install,) = [arg for kind, arg in build_stage if kind == "RUN" and "pip install" in arg]
-    # `.[${EXTRAS}]` only when EXTRAS is set: pip refuses an empty `.[]`.
-    assert '".${EXTRAS:+[${EXTRAS}]}"' in install
+    installs = [arg for kind, arg in build_stage if kind == "RUN" and "pip install" in arg]
+    # The dependency layer installs the requirements of each extra named in EXTRAS; the package
+    # itself goes in after it without dependencies.
+    (dependencies,) = [arg for arg in installs if "optional-dependencies" in arg]
+    assert "os.environ.get('EXTRAS'" in dependencies
+    assert any("--no-deps" in arg for arg in installs)
 
 
 def test_the_embeddings_extra_bakes_the_models_the_stacks_may_name():

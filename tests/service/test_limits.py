@@ -53,6 +53,15 @@ async def test_malformed_json_is_400(api):
     assert r.status_code == 400 and "malformed JSON" in r.json()["detail"]
 
 
+async def test_a_path_that_is_not_utf8_is_400_and_names_no_one(api):
+    for path in ("/v1/working/user-%ff/conv-1/context/k", f"{W}/context/k%fe"):
+        r = await api.call("PUT", path, json={"value": 1})
+        assert r.status_code == 400 and "UTF-8" in r.json()["detail"], r.text
+    # The replacement character itself, sent as valid UTF-8, is an ordinary character.
+    assert (await api.call("PUT", f"{W}/context/k%EF%BF%BD", json={"value": 1})).status_code == 204
+    assert (await api.call("GET", f"{W}/context/k\ufffd")).json() == {"value": 1}
+
+
 async def test_invalid_utf8_is_400(api):
     r = await api.call(
         "PUT", f"{W}/context/k", content=b'{"value": "\xff\xfe"}', headers={"content-type": "application/json"}

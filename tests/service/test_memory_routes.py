@@ -117,6 +117,28 @@ async def test_reflection_is_queued_for_the_worker(api, settings):
     )
 
 
+async def test_a_reflection_on_an_unknown_strategy_is_refused_not_queued(api, settings):
+    before = await api.clients.redis.xlen(settings.reflection_stream)
+    for strategy_id in ("00000000-0000-0000-0000-000000000000", "not-a-uuid"):
+        r = await api.call(
+            "POST", f"/v1/reflections/{U}", json={"conversation_id": "c", "success": True, "strategy_id": strategy_id}
+        )
+        assert r.status_code in (404, 422) and "strategy" in r.json()["detail"], r.text
+    assert await api.clients.redis.xlen(settings.reflection_stream) == before
+    learned = await api.call(
+        "POST",
+        f"/v1/procedural/{U}/strategies",
+        json={"description": "search, then summarise", "tool_sequence": ["search"]},
+    )
+    assert learned.status_code == 201, learned.text
+    r = await api.call(
+        "POST",
+        f"/v1/reflections/{U}",
+        json={"conversation_id": "c", "success": True, "strategy_id": learned.json()["id"]},
+    )
+    assert r.status_code == 202, r.text
+
+
 async def test_shared_spaces_need_an_agent_and_its_ownership(api):
     space = f"/v1/spaces/{U}/team"
     r = await api.call("PUT", space)

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
+from memory_core.clients import RedisConnection
+from memory_core.memory import AgentMemory
+
 W = "/v1/working/user-1/conv-1"
 
 
@@ -68,3 +73,66 @@ async def test_priority_and_full_context_is_409(api, settings):
         assert r.status_code == 204
     r = await api.call("PUT", f"{W}/context/low", json={"value": 0, "priority": 1})
     assert r.status_code == 409 and "cap" in r.json()["detail"]
+
+
+async def test_scripts_unknown_to_redis_are_loaded_again(api):
+    """After a restart on empty data or a SCRIPT FLUSH, Redis knows none of the Lua scripts."""
+    await api.call("PUT", f"{W}/context/kept", json={"value": 1})
+    await api.clients.redis.script_flush()
+    assert (await api.clients.redis.script_exists(api.clients.working_scripts.get.sha)) == [False]
+    r = await api.call("GET", f"{W}/context/kept")
+    assert r.status_code == 200 and r.json() == {"value": 1}
+    assert (await api.call("PUT", f"{W}/context/more", json={"value": 2})).status_code == 204
+    assert (await api.call("GET", f"{W}/context")).json()["context"]["more"] == 2
+
+
+async def test_a_command_larger_than_the_socket_buffer_is_sent_whole(api):
+    """The client's connection writes a command at once when the socket takes it; one the kernel
+    cannot take at once is awaited until it drained (both paths, same client)."""
+    redis = api.clients.redis
+    assert redis.connection_pool.connection_class is RedisConnection
+    big = bytes(range(256)) * (64 * 1024)  # 16 MiB: more than a loopback socket buffer holds
+    await redis.set("test:big-command", big, px=60_000)
+    assert await redis.get("test:big-command") == big
+    assert await redis.strlen("test:big-command") == len(big)
+    await redis.delete("test:big-command")
+
+
+async def test_read_bodies_are_the_compact_json_of_the_stored_values(api):
+    """Reads embed the stored JSON text; the body is what encoding the parsed value gives."""
+    value = {"é": "naïve ☃", "n": [1, -2.5, 1e-07, 12345678901234567890], "t": True, "z": None, "q": 'a"b\\c'}
+    await api.call("PUT", f"{W}/context/shape", json={"value": value})
+    r = await api.call("GET", f"{W}/context/shape")
+    assert r.content == json.dumps({"value": value}, separators=(",", ":")).encode()
+    assert r.headers["content-type"] == "application/json"
+    assert r.headers["content-length"] == str(len(r.content))
+    for content in ("first ☃", 'second "quoted"'):
+        await api.call("POST", f"{W}/turns", json={"role": "user", "content": content})
+    r = await api.call("GET", f"{W}/turns", params={"limit": 2})
+    turns = r.json()["turns"]
+    assert [t["content"] for t in turns] == ['second "quoted"', "first ☃"]
+    assert r.content == json.dumps({"turns": turns}, separators=(",", ":")).encode()
+    await api.call("POST", f"{W}/thoughts", json={"thought": "plan ☃"})
+    r = await api.call("GET", f"{W}/thoughts")
+    assert r.content == json.dumps({"thoughts": r.json()["thoughts"]}, separators=(",", ":")).encode()
+    assert r.json()["thoughts"][0]["thought"] == "plan ☃"
+    r = await api.call("GET", f"{W}/thoughts", params={"limit": 1})
+    assert len(r.json()["thoughts"]) == 1
+
+
+async def test_whole_context_body_is_the_compact_json_of_the_snapshot(api):
+    w = "/v1/working/user-snap/conv-snap"
+    r = await api.call("GET", f"{w}/context")
+    assert r.content == b'{"context":{},"recent_turns":[],"thoughts":[]}'
+    await api.call("PUT", f"{w}/context/plan ☃", json={"value": {"steps": [1, 2.5], "q": 'a"b'}})
+    assert (await api.call("PUT", f"{w}/context/n", json={"value": 0})).status_code == 204
+    await api.call("POST", f"{w}/turns", json={"role": "user", "content": "hi ☃"})
+    await api.call("POST", f"{w}/thoughts", json={"thought": "think"})
+    r = await api.call("GET", f"{w}/context")
+    snapshot = r.json()
+    assert snapshot["context"] == {"plan ☃": {"steps": [1, 2.5], "q": 'a"b'}, "n": 0}
+    assert [t["content"] for t in snapshot["recent_turns"]] == ["hi ☃"]
+    assert [t["thought"] for t in snapshot["thoughts"]] == ["think"]
+    assert r.content == json.dumps(snapshot, separators=(",", ":")).encode()
+    stored = await AgentMemory(api.tenant_id, "user-snap", "conv-snap", clients=api.clients).get_working_context()
+    assert r.content == json.dumps(stored, separators=(",", ":")).encode()

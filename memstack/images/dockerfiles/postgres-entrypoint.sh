@@ -13,5 +13,5 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
     rm -f "$pwfile"
     echo "host all all 0.0.0.0/0 scram-sha-256" >> "$PGDATA/pg_hba.conf"
 fi
-exec postgres -D "$PGDATA" -c listen_addresses='*' -c unix_socket_directories= \
-    -c shared_buffers=256MB -c max_connections=200 "$@"
+# Memory and planner settings come from the command (memstack's server_settings).
+exec postgres -D "$PGDATA" -c listen_addresses='*' -c unix_socket_directories= "$@"

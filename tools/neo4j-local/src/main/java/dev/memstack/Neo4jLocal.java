@@ -6,7 +6,7 @@
  * Build:  mvn -q -B -f tools/neo4j-local/pom.xml package
  * Run (see README.md):
  *
- *   NEO4J_PASSWORD=... java -Xms256m -Xmx1g -XX:+UseG1GC -XX:+ExitOnOutOfMemoryError \
+ *   NEO4J_PASSWORD=... java -Xms256m -Xmx1g -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -XX:+ExitOnOutOfMemoryError \
  *       -XX:-UsePerfData \
  *       --add-opens=java.base/java.nio=ALL-UNNAMED \
  *       --add-opens=java.base/sun.nio.ch=ALL-UNNAMED \
@@ -86,6 +86,7 @@ public final class Neo4jLocal {
     static final int MIN_PASSWORD_LENGTH = 8;
     static final String BIND_HOST = "127.0.0.1";
     static final long PAGE_CACHE = ByteUnit.mebiBytes(256);
+    static final Duration MIN_REPLAN_INTERVAL = Duration.ofMinutes(2);
 
     static final int EXIT_FAILURE = 1;
     static final int EXIT_REFUSED = 2;
@@ -238,6 +239,13 @@ public final class Neo4jLocal {
                 // less history: this is a dev / test DBMS.
                 Map.entry(GraphDatabaseSettings.logical_log_rotation_threshold, ByteUnit.mebiBytes(32)),
                 Map.entry(GraphDatabaseSettings.keep_logical_logs, "128M size"),
+                // A plan is checked against the graph's statistics at most this often (default
+                // 10 s). A fresh graph that grows under load diverged from every plan's
+                // statistics at each check, and planning one projection statement costs 50-130
+                // ms of CPU (up to 700 ms before the JIT warms): replanning every 10 s took more
+                // CPU than running the statements. The plans of memory_core seek unique
+                // constraints and indexes whatever the counts.
+                Map.entry(GraphDatabaseSettings.cypher_min_replan_interval, MIN_REPLAN_INTERVAL),
                 Map.entry(BoltConnector.enabled, true),
                 Map.entry(BoltConnector.listen_address, new SocketAddress(BIND_HOST, opts.boltPort)),
                 Map.entry(BoltConnector.advertised_address, new SocketAddress(BIND_HOST, opts.boltPort)),
@@ -292,8 +300,17 @@ public final class Neo4jLocal {
             system.executeTransactionally(
                     "ALTER USER neo4j SET PASSWORD CHANGE NOT REQUIRED");
         }
-        if (!passwordIsCurrent(system, password)) {
-            throw new IllegalStateException("password of user neo4j could not be set");
+        // Bolt is open while this runs, and the caller's readiness probe logs in with the new
+        // password before it is set: three failures lock the user for auth_lock_time (5 s by
+        // default) and the login below answers TOO_MANY_ATTEMPTS. Wait the lock out.
+        long deadline = System.nanoTime() + Duration.ofSeconds(30).toNanos();
+        AuthenticationResult result;
+        while ((result = loginResult(system, password)) == AuthenticationResult.TOO_MANY_ATTEMPTS
+                && System.nanoTime() < deadline) {
+            Thread.sleep(250);
+        }
+        if (result != AuthenticationResult.SUCCESS) {
+            throw new IllegalStateException("password of user neo4j could not be set (login answers " + result + ")");
         }
     }
 
@@ -305,8 +322,9 @@ public final class Neo4jLocal {
     static void writeInitialPassword(Path home, String password) {
         try (PrintStream sink = new PrintStream(OutputStream.nullOutputStream(), true, StandardCharsets.UTF_8)) {
             var ctx = new ExecutionContext(home, home.resolve("conf"), sink, sink, new DefaultFileSystemAbstraction());
+            // "--": a password that starts with "-" is not an option (token_urlsafe makes one in 64).
             new CommandLine(new SetInitialPasswordCommand(ctx)).setOut(new java.io.PrintWriter(sink))
-                    .setErr(new java.io.PrintWriter(sink)).execute(password);
+                    .setErr(new java.io.PrintWriter(sink)).execute("--", password);
         } catch (RuntimeException | LinkageError e) {
             // fall back to ALTER USER in setPassword()
         }
@@ -314,11 +332,15 @@ public final class Neo4jLocal {
 
     /** True when "neo4j" can log in with the password and no change is required. */
     static boolean passwordIsCurrent(GraphDatabaseService system, String password) throws Exception {
+        return loginResult(system, password) == AuthenticationResult.SUCCESS;
+    }
+
+    static AuthenticationResult loginResult(GraphDatabaseService system, String password) throws Exception {
         AuthManager auth = ((GraphDatabaseAPI) system).getDependencyResolver().resolveDependency(AuthManager.class);
         var login = auth.login(
                 AuthToken.newBasicAuthToken("neo4j", password.getBytes(StandardCharsets.UTF_8)),
                 ClientConnectionInfo.EMBEDDED_CONNECTION);
-        return login.subject().getAuthenticationResult() == AuthenticationResult.SUCCESS;
+        return login.subject().getAuthenticationResult();
     }
 
     static void awaitBolt(int port, Duration timeout) throws IOException, InterruptedException {

@@ -1,0 +1,78 @@
+"""`memstack chaos` judges its run by the chaos suite's bounds (one function for both), takes the
+images the stack was made with, and refuses a fault duration that is not a number."""
+
+from __future__ import annotations
+
+import pytest
+from test_cli_errors import assert_one_line_error, run
+
+from memstack.chaos.faults import Window
+from memstack.chaos.run import ChaosResult, judge
+from memstack.images.build import IMAGES_ENV, stack_image_source
+from memstack.local.state import StackState, save
+
+
+def _result(**changes) -> ChaosResult:
+    """A run that keeps every bound: a Redis kill, recovered in 1 s, p99 back under 10 ms."""
+    values = {
+        "fault": "redis-kill",
+        "profile": "working",
+        "duration_s": 0.0,
+        "window": Window(start=100.0, end=101.0),
+        "failed": 12,
+        "statuses": {503: 12},
+        "recovery_s": 1.0,
+        "wm_p99_before_ms": 4.0,
+        "wm_p99_after_ms": 6.0,
+        "lost": {"postgres": 0, "neo4j": 0, "redis": 3},
+        "acknowledged": {"postgres": 300, "neo4j": 300, "redis": 300},
+        "redis_lost_span_s": 0.5,
+    }
+    return ChaosResult(**{**values, **changes})
+
+
+def test_a_run_within_the_bounds_passes():
+    assert judge(_result(), "everysec") == []
+
+
+@pytest.mark.parametrize(
+    "changes, words",
+    [
+        # The review's run: 33 ms before the fault gives a 49.5 ms bound; 82.1 ms after breaks it.
+        ({"wm_p99_before_ms": 33.0, "wm_p99_after_ms": 82.1}, "p99 after recovery 82.1 ms, bound 49.5 ms"),
+        ({"failures_not_naming_store": 2, "statuses": {500: 2, 503: 10}}, "2 failed requests were not a 503"),
+        ({"recovery_s": None}, "recovery None s"),
+        ({"lost": {"postgres": 1, "neo4j": 0, "redis": 0}}, "1 acknowledged postgres writes lost"),
+        ({"redis_lost_span_s": 5.0}, "lost over 5.00 s"),
+        ({"fault": "postgres-kill", "lost": {"postgres": 0, "neo4j": 0, "redis": 2}}, "2 acknowledged redis writes"),
+        ({"fault": "postgres-pause", "lost": {"postgres": 0, "neo4j": 0, "redis": 0}}, "during the pause None s"),
+    ],
+)
+def test_each_broken_bound_is_named(changes, words):
+    violations = judge(_result(**changes), "everysec")
+    assert len(violations) == 1 and words in violations[0], violations
+    assert _result(**changes, violations=violations).row()["passed"] is False
+
+
+def test_the_stack_s_recorded_images_unless_the_environment_names_them(tmp_path, monkeypatch):
+    monkeypatch.delenv(IMAGES_ENV, raising=False)
+    assert stack_image_source(tmp_path) == "official"  # no stack in the home
+    save(tmp_path, StackState(backend="containers", images="local"))
+    assert stack_image_source(tmp_path) == "local"
+    monkeypatch.setenv(IMAGES_ENV, "official")
+    assert stack_image_source(tmp_path) == "official"
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--duration", "nan"], "--duration must be a number of seconds from 0 to 120"),
+        (["--duration", "inf"], "--duration must be a number of seconds from 0 to 120"),
+        (["--duration", "-1"], "--duration must be a number of seconds from 0 to 120"),
+        (["--rate", "nan"], "--rate must be a finite number"),
+        (["--rate", "0.5"], "--rate must be 1 or more"),
+    ],
+)
+def test_chaos_refuses_options_out_of_range_before_anything_starts(tmp_path, args, words):
+    assert_one_line_error(run(tmp_path, "chaos", "--fault", "redis-kill", *args), words)
+    assert not any(tmp_path.iterdir())  # no stack, no results directory

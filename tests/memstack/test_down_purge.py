@@ -1,0 +1,48 @@
+"""`memstack down --purge`: a containers stack's containers, volumes and network go; a process
+stack is refused, its data being its home."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from memstack.errors import MemstackError
+from memstack.local.containers import docker_client, stack_prefix
+from memstack.local.state import StackState, save
+
+CLI = [sys.executable, "-c", "from memstack.cli import main; main()"]
+
+
+def _down_purge(home, backend: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MEMSTACK_HOME": str(home), "MEMSTACK_BACKEND": backend}
+    return subprocess.run([*CLI, "down", "--purge"], env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_purge_deletes_the_containers_stack_s_volumes_and_network(tmp_path):
+    try:
+        engine = docker_client()
+    except MemstackError as exc:
+        pytest.skip(str(exc))
+    home = tmp_path / "home"
+    save(home, StackState(backend="containers", images="local"))
+    prefix = stack_prefix(home)
+    other = engine.volumes.create(f"memstack-other-{prefix[-8:]}")
+    try:
+        engine.networks.create(prefix)
+        engine.volumes.create(f"{prefix}-redis")
+        result = _down_purge(home, "containers")
+        assert result.returncode == 0, result.stderr
+        assert engine.volumes.list(filters={"name": prefix + "-"}) == []
+        assert engine.networks.list(names=[prefix]) == []
+        assert engine.volumes.get(other.name)  # another stack's volume stays
+    finally:
+        other.remove(force=True)
+
+
+def test_purge_refuses_a_process_stack_in_one_line(tmp_path):
+    result = _down_purge(tmp_path / "home", "process")
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "--purge applies to a containers stack" in result.stderr

@@ -1,0 +1,22 @@
+"""`memstack load` refuses a run time it cannot keep and a rate or warm-up that is not a number,
+in one line, before a stack, a service or Locust starts."""
+
+from __future__ import annotations
+
+import pytest
+from test_cli_errors import assert_one_line_error, run
+
+
+@pytest.mark.parametrize(
+    "option, value, words",
+    [
+        ("--duration", "99999999999h", "must be at most 7 days"),
+        ("--duration", "169h", "must be at most 7 days"),
+        ("--rate", "nan", "must be a finite number"),
+        ("--warmup", "nan", "must be a finite number"),
+        ("--rate", "-1", "must be 0 or more"),
+    ],
+)
+def test_load_refuses_up_front(tmp_path, option, value, words):
+    assert_one_line_error(run(tmp_path, "load", option, value), option, words)
+    assert not (tmp_path / "state.json").exists()  # no stack was started for it
