@@ -7,7 +7,7 @@ import pytest
 from test_cli_errors import assert_one_line_error, run
 
 from memstack.chaos.faults import Window
-from memstack.chaos.run import ChaosResult, judge
+from memstack.chaos.run import ChaosResult, judge, measure
 from memstack.images.build import IMAGES_ENV, stack_image_source
 from memstack.local.state import StackState, save
 
@@ -76,3 +76,40 @@ def test_the_stack_s_recorded_images_unless_the_environment_names_them(tmp_path,
 def test_chaos_refuses_options_out_of_range_before_anything_starts(tmp_path, args, words):
     assert_one_line_error(run(tmp_path, "chaos", "--fault", "redis-kill", *args), words)
     assert not any(tmp_path.iterdir())  # no stack, no results directory
+
+
+def _requests(latency_ms, start: float, end: float, rate: float = 100.0) -> list:
+    """Working-memory requests sent at `rate` from `start` to `end`, as the request log holds
+    them, each answered in `latency_ms(sent at)`."""
+    count = int((end - start) * rate)
+    return [
+        (start + i / rate, "working:read GET context/{key}", 200, latency_ms(start + i / rate), False, "")
+        for i in range(count)
+    ]
+
+
+def _measured(after_ms) -> ChaosResult:
+    """A Redis pause from t=100 to t=102, 20 s of 2 ms answers before it, then 30 s after it
+    answered in `after_ms(seconds since recovery)`."""
+    result = _result(fault="redis-pause", failed=0, statuses={}, recovery_s=None)
+    result.window = Window(start=100.0, end=102.0)
+    log = _requests(lambda t: 2.0, 80.0, 100.0) + _requests(lambda t: after_ms(t - 102.0), 102.0, 132.0)
+    measure(result, log, "redis", before_s=20.0)
+    return result
+
+
+def test_a_few_seconds_of_noise_after_recovery_do_not_fail_the_run():
+    # Two seconds at 40 ms: 200 of 3,000 requests, far past the plain p99 over the window.
+    result = _measured(lambda t: 40.0 if 12.0 <= t < 14.0 else 2.0)
+    assert result.wm_p99_after_whole_ms == 40.0
+    assert result.wm_p99_after_slices_ms == [2.0, 2.0, 40.0, 2.0, 2.0, 2.0]
+    assert result.wm_p99_before_ms == 2.0 and result.wm_p99_after_ms == 2.0
+    assert judge(result, "everysec") == []
+
+
+def test_a_service_slow_for_half_the_window_after_recovery_fails_the_run():
+    result = _measured(lambda t: 40.0 if t < 15.0 else 2.0)
+    assert result.wm_p99_after_slices_ms == [40.0, 40.0, 40.0, 2.0, 2.0, 2.0]
+    assert result.wm_p99_after_ms == 21.0
+    violations = judge(result, "everysec")
+    assert violations == ["working-memory p99 after recovery 21.0 ms, bound 10.0 ms"]
