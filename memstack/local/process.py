@@ -17,11 +17,13 @@ from memstack.local.neo4j_server import USER as NEO4J_USER
 from memstack.local.neo4j_server import Neo4jServer
 from memstack.local.postgres_server import PostgresServer
 from memstack.local.processes import (
+    Launch,
     ServiceExited,
     free_port,
     is_running,
     kill_pid,
     port_is_free,
+    signals_deferred,
     spawn,
     start_time,
     stop_pid,
@@ -127,15 +129,8 @@ class ProcessBackend:
             service.prepare(port)
             launch = service.launch(port)
             log_offset = launch.log.stat().st_size if launch.log.exists() else 0
-            proc = spawn(launch)
             try:
-                wait_ready(
-                    service.name,
-                    proc.poll,
-                    lambda port=port: service.probe(port),
-                    timeout=service.ready_timeout,
-                    log=service.log,
-                )
+                self._run_until_ready(service, launch, port, state)
             except ServiceExited:
                 new_output = launch.log.read_text(errors="replace")[log_offset:] if launch.log.exists() else ""
                 if movable and attempt < _START_ATTEMPTS and _PORT_TAKEN.search(new_output):
@@ -147,20 +142,55 @@ class ProcessBackend:
                         f" pick another with --port {service.name}=PORT or free it"
                     ) from None
                 raise
-            except BaseException:
-                kill_pid(proc.pid, None)
-                raise
-            break
-        service.after_ready(port)
-        state.services[service.name] = ServiceState(
-            port=port,
-            data_dir=str(service.data_dir),
-            log=str(service.log),
-            url=service.url(port),
-            pid=proc.pid,
-            started=start_time(proc.pid),
-        )
-        save(self.home, state)
+            return
+
+    def _run_until_ready(self, service: LocalService, launch: Launch, port: int, state: StackState) -> None:
+        """Spawn the service, wait for it and set it up; it ends recorded in `state.services`, or
+        stopped. Its pid is saved in `state.starting` from the moment it exists: a SIGTERM in
+        between would otherwise leave it running with no record (a Postgres whose roles were being
+        created), and an `up` killed outright leaves that record for `down` to act on."""
+        proc = None
+        try:
+            with signals_deferred():
+                proc = spawn(launch)
+                state.starting[service.name] = ServiceState(
+                    port=port,
+                    data_dir=str(service.data_dir),
+                    log=str(service.log),
+                    url=service.url(port),
+                    pid=proc.pid,
+                    started=start_time(proc.pid),
+                )
+                save(self.home, state)
+            wait_ready(
+                service.name,
+                proc.poll,
+                lambda: service.probe(port),
+                timeout=service.ready_timeout,
+                log=service.log,
+            )
+            service.after_ready(port)
+            with signals_deferred():
+                state.services[service.name] = state.starting.pop(service.name)
+                save(self.home, state)
+        except BaseException:
+            with signals_deferred():
+                if proc is not None:
+                    # A process already reaped (it exited) may have given its pid to another.
+                    if proc.returncode is None:
+                        kill_pid(proc.pid, None)
+                    state.starting.pop(service.name, None)
+                    save(self.home, state)
+            raise
+
+    def _stop_unfinished(self, state: StackState) -> None:
+        """Stop what an `up` that did not live to finish left starting (see _run_until_ready)."""
+        for name in list(state.starting):
+            record = state.starting[name]
+            if self._running(record):
+                self._stop(self._service(name, state), record)
+            del state.starting[name]
+            save(self.home, state)
 
     def _ensure_running(self, service: LocalService, state: StackState, *, keep_port: bool) -> None:
         record = state.services.get(service.name)
@@ -203,6 +233,7 @@ class ProcessBackend:
                     raise MemstackError(
                         f"{name} is running on port {record.port}; run `memstack down` before moving it to {pinned}"
                     )
+            self._stop_unfinished(state)
             pending = [self._service(n, state) for n in services if not self._running(state.services.get(n))]
             # Every prerequisite is checked before anything starts, so a missing tool leaves nothing half up.
             for service in pending:
@@ -216,6 +247,7 @@ class ProcessBackend:
         with self._locked() as state:
             if service not in state.services:
                 raise MemstackError(f"{service} has never run in {self.home}; use `memstack up` first")
+            self._stop_unfinished(state)
             svc = self._service(service, state)
             self._check_prerequisites(svc)
             # Same port as before, so URLs handed out earlier stay valid.
@@ -235,6 +267,7 @@ class ProcessBackend:
 
     def down(self) -> None:
         with self._locked() as state:
+            self._stop_unfinished(state)
             for name in reversed(ALL_SERVICES):
                 record = state.services.get(name)
                 if record is None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import signal
 import socket
 import subprocess
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,6 +94,34 @@ def spawn(launch: Launch) -> subprocess.Popen:
             start_new_session=True,
             umask=0o077,
         )
+
+
+# What an operator or a job runner sends to stop the CLI; each ends it through Python's cleanup.
+_DEFERRED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGTERM and Ctrl-C back until the block is done, then act on them as usual.
+
+    For the steps that must not be cut in two: starting a process and recording its pid (else
+    it runs on with no record for `down` to find), and stopping it again. The Python handlers
+    are swapped rather than the signals masked, since a signal masked in this thread would still
+    be taken by another one and its handler run here anyway."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread runs signal handlers, or may set them
+        return
+    caught: list[int] = []
+    previous = {
+        signum: signal.signal(signum, lambda signum, _frame: caught.append(signum)) for signum in _DEFERRED_SIGNALS
+    }
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        if caught:
+            signal.raise_signal(caught[0])
 
 
 def log_tail(log: Path, lines: int = 1) -> str:

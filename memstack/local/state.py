@@ -59,6 +59,9 @@ class StackState(BaseModel):
     # The containers backend's image source: local (built here) or official (from a registry).
     images: str | None = None
     services: dict[str, ServiceState] = Field(default_factory=dict)
+    # Processes spawned but not yet ready (nor set up: Postgres's roles), recorded as soon as they
+    # exist, so that `down`, or the next `up`, stops one whose `up` was killed before it was.
+    starting: dict[str, ServiceState] = Field(default_factory=dict)
 
 
 def state_path(home: Path) -> Path:
