@@ -85,7 +85,10 @@ class RedisPool(aioredis.ConnectionPool):
     async def get_connection(self, command_name: Any = None, *keys: Any, **options: Any) -> aioredis.Connection:
         connection: aioredis.Connection = self.get_available_connection()  # type: ignore[no-untyped-call]
         try:
-            await self.ensure_connection(connection)
+            # What `ensure_connection` finds for a healthy pooled connection (connected, nothing
+            # unread), checked without its connect() call through the retry helper.
+            if not connection.is_connected or await connection.can_read():
+                await self.ensure_connection(connection)
         except BaseException:
             await self.release(connection)
             raise

@@ -2,8 +2,11 @@
 
 A plain ASGI wrapper rather than Starlette middleware: it costs a few microseconds per request
 and does no I/O. The route template is read after the app ran, from `scope["route"]`, which
-the router sets on the same scope dict; unmatched paths share one label so that scanners
-cannot blow up the metric's cardinality. The request span is FastAPI's own (see app.py).
+the router (or the working-memory fast path) sets on the same scope dict; unmatched paths
+share one label so that scanners cannot blow up the metric's cardinality. The request span is
+FastAPI's own (see app.py). A request the fast path serves is handed the server's own receive
+and send: the fast path keeps the body limit itself and returns the status it sent, which
+spares each such request the two wrapper closures FastAPI's requests get.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import metrics
 from .errors import BodyTooLarge, ErrorBody
+from .fast_path import WorkingFastPath
 
 UNMATCHED = "unmatched"
 
@@ -77,7 +81,6 @@ class Instrumented:
             await self.app(scope, receive, send)
             return
         start = perf_counter()
-        method = scope["method"]
         status = 500
         limit = self.max_body_bytes
         declared = None
@@ -85,7 +88,40 @@ class Instrumented:
             if name == b"content-length":
                 declared = value
                 break
+        _InFlight.count += 1
+        try:
+            if declared is not None and (not declared.isdigit() or int(declared) > limit):
+                status = 413 if declared.isdigit() else 400
+                await _reject(
+                    send, status, f"request body exceeds {limit} bytes" if status == 413 else "invalid Content-Length"
+                )
+            elif "\ufffd" in scope["path"] and not _utf8_path(scope.get("raw_path")):
+                # The server decoded invalid UTF-8 (%ff) to U+FFFD: two different ids would name
+                # one user or key.
+                status = 400
+                await _reject(send, status, "the request path is not valid UTF-8 once percent-decoded")
+            else:
+                app = self.app
+                # The fast path's answers need no wrapped receive and send: it reads the body
+                # within the limit itself and returns the status it sent.
+                served = await app.serve(scope, receive, send, limit) if isinstance(app, WorkingFastPath) else None
+                if isinstance(served, int):
+                    status = served
+                else:
+                    status = await self._framework(
+                        app.app if isinstance(app, WorkingFastPath) else app, scope, served or receive, send
+                    )
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or UNMATCHED
+            _request_duration(scope["method"], template, status).observe(perf_counter() - start)
+            _InFlight.count -= 1
+
+    async def _framework(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> int:
+        """Run `app` with the body limit on its receive; the status it answered."""
+        limit = self.max_body_bytes
         received = 0
+        status = 500
         started = False
 
         async def limited_receive() -> Message:
@@ -104,27 +140,11 @@ class Instrumented:
                 started = True
             await send(message)
 
-        _InFlight.count += 1
         try:
-            if declared is not None and (not declared.isdigit() or int(declared) > limit):
-                status = 413 if declared.isdigit() else 400
-                await _reject(
-                    send, status, f"request body exceeds {limit} bytes" if status == 413 else "invalid Content-Length"
-                )
-            elif "\ufffd" in scope["path"] and not _utf8_path(scope.get("raw_path")):
-                # The server decoded invalid UTF-8 (%ff) to U+FFFD: two different ids would name
-                # one user or key.
-                status = 400
-                await _reject(send, status, "the request path is not valid UTF-8 once percent-decoded")
-            else:
-                await self.app(scope, limited_receive, observed_send)
+            await app(scope, limited_receive, observed_send)
         except Exception:
             # Starlette re-raises an unhandled exception after its handler (errors.py) logged it
             # and answered 500; stop it here so the server does not log it a second time.
             if not started:
                 raise
-        finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or UNMATCHED
-            _request_duration(method, template, status).observe(perf_counter() - start)
-            _InFlight.count -= 1
+        return status

@@ -53,6 +53,8 @@ class TokenTable:
     def __init__(self, tenants_by_hash: dict[str, str]):
         self._tenants_by_hash = tenants_by_hash
         self._recent: dict[str, str] = {}
+        # The same, by the whole Authorization header as the server received it.
+        self._recent_headers: dict[bytes, str] = {}
         # mtime and size of the tokens file as it was before it was read; the watcher compares.
         self.file_stamp: tuple[int, int] | None = None
 
@@ -94,7 +96,7 @@ class TokenTable:
 
     def replace(self, other: TokenTable) -> None:
         # A revoked token must stop working with the new table: the recent ones are forgotten too.
-        self._tenants_by_hash, self._recent = other._tenants_by_hash, {}
+        self._tenants_by_hash, self._recent, self._recent_headers = other._tenants_by_hash, {}, {}
         self.file_stamp = other.file_stamp
 
     def tenant_for(self, token: str) -> str | None:
@@ -105,6 +107,21 @@ class TokenTable:
                 if len(self._recent) >= _RECENT_TOKENS:
                     self._recent.clear()
                 self._recent[token] = tenant
+        return tenant
+
+    def tenant_for_authorization(self, header: bytes) -> str | None:
+        """The tenant of an `Authorization: Bearer <token>` header's raw value, or None (another
+        scheme, no token, an unknown one). A header seen recently costs one dict lookup."""
+        tenant = self._recent_headers.get(header)
+        if tenant is None:
+            scheme, _, token = header.decode("latin-1").partition(" ")
+            if not token or scheme.lower() != "bearer":
+                return None
+            tenant = self.tenant_for(token.strip())
+            if tenant is not None:
+                if len(self._recent_headers) >= _RECENT_TOKENS:
+                    self._recent_headers.clear()
+                self._recent_headers[header] = tenant
         return tenant
 
 

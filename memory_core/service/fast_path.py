@@ -9,7 +9,8 @@ its model accepts calls the same route function as FastAPI would, with the same 
 and limits, so the answer is the same. Anything else - a missing or unknown token, an
 oversized parameter, an unexpected query or content type, a body its model refuses - goes to
 FastAPI unchanged (the body it read is replayed), which answers with the documented errors.
-Metrics are the instrumentation layer's (the route is set on the scope, as the router does).
+Metrics are the instrumentation layer's (the route is set on the scope, as the router does; the
+status is what `serve` returns), and so is the body limit, which `serve` applies while reading.
 While a tracer provider is configured, a request it serves gets the server span FastAPI would
 have made (same name, kind, attributes, status and parent from the caller's trace context), so
 the backend spans of the route nest under it as they do behind FastAPI.
@@ -92,30 +93,29 @@ class WorkingFastPath:
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not scope.get("root_path"):
-            match = _PATH.match(scope["path"]) if self.enabled else None
-            if match is not None:
-                user_id, conversation_id, collection, key = match.groups()
-                route = self.routes.get((scope["method"], collection, key is not None))
-                if route is not None and await self._serve(route, scope, receive, send, user_id, conversation_id, key):
-                    return
-        await self.app(scope, receive, send)
+        # Standalone (without the instrumentation layer, which calls `serve` itself): no body limit.
+        served = await self.serve(scope, receive, send, None) if scope["type"] == "http" else None
+        if not isinstance(served, int):
+            await self.app(scope, served or receive, send)
 
-    async def _serve(
-        self,
-        route: _Route,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        user_id: str,
-        conversation_id: str,
-        key: str | None,
-    ) -> bool:
-        """Answer the request, or return False (nothing sent) for FastAPI to answer it."""
+    async def serve(
+        self, scope: Scope, receive: Receive, send: Send, max_body_bytes: int | None
+    ) -> int | Receive | None:
+        """Answer an HTTP request and return the status sent; or send nothing and return what
+        FastAPI is to answer it with: None (the request's own receive) or, once the body was
+        read, a receive that replays it. The match and the checks share one frame with the
+        response: every frame of the chain is resumed again when Redis answers."""
+        match = _PATH.match(scope["path"]) if self.enabled and not scope.get("root_path") else None
+        if match is None:
+            return None
+        user_id, conversation_id, collection, key = match.groups()
+        route = self.routes.get((scope["method"], collection, key is not None))
+        if route is None:
+            return None
         if len(user_id) > MAX_ID_CHARS or len(conversation_id) > MAX_ID_CHARS:
-            return False
+            return None
         if key is not None and len(key) > MAX_KEY_CHARS:
-            return False
+            return None
         authorization = content_type = None
         for name, value in scope["headers"]:
             if name == b"authorization" and authorization is None:
@@ -123,14 +123,11 @@ class WorkingFastPath:
             elif name == b"content-type" and content_type is None:
                 content_type = value
         if authorization is None:
-            return False
+            return None
         rt: Runtime = self.app.state.runtime  # type: ignore[attr-defined]
-        scheme, _, token = authorization.decode("latin-1").partition(" ")
-        if not token or scheme.lower() != "bearer":
-            return False
-        tenant = rt.tokens.tenant_for(token.strip())
+        tenant = rt.tokens.tenant_for_authorization(authorization)
         if tenant is None:
-            return False
+            return None
         args: list[Any] = [Caller(rt, tenant), user_id, conversation_id]
         if route.takes_key:
             args.append(key)
@@ -139,31 +136,31 @@ class WorkingFastPath:
             if query:
                 limit = _LIMIT.match(query)
                 if limit is None:
-                    return False
+                    return None
                 args.append(int(limit.group(1)))
         elif query:
-            return False
+            return None
         if route.body_model is not None:
             if content_type != b"application/json":
-                return False
+                return None
             try:
-                body = await _read_body(receive)
+                body = await _read_body(receive, max_body_bytes)
             except errors.BodyTooLarge as exc:
-                await errors.body_too_large_response(exc)(scope, receive, send)
-                return True
+                too_large = errors.body_too_large_response(exc)
+                await too_large(scope, receive, send)
+                return too_large.status_code
             try:
                 args.append(route.body_model.model_validate_json(body))
             except ValidationError:
-                await self.app(scope, _replay(body, receive), send)
-                return True
+                return _replay(body, receive)
         scope["route"] = route.route
         if tracing(self.tracer_provider):
-            await self._traced(route, args, scope, send)
-        else:
-            await _send(await _answer(route, args, scope), send)
-        return True
+            return await self._traced(route, args, scope, send)
+        response = await _answer(route, args, scope)
+        await _send(response, send)
+        return response.status_code
 
-    async def _traced(self, route: _Route, args: list[Any], scope: Scope, send: Send) -> None:
+    async def _traced(self, route: _Route, args: list[Any], scope: Scope, send: Send) -> int:
         """The request under the server span FastAPI's telemetry would have started and ended."""
         provider = self.tracer_provider or trace.get_tracer_provider()
         if self._tracer is None or self._tracer[0] is not provider:
@@ -193,6 +190,7 @@ class WorkingFastPath:
                 await _send(response, send)
         finally:
             span.end()
+        return response.status_code
 
 
 async def _answer(route: _Route, args: list[Any], scope: Scope) -> Response:
@@ -231,13 +229,20 @@ def _server_attributes(host: str | None, scope: Scope) -> dict[str, Any]:
     return {"server.address": address} if port is None else {"server.address": address, "server.port": port}
 
 
-async def _read_body(receive: Receive) -> bytes:
+async def _read_body(receive: Receive, max_bytes: int | None) -> bytes:
+    """The request body; more than `max_bytes` raises BodyTooLarge, as the instrumentation
+    layer's receive does for FastAPI (the Content-Length it declared was checked there)."""
     chunks = []
+    size = 0
     while True:
         message = await receive()
         if message["type"] != "http.request":
             break
-        chunks.append(message.get("body", b""))
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if max_bytes is not None and size > max_bytes:
+            raise errors.BodyTooLarge(max_bytes)
+        chunks.append(chunk)
         if not message.get("more_body", False):
             break
     return b"".join(chunks)

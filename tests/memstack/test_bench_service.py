@@ -59,6 +59,14 @@ def test_ratios_are_to_the_reference_floor_and_to_redis():
     assert service_efficiency.ratios(runs, "h11")["service_to_floor_working"] == pytest.approx(260 / 300)
 
 
+@pytest.mark.parametrize(
+    ("achieved_rps", "lag_p99_ms", "behind"),
+    [(1000.0, 4.0, False), (975.0, 60.0, False), (946.0, 4.0, True), (1002.0, 943.0, True), (None, None, True)],
+)
+def test_a_run_behind_its_offered_rate_is_saturated(achieved_rps, lag_p99_ms, behind):
+    assert service_efficiency.saturated(1000.0, achieved_rps, lag_p99_ms) is behind
+
+
 def test_the_run_removes_its_own_keys_and_no_others(stack):
     """The run's working-memory keys (its prefix) are removed after it; keys of another prefix,
     or of a prefix that merely starts like it, stay."""

@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from memory_core import MemoryClients
+from memory_core import MemoryClients, metrics
 from memory_core.service import create_app
 from memory_core.service.auth import TokenTable, hash_line, new_token
 from memory_core.service.fast_path import WorkingFastPath
@@ -109,13 +109,25 @@ def _shape(value):
     return value
 
 
+def _request_counts() -> dict[tuple[str, ...], float]:
+    """The request-duration histogram's count per (method, route, status)."""
+    return {
+        (sample.labels["method"], sample.labels["route"], sample.labels["status"]): sample.value
+        for family in metrics.REGISTRY.collect()
+        if family.name == metrics.HTTP_REQUEST_DURATION
+        for sample in family.samples
+        if sample.name.endswith("_count")
+    }
+
+
 async def test_fast_path_answers_as_fastapi_does(fast):
     client, fast_path, auth = fast
     for method, path, body, headers, served in CASES:
         answers = []
+        counted = []
         for conversation, framework in (("c-framework", True), ("c-fast", False)):
             fast_path.enabled = not framework
-            before = fast_path.app.calls
+            before, counts = fast_path.app.calls, _request_counts()
             response = await client.request(
                 method, f"/v1/working/u1/{conversation}{path}", content=body, headers={**auth, **headers}
             )
@@ -123,7 +135,12 @@ async def test_fast_path_answers_as_fastapi_does(fast):
             if not framework:
                 assert reached_fastapi is not served, f"{method} {path}: served by the fast path: {not reached_fastapi}"
             answers.append(_comparable(response))
+            # The request metric: one more request under the route template and the status sent.
+            counted.append({k: v - counts.get(k, 0) for k, v in _request_counts().items() if v != counts.get(k, 0)})
         assert answers[0] == answers[1], f"{method} {path}"
+        assert counted[0] == counted[1], f"{method} {path}"
+        assert list(counted[1].values()) == [1], f"{method} {path}: {counted[1]}"
+        assert next(iter(counted[1]))[2] == str(answers[1][0]), f"{method} {path}"
 
 
 EXPORTER = InMemorySpanExporter()
@@ -188,3 +205,13 @@ async def test_metrics_scrapes_make_no_spans(fast):
     assert (await client.get("/metrics")).status_code == 200
     assert (await client.get("/health")).status_code == 200
     assert [s.name for s in EXPORTER.get_finished_spans()] == ["GET /health"]
+
+
+async def test_a_replaced_token_table_stops_a_token_the_fast_path_served(fast):
+    client, fast_path, auth = fast
+    url = "/v1/working/u1/c-revoked/context/k1"
+    assert (await client.get(url, headers=auth)).status_code == 404  # known token, no value: served
+    assert (await client.get(url, headers=auth)).status_code == 404  # the header is remembered now
+    fast_path.app.state.runtime.tokens.replace(TokenTable({}))
+    response = await client.get(url, headers=auth)
+    assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from memory_core.clients import RedisConnection
@@ -136,3 +137,19 @@ async def test_whole_context_body_is_the_compact_json_of_the_snapshot(api):
     assert r.content == json.dumps(snapshot, separators=(",", ":")).encode()
     stored = await AgentMemory(api.tenant_id, "user-snap", "conv-snap", clients=api.clients).get_working_context()
     assert r.content == json.dumps(stored, separators=(",", ":")).encode()
+
+
+async def test_a_read_cuts_the_stored_text_at_its_separators_and_drops_an_expired_value(api):
+    """Stored fields are `<expires_ms>|<priority>|<json>`: a value with `|` in it and a negative
+    priority reads back whole; an expired one is not returned and its field is gone."""
+    value = {"pipe": "a|b||c", "n": -1}
+    r = await api.call("PUT", f"{W}/context/piped", json={"value": value, "priority": -7, "ttl_seconds": 60})
+    assert r.status_code == 204
+    assert (await api.call("GET", f"{W}/context/piped")).json() == {"value": value}
+    assert (await api.call("PUT", f"{W}/context/brief", json={"value": 1, "ttl_seconds": 0.05})).status_code == 204
+    m = AgentMemory(api.tenant_id, "user-1", "conv-1", clients=api.clients)
+    ctx_key = (await m.working()).ctx_key
+    assert await api.clients.redis.hexists(ctx_key, "brief")
+    await asyncio.sleep(0.2)
+    assert (await api.call("GET", f"{W}/context/brief")).status_code == 404
+    assert not await api.clients.redis.hexists(ctx_key, "brief")
