@@ -55,19 +55,30 @@ def record(section: str, name: str, values: dict, target: str | None = None, pas
     )
 
 
-def time_rounds(loop, make_coro, rounds: int, warmup: int = 100) -> dict[str, float]:
-    """Latency percentiles of one awaited call per round, timed here (for a reference measured
-    inside another benchmark's test, where the benchmark fixture is already taken)."""
-    samples = []
-    for i in range(warmup + rounds):
-        start = time.perf_counter()
-        loop.run_until_complete(make_coro())
-        if i >= warmup:
-            samples.append(time.perf_counter() - start)
-    return summarize(samples)
-
-
 def run_timed(benchmark, loop, make_coro, rounds: int, warmup: int = 100) -> dict[str, float]:
     """Benchmark one awaited call per round and return its latency percentiles."""
     benchmark.pedantic(lambda: loop.run_until_complete(make_coro()), rounds=rounds, iterations=1, warmup_rounds=warmup)
     return summarize(benchmark.stats.stats.data)
+
+
+def run_timed_against(benchmark, loop, make_coro, make_floor, rounds: int, warmup: int = 100) -> tuple[dict, dict]:
+    """`run_timed`, with a floor call timed just before each of its rounds (untimed by the
+    benchmark: pytest-benchmark's setup hook): the percentiles of the call and of its floor.
+    The two alternate, so both see the same moments of the machine's load; a floor timed once,
+    before or after, meets other moments, and on a shared machine a p99 is mostly the other
+    processes' doing."""
+    floor: list[float] = []
+
+    def time_floor() -> None:
+        start = time.perf_counter()
+        loop.run_until_complete(make_floor())
+        floor.append(time.perf_counter() - start)
+
+    benchmark.pedantic(
+        lambda: loop.run_until_complete(make_coro()),
+        setup=time_floor,
+        rounds=rounds,
+        iterations=1,
+        warmup_rounds=warmup,
+    )
+    return summarize(benchmark.stats.stats.data), summarize(floor[-rounds:])

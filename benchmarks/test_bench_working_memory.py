@@ -1,6 +1,7 @@
 """Working-memory operations next to a raw redis-py GET/SET floor, measured in the same run.
-Target: each operation's p99 <= 2x the floor's p99. The floor is measured once per module run
-by the `floor` fixture, so that every comparison has one, whichever tests run.
+Target: each operation's p99 <= 2x the floor's p99. The floor is timed in alternation with the
+operation, one floor call before each of its rounds (`run_timed_against`), so that both p99s
+come from the same moments of the machine's load; the floor tests record it alone too.
 
     .venv/bin/python -m pytest benchmarks/test_bench_working_memory.py --benchmark-only -s
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from latency import record, run_timed, time_rounds
+from latency import record, run_timed, run_timed_against
 
 from memory_core import AgentMemory
 
@@ -37,19 +38,9 @@ def floor_key(bench):
     loop.run_until_complete(clients.redis.delete(key))
 
 
-@pytest.fixture(scope="module")
-def floor(bench, floor_key) -> dict[str, float]:
-    """p99 (ms) of a raw redis-py GET and SET on the same connection pool."""
-    loop, clients = bench
-    return {
-        "get": time_rounds(loop, lambda: clients.redis.get(floor_key), ROUNDS)["p99_ms"],
-        "set": time_rounds(loop, lambda: clients.redis.set(floor_key, FLOOR_VALUE, px=600_000), ROUNDS)["p99_ms"],
-    }
-
-
 def test_floor_raw_get(benchmark, bench, floor_key):
     loop, clients = bench
-    record("working_memory", "floor_raw_get", run_timed(benchmark, loop, lambda: clients.redis.get(floor_key), ROUNDS))
+    record("working_memory", "floor_raw_get", run_timed(benchmark, loop, _get(clients, floor_key), ROUNDS))
 
 
 def test_floor_raw_set(benchmark, bench, floor_key):
@@ -57,12 +48,13 @@ def test_floor_raw_set(benchmark, bench, floor_key):
     record(
         "working_memory",
         "floor_raw_set",
-        run_timed(benchmark, loop, lambda: clients.redis.set(floor_key, FLOOR_VALUE, px=600_000), ROUNDS),
+        run_timed(benchmark, loop, _set(clients, floor_key), ROUNDS),
     )
 
 
-def _compare(name: str, stats: dict, floor_p99_ms: float) -> None:
-    stats = {**stats, "floor_p99_ms": floor_p99_ms, "p99_over_floor": stats["p99_ms"] / floor_p99_ms}
+def _compare(benchmark, loop, name: str, make_coro, make_floor) -> None:
+    stats, floor = run_timed_against(benchmark, loop, make_coro, make_floor, ROUNDS)
+    stats = {**stats, "floor_p99_ms": floor["p99_ms"], "p99_over_floor": stats["p99_ms"] / floor["p99_ms"]}
     record(
         "working_memory",
         name,
@@ -72,36 +64,50 @@ def _compare(name: str, stats: dict, floor_p99_ms: float) -> None:
     )
 
 
-def test_get_context_value(benchmark, bench, memory, floor):
-    loop, _ = bench
+def _get(clients, key):
+    return lambda: clients.redis.get(key)
+
+
+def _set(clients, key):
+    return lambda: clients.redis.set(key, FLOOR_VALUE, px=600_000)
+
+
+def test_get_context_value(benchmark, bench, memory, floor_key):
+    loop, clients = bench
     _compare(
+        benchmark,
+        loop,
         "get_working_context_key",
-        run_timed(benchmark, loop, lambda: memory.get_working_context("plan"), ROUNDS),
-        floor["get"],
+        lambda: memory.get_working_context("plan"),
+        _get(clients, floor_key),
     )
 
 
-def test_set_context_value(benchmark, bench, memory, floor):
-    loop, _ = bench
+def test_set_context_value(benchmark, bench, memory, floor_key):
+    loop, clients = bench
     value = {"step": 2, "notes": "y" * 200}
     _compare(
+        benchmark,
+        loop,
         "set_working_context",
-        run_timed(benchmark, loop, lambda: memory.set_working_context("plan", value), ROUNDS),
-        floor["set"],
+        lambda: memory.set_working_context("plan", value),
+        _set(clients, floor_key),
     )
 
 
-def test_push_thought(benchmark, bench, memory, floor):
-    loop, _ = bench
+def test_push_thought(benchmark, bench, memory, floor_key):
+    loop, clients = bench
     _compare(
+        benchmark,
+        loop,
         "push_thought",
-        run_timed(benchmark, loop, lambda: memory.push_thought("considering the next step"), ROUNDS),
-        floor["set"],
+        lambda: memory.push_thought("considering the next step"),
+        _set(clients, floor_key),
     )
 
 
-def test_add_turn_to_working_memory(benchmark, bench, memory, floor):
-    loop, _ = bench
+def test_add_turn_to_working_memory(benchmark, bench, memory, floor_key):
+    loop, clients = bench
     w = loop.run_until_complete(memory.working())
     turn = {
         "id": str(uuid.uuid4()),
@@ -110,13 +116,15 @@ def test_add_turn_to_working_memory(benchmark, bench, memory, floor):
         "content": "hello " * 30,
         "timestamp": "2026-01-01T00:00:00Z",
     }
-    _compare("working_add_turn", run_timed(benchmark, loop, lambda: w.add_turn(turn), ROUNDS), floor["set"])
+    _compare(benchmark, loop, "working_add_turn", lambda: w.add_turn(turn), _set(clients, floor_key))
 
 
-def test_snapshot(benchmark, bench, memory, floor):
-    loop, _ = bench
+def test_snapshot(benchmark, bench, memory, floor_key):
+    loop, clients = bench
     _compare(
+        benchmark,
+        loop,
         "get_working_context_all",
-        run_timed(benchmark, loop, lambda: memory.get_working_context(), ROUNDS),
-        floor["get"],
+        lambda: memory.get_working_context(),
+        _get(clients, floor_key),
     )
