@@ -365,7 +365,8 @@ async def project_now(clients: MemoryClients, rows: list[OutboxRow], *, path: st
 class BackgroundProjector:
     """Projects committed outbox rows after their request has answered, in the service process.
 
-    A write hands its rows over and returns; one task waits `linger_s` for more rows, then
+    A write hands its rows over and returns; one task waits `linger_s` (default: the
+    `graph_linger_s` setting) for more rows, then
     applies every row handed over meanwhile in one Neo4j transaction and one outbox delete, so
     the graph's cost per row falls as the batches grow, and no request waits on Neo4j. A Neo4j
     transaction costs several rows' worth of CPU, and a few dozen durable writes a second would
@@ -374,11 +375,13 @@ class BackgroundProjector:
     projection are ordered by the outbox id, as with the worker. While Neo4j falls behind, at
     most `max_pending` rows wait here; the rest wait in the outbox only."""
 
-    def __init__(self, clients: MemoryClients, max_batch: int = 200, max_pending: int = 10_000, linger_s: float = 0.2):
+    def __init__(
+        self, clients: MemoryClients, max_batch: int = 200, max_pending: int = 10_000, linger_s: float | None = None
+    ):
         self._clients = clients
         self._max_batch = max_batch
         self._max_pending = max_pending
-        self._linger_s = linger_s
+        self._linger_s = clients.settings.graph_linger_s if linger_s is None else linger_s
         self._rows: list[OutboxRow] = []
         self._task: asyncio.Task[None] | None = None
         # Set when waiting for more rows is pointless: a full batch, or a flush waiting.
