@@ -81,6 +81,8 @@ class WorkingFastPath:
         # Off: every request goes through FastAPI (the equivalence test compares the two).
         self.enabled = True
         self._tracer: tuple[trace.TracerProvider, trace.Tracer] | None = None
+        # The app's runtime while its lifespan runs (set there); None: FastAPI answers.
+        self.runtime: Runtime | None = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.app, name)
@@ -122,9 +124,9 @@ class WorkingFastPath:
                 authorization = value
             elif name == b"content-type" and content_type is None:
                 content_type = value
-        if authorization is None:
+        rt = self.runtime
+        if authorization is None or rt is None:
             return None
-        rt: Runtime = self.app.state.runtime  # type: ignore[attr-defined]
         tenant = rt.tokens.tenant_for_authorization(authorization)
         if tenant is None:
             return None
