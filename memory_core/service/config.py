@@ -35,7 +35,8 @@ class ServiceSettings(BaseSettings):
     # commit, inside the request (the graph is current when the answer leaves; a write costs a
     # Neo4j transaction and a second Postgres one). `background`: this process projects the
     # rows once the request has answered, many writes' rows per Neo4j transaction (the graph
-    # lags by milliseconds, memstack_graph_projection_lag_seconds). `worker`: only the worker's
-    # outbox replay projects (the graph lags by the worker's loop; no Neo4j work here at all).
+    # lags by MEMORY_GRAPH_LINGER_S, 1 s by default; memstack_graph_projection_lag_seconds).
+    # `worker`: only the worker's outbox replay projects (the graph lags by the worker's loop;
+    # no Neo4j work here at all).
     # In every mode the worker replays what could not be projected (Neo4j down, a crash).
     graph_projection: Literal["inline", "background", "worker"] = "background"
