@@ -7,6 +7,7 @@ import os
 import random
 import subprocess
 import sys
+import time
 import urllib.request
 import uuid
 from pathlib import Path
@@ -103,6 +104,11 @@ def test_store_files_are_readable_by_their_owner_only(stack):
     client = redis.Redis.from_url(stack.redis_url)
     client.set("mode-check", "tenant data")
     client.bgrewriteaof()
+    # Until the rewrite ends, its temporary file may vanish between listing and stat.
+    deadline = time.monotonic() + 30
+    while (info := client.info("persistence"))["aof_rewrite_in_progress"] or info["aof_rewrite_scheduled"]:
+        assert time.monotonic() < deadline, "the AOF rewrite did not end within 30 s"
+        time.sleep(0.05)
     home = Path(stack.home)
     files = [
         path
