@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from memstack.errors import MemstackError
 
@@ -333,6 +334,39 @@ def check_tokens_file(path: Path) -> None:
         raise MemstackError(f"--tokens-file {path}: needs lines '<tenant> <token>'")
 
 
+@contextmanager
+def running_locust(command: list[str], log: IO[str], cwd: Path) -> Iterator[subprocess.Popen]:
+    """Locust in a session of its own, stopped with all its processes however the caller leaves:
+    a SIGTERM to the CLI (SystemExit), Ctrl-C or an exception would otherwise leave it loading
+    the service until its -t timer ends, and its --processes workers with it. Its own session
+    because a signal to the CLI alone does not reach it; the CLI stops it here instead."""
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True)
+    try:
+        yield process
+    finally:
+        stop_process_group(process)
+
+
+def stop_process_group(process: subprocess.Popen, timeout_s: float = 15.0) -> None:
+    """SIGTERM to the process's group (Locust writes its results on it), SIGKILL to what is left
+    of the group after `timeout_s`, and after the leader's end to any worker that outlived it."""
+
+    def signal_group(sig: int) -> None:
+        try:
+            os.killpg(process.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass  # the group has no process left
+
+    if process.poll() is None:
+        signal_group(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            signal_group(signal.SIGKILL)
+            process.wait()
+    signal_group(signal.SIGKILL)
+
+
 def run_locust(
     options: LoadOptions, url: str, tokens: Path, started: Callable[[subprocess.Popen], None] | None = None
 ) -> tuple[int, dict]:
@@ -350,8 +384,7 @@ def run_locust(
         "--summary-file",
         str(summary_path),
     ]
-    with open(results / "locust.log", "w") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=results)
+    with open(results / "locust.log", "w") as log, running_locust(command, log, results) as process:
         if started is not None:
             started(process)
         code = process.wait()

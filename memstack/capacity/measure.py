@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import subprocess
 import tempfile
 import time
 from contextlib import ExitStack
@@ -177,27 +176,21 @@ def _run_profile(
         ",".join(f"{k}={v}" for k, v in pids.items()),
     ]
     task = progress.add_task(f"{profile}: step 1/{len(options.steps)}", total=len(options.steps))
-    with open(directory / "locust.log", "w") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=directory)
-        try:
-            while process.poll() is None:
-                time.sleep(1)
-                steps = json.loads(steps_file.read_text()) if steps_file.exists() else []
-                if steps:
-                    last = steps[-1]
-                    p99 = last["working"]["p99_ms"]
-                    progress.update(
-                        task,
-                        completed=len(steps),
-                        description=(
-                            f"{profile}: step {min(len(steps) + 1, len(options.steps))}/{len(options.steps)}, last "
-                            f"{last['achieved_rps']:.0f} req/s, working p99 {'-' if p99 is None else f'{p99:.0f}'} ms"
-                        ),
-                    )
-        finally:
-            if process.poll() is None:
-                process.terminate()
-                process.wait(timeout=30)
+    with open(directory / "locust.log", "w") as log, load_runner.running_locust(command, log, directory) as process:
+        while process.poll() is None:
+            time.sleep(1)
+            steps = json.loads(steps_file.read_text()) if steps_file.exists() else []
+            if steps:
+                last = steps[-1]
+                p99 = last["working"]["p99_ms"]
+                progress.update(
+                    task,
+                    completed=len(steps),
+                    description=(
+                        f"{profile}: step {min(len(steps) + 1, len(options.steps))}/{len(options.steps)}, last "
+                        f"{last['achieved_rps']:.0f} req/s, working p99 {'-' if p99 is None else f'{p99:.0f}'} ms"
+                    ),
+                )
     if not steps_file.exists():
         tail = (directory / "locust.log").read_text().strip().splitlines()[-1:]
         raise MemstackError(
