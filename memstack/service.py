@@ -89,15 +89,11 @@ def check_listen(command: str, host: str, port: int) -> None:
         raise MemstackError(f"{command}: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
-def check_connections(settings: Settings, command: str) -> None:
-    """Each store's address parses, and Postgres, which neither process can start without,
-    answers: a wrong or unreachable address is one line now, rather than a traceback, or a
-    pool that gives up after 30 s in one."""
+def check_addresses(settings: Settings) -> None:
+    """Each store's address parses: a wrong one is one line naming its variable, not a
+    traceback from the client library that first reads it."""
     import neo4j
-    import psycopg
     import redis
-
-    from memory_core.errors import from_store_exception
 
     def env(field: str) -> str:
         return str(type(settings).model_fields[field].validation_alias)
@@ -112,11 +108,22 @@ def check_connections(settings: Settings, command: str) -> None:
         neo4j.GraphDatabase.driver(settings.neo4j_uri).close()
     except (neo4j.exceptions.ConfigurationError, ValueError) as exc:
         raise MemstackError(f"{env('neo4j_uri')}: {exc}") from None
+
+
+def check_connections(settings: Settings, command: str) -> None:
+    """Each store's address parses, and Postgres, which neither process can start without,
+    answers: a wrong or unreachable address is one line now, rather than a traceback, or a
+    pool that gives up after 30 s in one."""
+    import psycopg
+
+    from memory_core.errors import from_store_exception
+
+    check_addresses(settings)
     try:
         psycopg.connect(settings.postgres_url.get_secret_value(), connect_timeout=5).close()
     except psycopg.Error as exc:
         reason = from_store_exception(exc, "postgres", "connect") or exc
-        raise MemstackError(f"{command}: cannot reach a store: {reason}") from None
+        raise MemstackError(f"{command}: cannot reach a store: {reason}{no_stack_hint()}") from None
 
 
 def serve(host: str, port: int, workers: int, log_level: str) -> None:
@@ -125,7 +132,7 @@ def serve(host: str, port: int, workers: int, log_level: str) -> None:
     from memory_core.telemetry import setup_json_logging
 
     check_process_options("serve", host, port, log_level)
-    check_connections(memory_settings(), "serve")
+    check_connections(stack_settings(), "serve")
     if not os.environ.get(TOKENS_FILE_ENV) and tokens_file().exists():
         # The file `token create` wrote by default; the worker processes inherit the variable.
         os.environ[TOKENS_FILE_ENV] = str(tokens_file().resolve())
@@ -158,7 +165,7 @@ def worker(host: str, port: int | None, log_level: str) -> None:
     from memory_core.worker import run_worker
     from memstack.observability import WORKER_JOB, scraped_locally
 
-    settings = memory_settings()
+    settings = stack_settings()
     port = settings.worker_probe_port if port is None else port
     check_process_options("worker", host, port, log_level)
     check_connections(settings, "worker")
@@ -174,18 +181,38 @@ def worker(host: str, port: int | None, log_level: str) -> None:
         raise
 
 
+def _names_stores() -> bool:
+    from memory_core.settings import CONNECTION_ENV_VARS
+
+    return any(name in os.environ for name in CONNECTION_ENV_VARS)
+
+
+def no_stack_hint() -> str:
+    """What to add to "cannot reach a store" when nothing named the stores: the defaults were
+    tried because there is no stack to take them from."""
+    return "" if _names_stores() else " (no store variables set and no stack in $MEMSTACK_HOME: `memstack up`)"
+
+
+def adopt_stack() -> None:
+    """When the environment names no store, name the stack in $MEMSTACK_HOME there, as
+    `eval "$(memstack env)"` would: `serve`'s worker processes and the app read the environment,
+    and `migrate`, `serve`, `worker` and `graph rebuild` then agree on the stores. An environment
+    that names any store (a deployment's variables) is left as it is."""
+    from memstack.local.backend import BACKEND_ENV, get_backend
+    from memstack.local.state import default_home, load
+
+    if _names_stores():
+        return
+    state = load(default_home())
+    if state is not None:
+        os.environ.update(get_backend(os.environ.get(BACKEND_ENV) or state.backend).endpoints().env())
+
+
 def stack_settings() -> Settings:
     """The stores to talk to: the environment's when it names any (`eval "$(memstack env)"`,
     a deployment's variables), else those of the stack in $MEMSTACK_HOME when it holds one,
     else memory_core's defaults."""
-    from memory_core.settings import CONNECTION_ENV_VARS
-    from memstack.local.backend import BACKEND_ENV, get_backend
-    from memstack.local.state import default_home, load
-
-    if not any(name in os.environ for name in CONNECTION_ENV_VARS):
-        state = load(default_home())
-        if state is not None:
-            return get_backend(os.environ.get(BACKEND_ENV) or state.backend).endpoints().settings()
+    adopt_stack()
     return memory_settings()
 
 

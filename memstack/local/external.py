@@ -11,6 +11,7 @@ from memory_core.settings import Settings
 from memstack.errors import MemstackError
 from memstack.local import neo4j_server, postgres_server, prometheus_server, redis_server
 from memstack.local.backend import CORE_SERVICES, Endpoints, ServiceStatus, check_service
+from memstack.service import check_addresses, memory_settings
 
 READY_TIMEOUT = 30.0
 
@@ -24,7 +25,8 @@ class ExternalBackend:
         missing = [aliases[name] for name in required if not os.environ.get(aliases[name])]
         if missing:
             raise MemstackError(f"the external backend needs {', '.join(missing)} in the environment")
-        settings = Settings()
+        settings = memory_settings()
+        check_addresses(settings)
         return Endpoints(
             redis_url=settings.redis_url.get_secret_value(),
             postgres_url=settings.postgres_url.get_secret_value(),

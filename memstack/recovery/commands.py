@@ -187,14 +187,15 @@ graph_app = typer.Typer(help="The Neo4j projection of Postgres.", no_args_is_hel
 
 @graph_app.command("rebuild")
 def rebuild_graph() -> None:
-    """Rebuild the Neo4j projection from Postgres (configured by the memory_core environment)."""
+    """Rebuild the Neo4j projection from Postgres. Stores: the environment's (POSTGRES_URL,
+    NEO4J_*) when set, else the stack in $MEMSTACK_HOME."""
     import psycopg
 
-    from memory_core.settings import Settings
     from memory_core.stores.graph import GRAPH_UNAVAILABLE
     from memstack.recovery.graph import rebuild
+    from memstack.service import no_stack_hint, stack_settings
 
-    settings = Settings()
+    settings = stack_settings()
     try:
         result = asyncio.run(
             rebuild(
@@ -206,5 +207,5 @@ def rebuild_graph() -> None:
         )
     except (OSError, psycopg.OperationalError, *GRAPH_UNAVAILABLE) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise MemstackError(f"graph rebuild: cannot reach a store: {first}") from None
+        raise MemstackError(f"graph rebuild: cannot reach a store: {first}{no_stack_hint()}") from None
     print(json.dumps(result))
