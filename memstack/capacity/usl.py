@@ -21,6 +21,11 @@ MIN_LEVELS = 3
 # Below this the coherency cost is zero as far as floating point tells: the curve only levels off
 # (at λ/σ), and its "peak" would be a meaningless astronomical N.
 NEGLIGIBLE_KAPPA = 1e-12
+# Below this the serial share is zero as far as the fit can tell (linear data fits σ of 1e-12 to
+# 1e-14): the level λ/σ would be a meaningless astronomical throughput, so there is none.
+NEGLIGIBLE_SIGMA = 1e-9
+# The throughput column by the names it goes by: `capacity measure` writes achieved_rps in steps.csv.
+THROUGHPUT_COLUMNS = ("throughput", "achieved_rps")
 
 
 @dataclass(frozen=True)
@@ -47,7 +52,7 @@ class UslModel:
     def max_throughput(self) -> float:
         n = self.peak_concurrency
         if math.isinf(n):
-            return self.lam / self.sigma if self.sigma > 0 else math.inf
+            return self.lam / self.sigma if self.sigma > NEGLIGIBLE_SIGMA else math.inf
         return float(self.throughput(n))
 
     def as_dict(self) -> dict:
@@ -63,11 +68,12 @@ class UslModel:
         }
 
     def describe(self) -> str:
-        peak = (
-            f"N*={self.peak_concurrency:.1f}, max {self.max_throughput:.0f} req/s"
-            if math.isfinite(self.peak_concurrency)
-            else f"no peak (κ≈0), levels off at {self.max_throughput:.0f} req/s"
-        )
+        if math.isfinite(self.peak_concurrency):
+            peak = f"N*={self.peak_concurrency:.1f}, max {self.max_throughput:.0f} req/s"
+        elif math.isfinite(self.max_throughput):
+            peak = f"no peak (κ≈0), levels off at {self.max_throughput:.0f} req/s"
+        else:
+            peak = "no peak and no ceiling (σ≈κ≈0): throughput rose in proportion to concurrency"
         return f"USL σ={self.sigma:.4g}, κ={self.kappa:.4g}, λ={self.lam:.4g}, R²={self.r_squared:.3f}, {peak}" + (
             " (a poor fit: the steps do not follow the USL)" if self.r_squared < 0.8 else ""
         )
@@ -122,20 +128,26 @@ def fit(concurrency, throughput) -> UslModel:
 
 def read_csv(path: Path) -> tuple[list[float], list[float]]:
     """(concurrency, throughput) from a CSV: two numeric columns, with or without a header row
-    (a header names the columns `concurrency` and `throughput`, which may sit among others)."""
+    (a header names the columns `concurrency` and `throughput`, which may sit among others;
+    `achieved_rps` stands for throughput, so the steps.csv of `capacity measure` is read as is)."""
     try:
         with open(path, newline="") as handle:
             rows = [row for row in csv.reader(handle) if any(cell.strip() for cell in row)]
     except OSError as exc:
         raise MemstackError(f"cannot read {path}: {exc.strerror}") from None
+    except (UnicodeDecodeError, csv.Error):
+        raise MemstackError(f"{path}: not a CSV text file") from None
     if not rows:
         raise MemstackError(f"{path}: no rows")
     columns, first_line = (0, 1), 1
     header = [cell.strip().lower() for cell in rows[0]]
     if not _numeric(header[0]):
-        if "concurrency" not in header or "throughput" not in header:
-            raise MemstackError(f"{path}: the header must name the columns 'concurrency' and 'throughput'")
-        columns = (header.index("concurrency"), header.index("throughput"))
+        throughput = next((name for name in THROUGHPUT_COLUMNS if name in header), None)
+        if "concurrency" not in header or throughput is None:
+            raise MemstackError(
+                f"{path}: the header must name the columns 'concurrency' and 'throughput' (or 'achieved_rps')"
+            )
+        columns = (header.index("concurrency"), header.index(throughput))
         rows, first_line = rows[1:], 2
     n, x = [], []
     for number, row in enumerate(rows, start=first_line):

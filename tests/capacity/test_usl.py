@@ -104,3 +104,34 @@ def test_a_refusal_is_one_line_and_exit_2(tmp_path):
     ]
     run = _cli("capacity", "plan", "--peak-rps", "0", cwd=tmp_path)
     assert run.returncode == 2 and run.stderr.strip().splitlines() == ["memstack: --peak-rps must be above 0, got 0"]
+
+
+def test_fit_reads_the_steps_csv_that_measure_writes(tmp_path):
+    """`capacity measure` writes achieved_rps, not throughput, in steps.csv; the docs fit that file."""
+    from memstack.capacity.measure import CSV_COLUMNS
+
+    path = tmp_path / "steps.csv"
+    rows = [",".join(CSV_COLUMNS)]
+    for i, (n, x) in enumerate(zip(CONCURRENCY, THROUGHPUT), start=1):
+        values = {"step": i, "users": n, "concurrency": n, "achieved_rps": x, "offered_rps": x * 1.1}
+        rows.append(",".join(str(values.get(column, "")) for column in CSV_COLUMNS))
+    path.write_text("\n".join(rows) + "\n")
+    run = _cli("capacity", "fit", "--csv", str(path))
+    assert run.returncode == 0, run.stderr
+    assert '"sigma": 0.0277' in run.stdout
+
+
+def test_linear_data_has_neither_peak_nor_ceiling():
+    n = [1, 2, 3, 4, 5, 6]
+    model = fit(n, [100 * v for v in n])
+    assert model.as_dict()["peak_concurrency"] is None
+    assert model.as_dict()["max_throughput"] is None
+    assert "no ceiling" in model.describe()
+
+
+def test_a_binary_csv_is_one_line_and_exit_2(tmp_path):
+    path = tmp_path / "x.csv"
+    path.write_bytes(b"\xff\xfe\x00")
+    run = _cli("capacity", "fit", "--csv", str(path))
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.strip().splitlines() == [f"memstack: {path}: not a CSV text file"]
