@@ -118,6 +118,11 @@ _TIMESPAN = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s?)?$")
 # The longest run a load command accepts: a soak test is days, and Locust overflows long before
 # a number that has no bound.
 MAX_RUN_S = 7 * 86400
+# The highest request rate and user count a load command accepts: far beyond what one Locust
+# reaches, and below where its timers and schedules stop meaning anything (at 1e308 req/s Locust
+# ignores its -t run time).
+MAX_RATE = 1e6
+MAX_USERS = 100_000
 
 
 def seconds(timespan: str, option: str) -> int:
@@ -294,9 +299,13 @@ def check_options(options: LoadOptions) -> None:
         wm_p99_ms=options.wm_p99_ms,
         max_failure_ratio=options.max_failure_ratio,
     )
-    for option, value in (("--rate", options.rate), ("--warmup", options.warmup_s)):
+    for option, value, most in (("--rate", options.rate, MAX_RATE), ("--warmup", options.warmup_s, MAX_RUN_S)):
         if value < 0:
             raise MemstackError(f"{option} must be 0 or more, not {value:g}")
+        if value > most:
+            raise MemstackError(f"{option} must be at most {most:g}, not {value:g}")
+    if options.users > MAX_USERS:
+        raise MemstackError(f"--users must be at most {MAX_USERS}, not {options.users}")
     if options.wm_p99_ms <= 0:
         raise MemstackError(f"--wm-p99-ms must be above 0, not {options.wm_p99_ms:g}")
     if not 0 <= options.max_failure_ratio <= 1:

@@ -76,7 +76,12 @@ def check(options: MeasureOptions) -> None:
         raise MemstackError("--steps must be rising numbers above 0, e.g. 1,2,4,8")
     if options.step_by == "users" and any(v != int(v) for v in options.steps):
         raise MemstackError("--steps of users must be whole numbers")
+    most = load_runner.MAX_USERS if options.step_by == "users" else load_runner.MAX_RATE
+    if options.steps[-1] > most:
+        raise MemstackError(f"--steps of {options.step_by} must be at most {most:g}, not {options.steps[-1]:g}")
     load_runner.require_finite(step_s=options.step_s, step_warmup_s=options.step_warmup_s)
+    if options.step_s > load_runner.MAX_RUN_S:
+        raise MemstackError(f"--step-s must be at most {load_runner.MAX_RUN_S}, not {options.step_s:g}")
     if options.step_s <= options.step_warmup_s or options.step_warmup_s < 0:
         raise MemstackError("--step-s must be longer than --step-warmup-s, which must be 0 or more")
     load_runner.check_options(options.load)
