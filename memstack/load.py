@@ -66,10 +66,12 @@ def output_dir(path: Path, option: str) -> Path:
 
 def check_output_file(path: Path, option: str) -> None:
     """Open the file for writing once, before any work, so a path that cannot be written is
-    refused then rather than after it (a file that was not there is removed again)."""
+    refused then rather than after it (a file that was not there is removed again). Its
+    directory must exist: a mistyped one is refused, not made."""
+    if not path.parent.is_dir():
+        raise MemstackError(f"{option} {path}: no such directory {path.parent}")
     existed = path.exists()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a"):
             pass
     except OSError as exc:

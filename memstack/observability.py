@@ -8,6 +8,7 @@ import contextlib
 import json
 import math
 import re
+import shutil
 import signal
 import time
 import urllib.error
@@ -184,6 +185,14 @@ def snapshot_command(
                 "no Prometheus runs in the local stack; start it with `memstack up --with prometheus` or pass --prometheus-url"
             )
     check_http_url(prometheus_url, "--prometheus-url")
-    directory = output_dir(out or new_results_dir("snapshots"), "--out")
-    for path in snapshot(prometheus_url.rstrip("/"), directory, minutes, step):
+    directory = (out or new_results_dir("snapshots")).resolve()
+    made = not directory.exists()
+    output_dir(directory, "--out")
+    try:
+        written = snapshot(prometheus_url.rstrip("/"), directory, minutes, step)
+    except BaseException:
+        if made:  # no directory of pictures that are not there
+            shutil.rmtree(directory, ignore_errors=True)
+        raise
+    for path in written:
         print(path)

@@ -250,6 +250,12 @@ def create_token(tenant: str, file: Path) -> str:
         line = hash_line(tenant, token)
     except ValueError as exc:
         raise MemstackError(f"--tenant: {exc}") from None
+    from memstack.local.state import default_home
+
+    # The stack's home is made for its tokens file, as `up` makes it; any other directory is
+    # the operator's to make: a mistyped one is refused rather than created.
+    if file.resolve().parent != default_home() and not file.parent.is_dir():
+        raise MemstackError(f"cannot write {file}: no such directory {file.parent}")
     try:
         file.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
