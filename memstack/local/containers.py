@@ -20,7 +20,6 @@ import hashlib
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 from memstack.errors import MemstackError
@@ -326,8 +325,19 @@ class ContainersBackend(ProcessBackend):
         contract = MemoryServiceContract()
         port = port or free_port()
         inner_port = contract.worker_health_port if worker else contract.port
-        # Readable by the image's user, and by no one else.
-        tokens_dir = Path(tempfile.mkdtemp(prefix="memstack-tokens-"))
+        container_name = self.container_name(name)
+        stale = self.container(name)
+        if stale is not None:
+            stale.remove(force=True)
+        # Readable by the image's user, and by no one else on the host (`mounts` is 0700; a bind
+        # mount does not traverse it). One directory per container name, replaced at each run:
+        # a run leaves nothing behind outside the home.
+        mounts = self.home / "mounts"
+        mounts.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(mounts, 0o700)
+        tokens_dir = mounts / f"{name}-tokens"
+        shutil.rmtree(tokens_dir, ignore_errors=True)
+        tokens_dir.mkdir()
         tokens = tokens_dir / contract.tokens_file_name
         shutil.copyfile(token_hashes, tokens)
         if os.geteuid() == 0:
@@ -341,10 +351,6 @@ class ContainersBackend(ProcessBackend):
             **self.network_endpoints().env(),
             contract.tokens_file_env: f"{contract.tokens_mount_dir}/{contract.tokens_file_name}",
         }
-        container_name = self.container_name(name)
-        stale = self.container(name)
-        if stale is not None:
-            stale.remove(force=True)
         container = self._docker.containers.run(
             image,
             name=container_name,
