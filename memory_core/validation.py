@@ -143,4 +143,10 @@ def check_json(value: Any, name: str) -> str:
         raise InvalidInput(f"{name} is not JSON-serialisable: {exc}") from None
     if "\\u0000" in text:
         raise InvalidInput(f"{name} contains a NUL character, which Postgres jsonb cannot store")
+    # A lone surrogate is escaped as \udXXX, which jsonb refuses unless it is half of a pair.
+    if "\\ud" in text:
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidInput(f"{name} contains a lone surrogate and is not valid Unicode") from None
     return text

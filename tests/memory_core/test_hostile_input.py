@@ -128,6 +128,11 @@ async def test_nan_confidence_and_metadata_are_rejected(memory):
         await memory.store_turn("user", "x", metadata={"v": math.nan})
     with pytest.raises(InvalidInput):
         await memory.store_turn("user", "x", metadata={"v": "nul\x00"})
+    with pytest.raises(InvalidInput, match="metadata contains a lone surrogate"):
+        await memory.store_turn("user", "x", metadata={"v": "lone \ud800"})
+    # A character outside the BMP is escaped as a surrogate pair, which jsonb stores.
+    turn = await memory.store_turn("user", "x", metadata={"v": "\U0001f600"})
+    assert turn is not None
 
 
 async def test_malformed_ids_and_numbers_are_typed_errors_not_driver_errors(memory):
@@ -152,9 +157,10 @@ async def test_malformed_ids_and_numbers_are_typed_errors_not_driver_errors(memo
     assert [g.id for g in await memory.get_active_goals()] == [goal.id]
 
 
-@pytest.mark.parametrize("value", ["nul \x00 byte", math.nan, object()])
+@pytest.mark.parametrize("value", ["nul \x00 byte", math.nan, object(), "lone \ud800 surrogate", {"\udc80": 1}])
 async def test_unstorable_preferences_are_invalid_input(memory, value):
-    with pytest.raises(InvalidInput):
+    # Refused by name before Postgres sees it (jsonb's own error named no field).
+    with pytest.raises(InvalidInput, match="^preferences"):
         await memory.set_preferences(note=value)
     assert (await memory.get_user_context())["preferences"] == {}
 
