@@ -160,7 +160,7 @@ async def test_malformed_ids_and_numbers_are_typed_errors_not_driver_errors(memo
 @pytest.mark.parametrize("value", ["nul \x00 byte", math.nan, object(), "lone \ud800 surrogate", {"\udc80": 1}])
 async def test_unstorable_preferences_are_invalid_input(memory, value):
     # Refused by name before Postgres sees it (jsonb's own error named no field).
-    with pytest.raises(InvalidInput, match="^preferences"):
+    with pytest.raises(InvalidInput, match=r"^preferences"):
         await memory.set_preferences(note=value)
     assert (await memory.get_user_context())["preferences"] == {}
 
