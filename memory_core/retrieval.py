@@ -75,7 +75,7 @@ async def remember(
     until: datetime | None,
 ) -> MemoryBundle:
     """One pipelined transaction on one pooled connection: every independent statement (the
-    turns' search and the most recent turns, the fact and entity search, strategies, goals, the
+    turns' search with the most recent turns, the fact, entity and strategy search, goals, the
     user context) goes out with the BEGIN, in one round trip; what depends on those results
     follows (a short index scan's fallback, the entities' graph neighbourhood). At 1M turns the
     server's work for a small tenant is about a millisecond, less than a second connection's
@@ -88,7 +88,7 @@ async def remember(
     entities: list[dict[str, Any]] = []
     async with clients.tenant_transaction(caller.tenant_id, pipeline=True) as conn:
         if include_episodic:
-            hits = await episodic.start_search_turns(
+            turns = await episodic.start_search_turns(
                 conn,
                 tenant_id=caller.tenant_id,
                 user_id=caller.user_id,
@@ -96,37 +96,24 @@ async def remember(
                 limit=top_k * 3,
                 since=since,
                 until=until,
+                recent=top_k,
             )
-            recent = await episodic.start_recent_turns(
-                conn,
-                tenant_id=caller.tenant_id,
-                user_id=caller.user_id,
-                limit=top_k,
-                since=since,
-                until=until,
-                embedding=vector,
-            )
-        if include_semantic:
-            items = await semantic.start_search_items(
-                conn,
-                caller,
-                memory_types=["fact", "entity"],
-                embedding=vector,
-                limit=top_k * 2,
-                since=since,
-                until=until,
-            )
-        if include_procedural:
-            strategies = await procedural.start_find_strategies(conn, caller, vector, top_k)
+        searches = [
+            *([semantic.ItemSearch(("fact", "entity"), top_k * 2, since, until)] if include_semantic else []),
+            *([procedural.strategy_search(top_k)] if include_procedural else []),
+        ]
+        found = iter(await semantic.start_search_item_groups(conn, caller, vector, searches) if searches else [])
+        items = next(found) if include_semantic else None
+        strategies = procedural.ranked_strategies(next(found), top_k) if include_procedural else None
         active_goals = await goals.start_active_goals(conn, caller, limit=top_k)
         user_context = await goals.start_user_context(conn, caller)
         if include_episodic:
-            candidates = await hits() + await recent()
-        if include_procedural:
+            candidates = await turns()
+        if strategies is not None:
             bundle.strategies = [{**st, "score": s.weight_procedural * st["score"]} for st in await strategies()]
         bundle.active_goals = [{**g, "created_at": g["created_at"].isoformat()} for g in await active_goals()]
         bundle.user_context = await user_context()
-        if include_semantic:
+        if items is not None:
             facts, entities = await _semantic(conn, caller, s, await items())
     if include_episodic:
         bundle.relevant_turns = [

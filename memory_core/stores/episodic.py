@@ -227,13 +227,27 @@ async def _has_iterative_scan(conn: Conn) -> bool:
     return known
 
 
+# Sorting disabled for the statement sent next, so that its ORDER BY on the embedding's distance
+# is an HNSW index scan; the transaction's own setting is saved beside it.
+_SORT_OFF = (
+    "SELECT set_config('memstack.saved_sort', current_setting('enable_sort'), true),"
+    " set_config('enable_sort', 'off', true)"
+)
+# The saved setting back, run by the statement planned with sorting disabled, in a one-row
+# subquery: a setting changed while a statement executes applies from the next statement's
+# planning, so that statement's own plan keeps the index scan and the ones after it are planned
+# with the transaction's setting. One statement, where a separate restore would be a second.
+_SORT_RESTORED = "set_config('enable_sort', current_setting('memstack.saved_sort'), true)"
+
+
 async def _send_planned(
     conn: Conn, query: str, params: dict[str, Any], ef_search: int | None
 ) -> psycopg.AsyncCursor[Any]:
     """Sends `query` planned with sorting disabled, so that an ORDER BY on the embedding's
     distance is an HNSW index scan (with `ef_search` candidates, if given); the transaction's
     own settings are restored after it. In pipeline mode the three statements share the round
-    trip of the next result awaited."""
+    trip of the next result awaited. (ef_search is read by the scan as it runs, so it cannot be
+    restored by the statement itself, as _SORT_RESTORED is.)"""
     saved = ["enable_sort", *(["hnsw.ef_search"] if ef_search is not None else [])]
     changed = {"enable_sort": "off", "hnsw.ef_search": str(ef_search)}
     await conn.execute(
@@ -286,10 +300,14 @@ async def start_search_turns(
     limit: int,
     since: datetime | None = None,
     until: datetime | None = None,
+    recent: int = 0,
 ) -> Pending:
     """search_turns, its statements sent: in pipeline mode they share a round trip with the
     statements sent before the result is awaited. A small user's exact search and a big user's
-    index scan are one statement, so either costs one round trip; only a short scan costs more."""
+    index scan are one statement (after the one that disables sorting for it), so either costs
+    one round trip; only a short scan costs more. With `recent`, the same statement also reads
+    the user's `recent` newest turns (start_recent_turns, with their similarity), which follow
+    the nearest ones in the result."""
     where, params = time_filter(since, until)
     params = {
         **params,
@@ -297,13 +315,15 @@ async def start_search_turns(
         "user_id": user_id,
         "q": vector(embedding),
         "limit": limit,
+        "recent": recent,
+        "conversation_id": None,
         "exact_below": EXACT_SEARCH_BELOW,
         "fallback_below": EXACT_FALLBACK_BELOW,
     }
     mine = f"tenant_id = %(tenant_id)s AND user_id = %(user_id)s{where}"
     scored = f"SELECT {_TURN_COLUMNS}, 1 - (embedding <=> %(q)s) AS similarity FROM conversation_logs WHERE {mine} AND {LIVE}"
 
-    def counted(below: str, scan_mode: str = "") -> str:
+    def counted(below: str, settings: str = "") -> str:
         """The user's turns in the window, counted up to `below`, and their exact search when
         there are fewer. The count gates the search from inside its WHERE (a one-time filter):
         as the LATERAL join's ON condition it would be checked only after an exact search of
@@ -312,7 +332,7 @@ async def start_search_turns(
         return (
             f"WITH probe AS (SELECT count(*) AS turns FROM (SELECT FROM conversation_logs WHERE {mine}"
             f" LIMIT %({below})s) window_turns)"
-            f" SELECT probe.turns, found.* FROM probe{scan_mode} LEFT JOIN LATERAL ("
+            f" SELECT probe.turns, found.* FROM probe{settings} LEFT JOIN LATERAL ("
             f"(SELECT * FROM ({scored} AND probe.turns < %({below})s OFFSET 0) mine"
             " ORDER BY similarity DESC LIMIT %(limit)s)"
         )
@@ -320,14 +340,27 @@ async def start_search_turns(
     # The index scan, gated by the same count: it runs only when the exact search does not.
     scanned = f" UNION ALL ({scored} AND probe.turns >= %(exact_below)s ORDER BY embedding <=> %(q)s LIMIT %(limit)s)"
     iterative = await _has_iterative_scan(conn)
-    # Set for the transaction by the statement that probes.
-    scan_mode = (
-        " CROSS JOIN (SELECT set_config('hnsw.iterative_scan', 'strict_order', true)) scan_mode" if iterative else ""
+    # Set by the statement that probes: the iterative scan mode for the transaction, and the
+    # sorting it was planned without, restored.
+    settings = ", ".join(
+        [_SORT_RESTORED, *(["set_config('hnsw.iterative_scan', 'strict_order', true)"] if iterative else [])]
     )
-    first = await _send_planned(conn, counted("exact_below", scan_mode) + scanned + ") found ON true", params, None)
+    # The newest turns, in rows whose `turns` is NULL (planned without sorting too: the same
+    # rows, from a backward scan of the (tenant, user, timestamp) index).
+    newest = f" UNION ALL ({_newest_turns('NULL, ', ', 1 - (embedding <=> %(q)s)', 'recent')})" if recent else ""
+    await conn.execute(_SORT_OFF)
+    first = await conn.execute(
+        counted("exact_below", f" CROSS JOIN (SELECT {settings}) settings") + scanned + ") found ON true" + newest,
+        params,
+    )
 
     async def finish() -> list[dict[str, Any]]:
         rows = await fetch_dicts(first)
+        newest = [{k: v for k, v in r.items() if k != "turns"} for r in rows if r["turns"] is None]
+        rows = [r for r in rows if r["turns"] is not None]
+        return await nearest(rows) + newest
+
+    async def nearest(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         found = _nearest_first(rows)
         if rows[0]["turns"] < EXACT_SEARCH_BELOW or len(found) >= limit:
             return found
@@ -345,6 +378,18 @@ async def start_search_turns(
     return finish
 
 
+def _newest_turns(before: str, after: str, limit: str) -> str:
+    """The user's newest live turns in the time window (and the conversation, if one is given),
+    at most %(`limit`)s, with the columns `before` and `after` the turn's."""
+    where, _ = time_filter(None, None)
+    return (
+        f"SELECT {before}{_TURN_COLUMNS}{after} FROM conversation_logs"
+        f" WHERE tenant_id = %(tenant_id)s AND user_id = %(user_id)s AND {LIVE}{where}"
+        " AND (%(conversation_id)s::text IS NULL OR conversation_id = %(conversation_id)s)"
+        f' ORDER BY "timestamp" DESC LIMIT %({limit})s'
+    )
+
+
 async def start_recent_turns(
     conn: Conn,
     *,
@@ -358,13 +403,10 @@ async def start_recent_turns(
 ) -> Pending:
     """The user's newest live turns, newest first; with `embedding`, each row also carries its
     `similarity` to it. Its statement sent (see start_search_turns)."""
-    where, params = time_filter(since, until)
+    _, params = time_filter(since, until)
     similarity = ", 1 - (embedding <=> %(q)s) AS similarity" if embedding is not None else ""
     cur = await conn.execute(
-        f"SELECT {_TURN_COLUMNS}{similarity} FROM conversation_logs"
-        f" WHERE tenant_id = %(tenant_id)s AND user_id = %(user_id)s AND {LIVE}{where}"
-        " AND (%(conversation_id)s::text IS NULL OR conversation_id = %(conversation_id)s)"
-        ' ORDER BY "timestamp" DESC LIMIT %(limit)s',
+        _newest_turns("", similarity, "limit"),
         {
             "tenant_id": tenant_id,
             "user_id": user_id,

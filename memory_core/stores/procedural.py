@@ -12,9 +12,10 @@ from .semantic import (
     ITEM_COLUMNS,
     WRITABLE,
     Caller,
+    ItemSearch,
     insert_item,
     item_uuid,
-    start_search_items,
+    start_search_item_groups,
 )
 from .sql import Conn, Pending, fetch_dicts, fetch_row
 
@@ -164,10 +165,21 @@ async def find_strategies(conn: Conn, caller: Caller, embedding: list[float], to
     return await pending()
 
 
+def strategy_search(top_k: int) -> ItemSearch:
+    """The candidates find_strategies ranks: four times the strategies it returns, since the
+    ranking weighs similarity by the success rate."""
+    return ItemSearch(("strategy",), top_k * 4)
+
+
 async def start_find_strategies(conn: Conn, caller: Caller, embedding: list[float], top_k: int) -> Pending:
     """find_strategies, its statement sent (see semantic.start_search_items)."""
-    pending = await start_search_items(conn, caller, memory_types=["strategy"], embedding=embedding, limit=top_k * 4)
-    return lambda: _ranked_strategies(pending, top_k)
+    (pending,) = await start_search_item_groups(conn, caller, embedding, [strategy_search(top_k)])
+    return ranked_strategies(pending, top_k)
+
+
+def ranked_strategies(candidates: Pending, top_k: int) -> Pending:
+    """The `top_k` best of the candidates (strategy_search) by similarity x success rate."""
+    return lambda: _ranked_strategies(candidates, top_k)
 
 
 async def _ranked_strategies(pending: Pending, top_k: int) -> list[dict[str, Any]]:

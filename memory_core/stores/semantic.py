@@ -191,6 +191,17 @@ async def _write_item(
     return dict(zip([d.name for d in cur.description or ()], row, strict=True))
 
 
+@dataclass(frozen=True)
+class ItemSearch:
+    """The visible items of `memory_types` nearest to a vector: at most `limit`, created in the
+    window [since, until)."""
+
+    memory_types: tuple[str, ...]
+    limit: int
+    since: datetime | None = None
+    until: datetime | None = None
+
+
 async def start_search_items(
     conn: Conn,
     caller: Caller,
@@ -203,22 +214,49 @@ async def start_search_items(
 ) -> Pending:
     """The visible items of `memory_types` nearest to `embedding`, its statement sent: in
     pipeline mode it shares a round trip with the statements sent before the result is awaited."""
-    cur = await conn.execute(
-        f"SELECT {ITEM_COLUMNS}, 1 - (embedding <=> %(q)s) AS similarity FROM memory_timeline"
-        f" WHERE {VISIBLE} AND memory_type = ANY(%(types)s)"
-        " AND (%(since)s::timestamptz IS NULL OR event_time >= %(since)s)"
-        " AND (%(until)s::timestamptz IS NULL OR event_time < %(until)s)"
-        " ORDER BY embedding <=> %(q)s LIMIT %(limit)s",
-        {
-            **caller.params,
-            "q": vector(embedding),
-            "types": memory_types,
-            "limit": limit,
-            "since": since,
-            "until": until,
-        },
+    (pending,) = await start_search_item_groups(
+        conn, caller, embedding, [ItemSearch(tuple(memory_types), limit, since, until)]
     )
-    return lambda: fetch_dicts(cur)
+    return pending
+
+
+async def start_search_item_groups(
+    conn: Conn, caller: Caller, embedding: list[float], searches: list[ItemSearch]
+) -> list[Pending]:
+    """Each search's items (see ItemSearch), nearest first, from one statement: each search is a
+    branch of a UNION ALL, planned as it would be alone. The searches' memory types must not
+    overlap: the rows are told apart by their type."""
+    types = [t for search in searches for t in search.memory_types]
+    if len(types) != len(set(types)):
+        raise ValueError(f"item searches overlap in their memory types: {types}")
+    branches = [
+        f"(SELECT {ITEM_COLUMNS}, 1 - (embedding <=> %(q)s) AS similarity FROM memory_timeline"
+        f" WHERE {VISIBLE} AND memory_type = ANY(%(types_{i})s)"
+        f" AND (%(since_{i})s::timestamptz IS NULL OR event_time >= %(since_{i})s)"
+        f" AND (%(until_{i})s::timestamptz IS NULL OR event_time < %(until_{i})s)"
+        f" ORDER BY embedding <=> %(q)s LIMIT %(limit_{i})s)"
+        for i in range(len(searches))
+    ]
+    params: dict[str, Any] = {**caller.params, "q": vector(embedding)}
+    for i, search in enumerate(searches):
+        params |= {
+            f"types_{i}": list(search.memory_types),
+            f"limit_{i}": search.limit,
+            f"since_{i}": search.since,
+            f"until_{i}": search.until,
+        }
+    cur = await conn.execute(" UNION ALL ".join(branches), params)
+    fetched: list[list[dict[str, Any]]] = []
+
+    def reader(memory_types: tuple[str, ...]) -> Pending:
+        async def rows() -> list[dict[str, Any]]:
+            if not fetched:  # the statement's rows, read once for every search
+                fetched.append(await fetch_dicts(cur))
+            return [r for r in fetched[0] if r["memory_type"] in memory_types]
+
+        return rows
+
+    return [reader(search.memory_types) for search in searches]
 
 
 async def get_items(conn: Conn, caller: Caller, ids: list[str], memory_type: str | None = None) -> list[dict[str, Any]]:

@@ -1,7 +1,9 @@
 """`remember` sends its independent reads in one pipelined transaction: every part of the bundle
-must still come from its own statement, and the whole call takes one pooled connection."""
+must still come from the statement that reads it, and the whole call takes one pooled connection."""
 
 from __future__ import annotations
+
+from memory_core.stores import episodic
 
 
 async def test_every_part_of_the_bundle_in_one_checkout(memory, clients):
@@ -38,3 +40,23 @@ async def test_parts_left_out_stay_empty(memory):
     bundle = await memory.remember("kept out", include_episodic=False, include_semantic=False, include_procedural=False)
     assert (bundle.relevant_turns, bundle.facts, bundle.entities, bundle.strategies) == ([], [], [], [])
     assert [g["description"] for g in bundle.active_goals] == ["goals are always attached"]
+
+
+async def test_the_turn_search_reads_the_newest_turns_too_and_leaves_sorting_as_it_was(memory, clients):
+    for i in range(6):
+        await memory.store_turn("user", f"turn number {i} about the release train")
+    vector = (await clients.embedder.embed(["release train"]))[0]
+    where = {"tenant_id": memory.tenant_id, "user_id": memory.user_id, "embedding": vector}
+    async with clients.tenant_transaction(memory.tenant_id, pipeline=True) as conn:
+        alone = await episodic.start_recent_turns(conn, limit=2, **where)
+        together = await episodic.start_search_turns(conn, limit=3, recent=2, **where)
+        nearest = await episodic.start_search_turns(conn, limit=3, **where)
+        newest, rows = await alone(), await together()
+        assert rows == await nearest() + newest
+        assert [t["content"] for t in newest] == [
+            "turn number 5 about the release train",
+            "turn number 4 about the release train",
+        ]
+        # The search was planned without sorting; the statements after it are planned with it.
+        cur = await conn.execute("SELECT current_setting('enable_sort')")
+        assert await cur.fetchone() == ("on",)
