@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -262,12 +263,23 @@ def plan(
         typer.Option("--storage", help="Directory with storage.json (default: the measurement's, else newest)"),
     ] = None,
     write: Annotated[bool, typer.Option("--write", help="Update the stack file (default: print the diff)")] = False,
+    allow_lower_bound: Annotated[
+        bool,
+        typer.Option(help="With --write: write a plan whose measurement never reached the knee (a lower bound)"),
+    ] = False,
 ) -> None:
     """Pods (N+2), HPA, requests and per-store RAM/disk for a peak; the stack file keys as a diff or written."""
-    from memstack.capacity.plan import PlanInputs
+    from memstack.capacity.plan import LOWER_BOUND_NOTE, PlanInputs
 
     inputs = PlanInputs(**{name: value for name, value in locals().items() if name in PlanInputs.__dataclass_fields__})
     planner, path, document, measure_dir, result = _plan(inputs, stack_file, measurement, storage_dir)
+    if result["per_pod_lower_bound"]:
+        if write and not allow_lower_bound:
+            raise MemstackError(
+                f"not writing {path.name}: the {profile} profile's per-pod throughput is {LOWER_BOUND_NOTE}, "
+                "or pass --allow-lower-bound"
+            )
+        print(f"memstack: warning: the per-pod throughput is {LOWER_BOUND_NOTE}", file=sys.stderr)
     table = Table(title=f"capacity plan for {path.name} at {peak_rps:g} req/s peak")
     for column in ("figure", "value", "unit", "source"):
         table.add_column(column, overflow="fold")

@@ -309,6 +309,12 @@ def _runs_out(series: list[dict], key: str, capacity: float, start: date) -> str
     return f"not within {HORIZON_DAYS // 365} years"
 
 
+LOWER_BOUND_NOTE = (
+    "a LOWER BOUND: no step broke the SLO (knee not reached), so the pods and CPU request are sized "
+    "for less than a pod can carry; measure with higher --steps"
+)
+
+
 def plan(
     inputs: PlanInputs, measurement: dict, storage: dict | None, document, measure_dir: str = "", storage_dir: str = ""
 ) -> dict:
@@ -338,6 +344,9 @@ def _plan(
     if not per_pod:
         raise MemstackError(f"no step of the {inputs.profile} profile held the SLO: nothing to size pods from")
     msrc = f"{measure_dir}/measure.json, {inputs.profile} profile, {profile['throughput_at_slo_source']}"
+    # Every step held the SLO (or the file does not say otherwise): the pod was never loaded to
+    # its knee, so what it carried is only a lower bound of what it can carry.
+    lower_bound = profile.get("knee_reached") is not True
     usable = per_pod * inputs.target_utilisation
     pods = math.ceil(inputs.peak_rps / usable) + 2
     hpa_max = max(pods, math.ceil(inputs.peak_rps * inputs.burst / usable) + 2)
@@ -346,7 +355,13 @@ def _plan(
             f"the plan needs {hpa_max} memory-service pods at {inputs.burst:g} x {inputs.peak_rps:g} req/s, more than "
             f"the stack's pod quota (memstack:quota.pods = {config.quota.pods}); lower --peak-rps or raise the quota"
         )
-    _figure(figures, "per-pod throughput at the SLO", round(per_pod, 1), "req/s", msrc)
+    _figure(
+        figures,
+        "per-pod throughput at the SLO",
+        round(per_pod, 1),
+        "req/s",
+        f"{msrc}; {LOWER_BOUND_NOTE}" if lower_bound else msrc,
+    )
     _figure(
         figures,
         "pods (N+2)",
@@ -457,6 +472,8 @@ def _plan(
                 proposed[("redis", "resources", "memoryLimit")] = _mi_up(quantity_value(max_memory) * 1.25)
     return {
         "inputs": {k: (v.isoformat() if isinstance(v, date) else v) for k, v in vars(inputs).items()},
+        "knee_reached": not lower_bound,
+        "per_pod_lower_bound": lower_bound,
         "figures": figures,
         "stores": stores,
         "proposed": {".".join(k): v for k, v in proposed.items()},

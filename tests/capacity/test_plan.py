@@ -15,7 +15,7 @@ from memstack.errors import MemstackError
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _measurement(throughput=400.0, cpu=0.0005, rss=100 * 2**20):
+def _measurement(throughput=400.0, cpu=0.0005, rss=100 * 2**20, knee_reached=True):
     step = {
         "step": 3,
         "passed": True,
@@ -28,6 +28,7 @@ def _measurement(throughput=400.0, cpu=0.0005, rss=100 * 2**20):
             "mixed": {
                 "throughput_at_slo_rps": throughput,
                 "throughput_at_slo_source": "step 3",
+                "knee_reached": knee_reached,
                 "cpu_s_per_request": step["cpu_s_per_request"],
                 "step_results": [step],
             }
@@ -229,3 +230,52 @@ def test_plan_inputs_out_of_range_are_one_line_naming_the_option(tmp_path, args,
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("memstack: ") and option in lines[0], result.stderr
+
+
+def test_a_measurement_that_never_reached_the_knee_is_marked_a_lower_bound():
+    reached = planner.plan(planner.PlanInputs(peak_rps=100), _measurement(), None, _local())
+    assert reached["knee_reached"] and not reached["per_pod_lower_bound"]
+    short = planner.plan(planner.PlanInputs(peak_rps=100), _measurement(knee_reached=False), None, _local())
+    assert short["per_pod_lower_bound"] and not short["knee_reached"]
+    per_pod = next(f for f in short["figures"] if f["name"] == "per-pod throughput at the SLO")
+    assert "LOWER BOUND" in per_pod["source"]
+
+
+def test_plan_warns_of_a_lower_bound_and_writes_it_only_when_allowed(tmp_path):
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    def run(*args):
+        return subprocess.run(
+            [str(Path(sys.executable).parent / "memstack"), *args],
+            env={**os.environ, "MEMSTACK_HOME": str(tmp_path / "home")},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    (tmp_path / "measure.json").write_text(json.dumps(_measurement(knee_reached=False)))
+    stack = tmp_path / "Pulumi.local.yaml"
+    shutil.copy(ROOT / "Pulumi.local.yaml", stack)
+    before = stack.read_text()
+    args = ["capacity", "plan", "--peak-rps", "1000", "--stack", "local", "--stack-file", str(stack)]
+    args += ["--measurement", str(tmp_path)]
+    shown = run(*args)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stderr.strip().splitlines() == [
+        f"memstack: warning: the per-pod throughput is {planner.LOWER_BOUND_NOTE}"
+    ]
+    assert json.loads((tmp_path / "plan.json").read_text())["per_pod_lower_bound"] is True
+    refused = run(*args, "--write")
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.strip().splitlines() == [
+        f"memstack: not writing Pulumi.local.yaml: the mixed profile's per-pod throughput is "
+        f"{planner.LOWER_BOUND_NOTE}, or pass --allow-lower-bound"
+    ]
+    assert stack.read_text() == before
+    written = run(*args, "--write", "--allow-lower-bound")
+    assert written.returncode == 0, written.stderr
+    assert stack.read_text() != before
