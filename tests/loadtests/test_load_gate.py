@@ -58,10 +58,12 @@ def test_short_gate_passes_on_the_local_stack(stack, tmp_path):
     assert (results / "locust_stats.csv").exists() and (results / "locust.json").exists()
     assert set(summary["groups"]) - {"dropped"} == {"working:read", "working:write"}, summary["groups"]
     # What was offered, rate x duration, was sent: the gate's own 95 % floor, checked from the counts.
-    # The measured window is the run after the warm-up, less Locust's start-up lag (1-2 s measured
-    # here; 18.98 s of 20 in a quiet CI run), so it is checked against duration - 2 s.
+    # The measured window is the --duration after the warm-up (it was a second short while
+    # gevent's stale loop clock ended Locust's run time early); 0.5 s for a loaded machine's
+    # scheduling delays.
     sent = summary["total"]["requests"] - summary["groups"].get("dropped", {}).get("requests", 0)
-    assert summary["duration_s"] >= duration_s - 2 and sent >= 0.95 * rate * summary["duration_s"], summary["total"]
+    assert abs(summary["duration_s"] - duration_s) < 0.5, summary["duration_s"]
+    assert sent >= 0.95 * rate * summary["duration_s"], summary["total"]
     assert summary["generator"]["offered_rps"] == rate and summary["generator"]["send_lag_p99_ms"] is not None
     assert run.returncode == 0, f"{summary['violations']}\n{run.stdout[-3000:]}{run.stderr[-2000:]}"
 
@@ -116,9 +118,9 @@ def test_working_profile_sends_only_working_memory_requests(stack, tmp_path):
         timeout=120,
     )
     summary = json.loads((results / "summary.json").read_text())
-    # The measured window is the 3 s after the warm-up, less Locust's own start-up lag on a busy
-    # host (1.3-2 s measured in loaded runs); with the warm-up counted in it would be about 4 s.
-    assert summary["warmup_s"] == 1 and 1 <= summary["duration_s"] < 3.5, run.stderr
+    # The measured window is the 3 s after the warm-up (with the warm-up counted in it would be
+    # about 4 s; with Locust's run time ended by a stale clock, 1-2.5 s on a busy host).
+    assert summary["warmup_s"] == 1 and 2.5 < summary["duration_s"] < 3.5, (summary["duration_s"], run.stderr)
     # (A `dropped` group, sends skipped by a user behind schedule, is the generator's, not a route.)
     assert set(summary["groups"]) - {"dropped"} == {"working:read", "working:write"}
 
@@ -181,6 +183,7 @@ def test_load_runs_locust_master_and_workers(stack, tmp_path):
     summary = json.loads((results / "summary.json").read_text())
     log = (results / "locust.log").read_text()
     assert summary["working"]["requests"] > 0, log[-2000:]
+    assert 3.5 < summary["duration_s"] < 4.5, summary["duration_s"]  # the --duration, master and workers alike
     # The send lag is counted in the workers and reaches the master with their reports.
     assert summary["generator"]["send_lag_p99_ms"] is not None, log[-2000:]
     assert run.returncode in (0, 1), run.stderr
