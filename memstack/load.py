@@ -412,7 +412,8 @@ def run(options: LoadOptions) -> tuple[int, dict]:
     options.results = output_dir(options.results, "--results")
     if options.url:
         wait_ready(options.url.rstrip("/"), None, None, timeout_s=10)
-        return run_locust(options, options.url.rstrip("/"), options.tokens_file)
+        # Resolved here: Locust reads it from the results directory, its working directory.
+        return run_locust(options, options.url.rstrip("/"), options.tokens_file.resolve())
     with tempfile.TemporaryDirectory(prefix="memstack-load-") as workdir:
         with local_service(options, Path(workdir)) as service:
             code, summary = run_locust(options, service.url, service.tokens)

@@ -1,9 +1,12 @@
-"""A SIGTERM to `memstack load` stops Locust and its worker processes too, not only the CLI:
-Locust runs in a session of its own, so nothing but the CLI's cleanup reaches it."""
+"""`memstack load --url` against a stand-in HTTP server (the tests here are about the CLI and
+Locust, not the service). A SIGTERM to `memstack load` stops Locust and its worker processes
+too, not only the CLI: Locust runs in a session of its own, so nothing but the CLI's cleanup
+reaches it."""
 
 from __future__ import annotations
 
 import http.server
+import json
 import os
 import signal
 import subprocess
@@ -125,3 +128,41 @@ def test_sigterm_stops_locust_and_its_workers(tmp_path, workers):
             if _alive(pid) and "locust" in _cmdline(pid):
                 os.kill(pid, signal.SIGKILL)
         server.shutdown()
+
+
+def test_a_relative_tokens_file_is_read_from_where_the_cli_runs(tmp_path):
+    # Locust works in the results directory: a path relative to the CLI's directory was not found
+    # there, and every user failed on an empty token list.
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Answering)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    (tmp_path / "tokens").write_text("tenant-a token-a\n")
+    try:
+        result = subprocess.run(
+            [
+                MEMSTACK,
+                "load",
+                "--url",
+                f"http://127.0.0.1:{server.server_address[1]}",
+                "--tokens-file",
+                "tokens",
+                "--duration",
+                "2s",
+                "--rate",
+                "20",
+                "--users",
+                "2",
+                "--warmup",
+                "0",
+                "--results",
+                "results",
+            ],
+            env={**os.environ, "MEMSTACK_HOME": str(tmp_path / "home")},
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        server.shutdown()
+    summary = json.loads((tmp_path / "results" / "summary.json").read_text())
+    assert summary["total"]["requests"] > 0 and summary["total"]["failures"] == 0, result.stderr
