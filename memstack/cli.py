@@ -12,6 +12,7 @@ import shlex
 import shutil
 import signal
 import sys
+import traceback
 from pathlib import Path
 from typing import Annotated
 
@@ -29,7 +30,8 @@ from memstack.images.build import IMAGES_ENV, image_source
 from memstack.images.commands import app as images_app
 from memstack.local.backend import BACKEND_ENV, CORE_SERVICES, OPTIONAL_SERVICES, check_service, get_backend
 from memstack.local.redis_server import APPENDFSYNC_CHOICES
-from memstack.local.state import WAL_DIR_ENV
+from memstack.local.state import WAL_DIR_ENV, check_backend, default_home
+from memstack.local.state import load as load_state
 from memstack.recovery import commands as recovery
 
 app = typer.Typer(
@@ -102,9 +104,14 @@ def _print_status(backend_name: str | None) -> None:
 def up(
     backend: BackendOption = None,
     with_: Annotated[
-        list[str], typer.Option("--with", help=f"Optional services to add: {', '.join(OPTIONAL_SERVICES)}")
+        list[str],
+        typer.Option(
+            "--with",
+            metavar="SERVICE[,SERVICE]",
+            help=f"Optional services to add, repeated or comma-separated: {', '.join(OPTIONAL_SERVICES)}",
+        ),
     ] = [],
-    port: Annotated[list[str], typer.Option("--port", help="Pin a port: SERVICE=PORT (repeatable)")] = [],
+    port: Annotated[list[str], typer.Option("--port", metavar="SERVICE=PORT", help="Pin a port (repeatable)")] = [],
     appendfsync: Annotated[str | None, typer.Option(help="Redis AOF fsync policy: everysec | always")] = None,
     wal_dir: Annotated[
         Path | None, typer.Option(help=f"Postgres WAL archive (default ${WAL_DIR_ENV} or $MEMSTACK_HOME/backups/wal)")
@@ -119,13 +126,14 @@ def up(
         os.environ[IMAGES_ENV] = image_source(images)
     if wal_dir is not None:
         os.environ[WAL_DIR_ENV] = str(wal_dir.resolve())
-    for name in with_:
+    optional = [name.strip() for value in with_ for name in value.split(",")]
+    for name in optional:
         check_service(name, OPTIONAL_SERVICES)
     if appendfsync is not None and appendfsync not in APPENDFSYNC_CHOICES:
         raise MemstackError(f"--appendfsync must be one of {', '.join(APPENDFSYNC_CHOICES)}, not {appendfsync!r}")
     ports = _parse_ports(port)
     chosen = get_backend(backend, appendfsync=appendfsync, ports=ports)
-    chosen.up(CORE_SERVICES + tuple(dict.fromkeys(with_)))
+    chosen.up(CORE_SERVICES + tuple(dict.fromkeys(optional)))
     applied = service.migrate(chosen.endpoints().settings())
     out.print(f"schema: applied {applied}" if any(applied.values()) else "schema: up to date", highlight=False)
     for name, value in chosen.endpoints().env().items():
@@ -139,20 +147,29 @@ def down(
     purge: Annotated[
         bool,
         typer.Option(
-            "--purge", help="containers backend: also delete the stack's containers, volumes (its data) and network"
+            "--purge",
+            help="containers backend only: also delete the stack's containers, volumes (its data) and network",
         ),
     ] = False,
 ) -> None:
-    """Stop every service of the stack. Data directories are kept, unless --purge."""
+    """Stop every service of the stack; its data is kept. A containers stack's data goes with --purge;
+    a process stack's data directories stay in its home ($MEMSTACK_HOME)."""
     chosen = get_backend(backend)
     if not purge:
         chosen.down()
         out.print("stack stopped")
         return
+    # Before anything is deleted: another backend's stack in this home is not this one's to remove.
+    home = default_home()
+    check_backend(home, load_state(home), chosen.name)
     remove = getattr(chosen, "remove", None)
     if remove is None:
+        if chosen.name == "external":
+            raise MemstackError(
+                "--purge applies to a containers stack; external servers and their data are not memstack's to delete"
+            )
         raise MemstackError(
-            f"--purge applies to a containers stack; a {chosen.name} stack's data is in its home, $MEMSTACK_HOME"
+            f"--purge applies to a containers stack; a {chosen.name} stack's data directories are in its home, {home}"
         )
     remove()
     out.print("stack removed: its containers, volumes and network are deleted")
@@ -188,9 +205,11 @@ def kill(service: str, backend: BackendOption = None) -> None:
 
 @app.command()
 def start(service: str, backend: BackendOption = None) -> None:
-    """Restart one service on its existing data and port, and wait until it answers."""
-    get_backend(backend).start(check_service(service))
-    out.print(f"{service} started")
+    """Restart one service on its existing data and port, and wait until it answers. One that runs
+    already is left running (exit 0: what was asked for holds), while `kill` refuses one that does
+    not run (exit 2: the crash asked for cannot happen)."""
+    started = get_backend(backend).start(check_service(service))
+    out.print(f"{service} started" if started else f"{service} was already running", highlight=False)
 
 
 # --- the memory service ---------------------------------------------------------------------
@@ -413,9 +432,16 @@ app.command()(chaos_cli.chaos)
 app.add_typer(bench.app, name="bench")
 
 
+# The signal that ended the CLI, once its handler ran: whatever the cleanup on the way out
+# raises instead of its SystemExit (a database driver's own error) must not change the exit code.
+_terminated_by: int | None = None
+
+
 def _exit_on_sigterm(signum: int, _frame: object) -> None:
     # As Ctrl-C does: the cleanup on the way out runs (a service that was starting is stopped,
     # not left behind unrecorded). Servers run by `serve`, `worker` and `load` install their own.
+    global _terminated_by
+    _terminated_by = signum
     raise SystemExit(128 + signum)
 
 
@@ -424,27 +450,38 @@ def main() -> None:
     try:
         # Without standalone mode click returns a command's `typer.Exit` code instead of exiting.
         code = app(standalone_mode=False)
-        if isinstance(code, int) and code:
-            sys.exit(code)
-    except MemstackError as exc:
+    except BaseException as exc:
+        if _terminated_by is not None:
+            if os.environ.get("MEMSTACK_DEBUG") and not isinstance(exc, SystemExit):
+                traceback.print_exception(exc)
+            sys.exit(128 + _terminated_by)
+        _exit_for(exc)
+    if _terminated_by is not None:  # the SystemExit was swallowed by the code it interrupted
+        sys.exit(128 + _terminated_by)
+    if isinstance(code, int) and code:
+        sys.exit(code)
+
+
+def _exit_for(exc: BaseException) -> None:
+    """Exit as `exc` calls for: one line and its code for what the operator can act on."""
+    if isinstance(exc, MemstackError):
         if os.environ.get("MEMSTACK_DEBUG"):
-            raise
+            raise exc
         print(f"memstack: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
-    except typer.Exit as exc:
+    if isinstance(exc, typer.Exit):
         sys.exit(exc.exit_code)
-    except typer.Abort:
+    if isinstance(exc, typer.Abort):
         sys.exit(130)
-    except TyperException as exc:
+    if isinstance(exc, TyperException):
         # Usage errors (unknown option, missing argument): one line, exit 2 as click does.
         print(f"memstack: {exc.format_message()}", file=sys.stderr)
         sys.exit(2 if exc.exit_code in (1, 2) else exc.exit_code)
-    except KeyboardInterrupt:
+    if isinstance(exc, KeyboardInterrupt):
         sys.exit(130)
-    except OSError as exc:
+    if isinstance(exc, OSError) and exc.filename is not None and not os.environ.get("MEMSTACK_DEBUG"):
         # A path the operator named or set (a home, a results or WAL directory) that cannot be
         # used; an OSError without a path is no operator's to fix, and keeps its traceback.
-        if os.environ.get("MEMSTACK_DEBUG") or exc.filename is None:
-            raise
         print(f"memstack: {exc.filename}: {exc.strerror}", file=sys.stderr)
         sys.exit(2)
+    raise exc

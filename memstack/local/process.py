@@ -32,7 +32,7 @@ from memstack.local.processes import (
 from memstack.local.prometheus_server import PrometheusServer
 from memstack.local.redis_server import RedisServer
 from memstack.local.service import LocalService
-from memstack.local.state import WAL_DIR_ENV, ServiceState, StackState, default_home, load, save
+from memstack.local.state import WAL_DIR_ENV, ServiceState, StackState, check_backend, default_home, load, save
 
 SERVICE_TYPES: dict[str, type[LocalService]] = {
     cls.name: cls for cls in (RedisServer, PostgresServer, Neo4jServer, *EXPORTERS, PrometheusServer, JaegerServer)
@@ -52,6 +52,12 @@ def _writable_dir(path: Path) -> Path:
     if not os.access(path, os.W_OK | os.X_OK):
         raise MemstackError(f"WAL archive {path}: not writable; pick another with --wal-dir")
     return path
+
+
+def _port_taken(port: int, service: str) -> MemstackError:
+    return MemstackError(
+        f"port {port} for {service} is taken by another process; pick another with --port {service}=PORT or free it"
+    )
 
 
 class ProcessBackend:
@@ -79,11 +85,7 @@ class ProcessBackend:
             yield state
 
     def _check_backend(self, state: StackState) -> None:
-        """A home holds one backend's stack: another backend must not start, stop or report on it."""
-        if state.backend != self.name:
-            raise MemstackError(
-                f"{self.home} holds a {state.backend!r} stack; run `memstack down --backend {state.backend}` or use another MEMSTACK_HOME"
-            )
+        check_backend(self.home, state, self.name)
 
     def _service(self, name: str, state: StackState) -> LocalService:
         service = SERVICE_TYPES[name](self.home, state.credentials, appendfsync=state.appendfsync)
@@ -114,9 +116,7 @@ class ProcessBackend:
         pinned = self._ports.get(name) or (record.port if keep_port and record else None)
         if pinned:
             if not port_is_free(pinned):
-                raise MemstackError(
-                    f"port {pinned} for {name} is taken by another process; pick another with --port {name}=PORT or free it"
-                )
+                raise _port_taken(pinned, name)
             return pinned, False
         if record and port_is_free(record.port):
             return record.port, True
@@ -137,10 +137,7 @@ class ProcessBackend:
                     port = free_port()
                     continue
                 if _PORT_TAKEN.search(new_output):
-                    raise MemstackError(
-                        f"port {port} for {service.name} is taken by another process;"
-                        f" pick another with --port {service.name}=PORT or free it"
-                    ) from None
+                    raise _port_taken(port, service.name) from None
                 raise
             return
 
@@ -238,20 +235,55 @@ class ProcessBackend:
             # Every prerequisite is checked before anything starts, so a missing tool leaves nothing half up.
             for service in pending:
                 self._check_prerequisites(service)
+            self._check_pinned_ports(pending)
             save(self.home, state)
-            for name in services:
-                self._ensure_running(self._service(name, state), state, keep_port=False)
+            started: list[str] = []
+            try:
+                for name in services:
+                    self._ensure_running(self._service(name, state), state, keep_port=False)
+                    if any(service.name == name for service in pending):
+                        started.append(name)
+            except Exception:
+                # A failed `up` leaves running only what ran before it: a pinned port taken after
+                # the check above, or a service that would not start, stops the ones it started.
+                # An interrupt (SIGTERM, Ctrl-C) leaves them recorded, for `down`, and exits at once.
+                self._stop_started(started, state)
+                raise
 
-    def start(self, service: str) -> None:
+    def _check_pinned_ports(self, pending: list[LocalService]) -> None:
+        """Refuse a pinned port that is taken, or pinned twice, before anything starts."""
+        pinned_by: dict[int, str] = {}
+        for service in pending:
+            port = self._ports.get(service.name)
+            if port is None:
+                continue
+            if port in pinned_by:
+                raise MemstackError(f"--port pins {port} for both {pinned_by[port]} and {service.name}")
+            pinned_by[port] = service.name
+            if not port_is_free(port):
+                raise _port_taken(port, service.name)
+
+    def _stop_started(self, names: list[str], state: StackState) -> None:
+        for name in reversed(names):
+            record = state.services.get(name)
+            if record is not None and self._running(record):
+                self._stop(self._service(name, state), record)
+                save(self.home, state)
+
+    def start(self, service: str) -> bool:
+        """Returns False when the service was running already (it is then waited for, not restarted)."""
         check_service(service)
         with self._locked() as state:
             if service not in state.services:
                 raise MemstackError(f"{service} has never run in {self.home}; use `memstack up` first")
             self._stop_unfinished(state)
             svc = self._service(service, state)
-            self._check_prerequisites(svc)
+            was_running = self._running(state.services[service])
+            if not was_running:
+                self._check_prerequisites(svc)
             # Same port as before, so URLs handed out earlier stay valid.
             self._ensure_running(svc, state, keep_port=True)
+            return not was_running
 
     # -- stopping --------------------------------------------------------------------------
 

@@ -91,6 +91,14 @@ def recorded_backend(home: Path | None) -> str | None:
     return state.backend if state else None
 
 
+def check_backend(home: Path, state: StackState | None, backend: str) -> None:
+    """A home holds one backend's stack: another backend must not start, stop, remove or report on it."""
+    if state is not None and state.backend != backend:
+        raise MemstackError(
+            f"{home} holds a {state.backend!r} stack; run `memstack down --backend {state.backend}` or use another MEMSTACK_HOME"
+        )
+
+
 def save(home: Path, state: StackState) -> None:
     home.mkdir(parents=True, exist_ok=True)
     path = state_path(home)

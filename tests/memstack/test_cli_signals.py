@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from memstack.local.postgres_server import relocation_dir
 from memstack.local.processes import is_running
 
@@ -138,3 +140,44 @@ def test_down_stops_a_service_an_up_killed_outright_left_starting(tmp_path):
     assert down.returncode == 0, down.stderr
     assert leftovers(home, recorded, ports) == []
     assert _state(home)["starting"] == {}
+
+
+# A command whose cleanup, interrupted by SIGTERM, raises its own error or swallows the SystemExit
+# (as the Neo4j driver did during migrations: `ClientError ... BeginMessage cannot ...`, exit 1).
+_INTERRUPTED_CLEANUP = """
+import sys, time
+from memstack import cli
+
+cleanup = sys.argv.pop(1)
+
+@cli.app.command("wait")
+def wait() -> None:
+    try:
+        print("ready", flush=True)
+        time.sleep(60)
+    except BaseException:
+        if cleanup == "raises":
+            raise RuntimeError("the driver's own error while closing")
+    print("finished", flush=True)
+
+cli.main()
+"""
+
+
+@pytest.mark.parametrize("cleanup", ["raises", "swallows"])
+def test_sigterm_exits_143_whatever_the_cleanup_raises(cleanup):
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _INTERRUPTED_CLEANUP, cleanup, "wait"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    assert "Traceback" not in stderr

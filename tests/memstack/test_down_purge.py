@@ -1,5 +1,5 @@
 """`memstack down --purge`: a containers stack's containers, volumes and network go; a process
-stack is refused, its data being its home."""
+or an external stack is refused, and so is a home that holds another backend's stack."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ import pytest
 
 from memstack.errors import MemstackError
 from memstack.local.containers import docker_client, stack_prefix
-from memstack.local.state import StackState, save
+from memstack.local.process import ProcessBackend
+from memstack.local.processes import is_running
+from memstack.local.state import StackState, load, save
 
 CLI = [sys.executable, "-c", "from memstack.cli import main; main()"]
 
@@ -46,3 +48,33 @@ def test_purge_refuses_a_process_stack_in_one_line(tmp_path):
     result = _down_purge(tmp_path / "home", "process")
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "--purge applies to a containers stack" in result.stderr
+
+
+def test_purge_as_containers_refuses_a_home_holding_a_process_stack_and_leaves_it_running(tmp_path):
+    """It used to delete this home's (absent) containers, say the stack was removed, exit 0 and
+    leave the process stack running."""
+    try:
+        docker_client()
+    except MemstackError as exc:
+        pytest.skip(str(exc))
+    home = tmp_path / "home"
+    backend = ProcessBackend(home)
+    try:
+        backend.up(("redis",))
+        result = _down_purge(home, "containers")
+        assert result.returncode == 2, (result.stdout, result.stderr)
+        assert result.stderr.strip().count("\n") == 0
+        assert f"{home} holds a 'process' stack" in result.stderr
+        assert "memstack down --backend process" in result.stderr
+        state = load(home)
+        assert state is not None and is_running(state.services["redis"].pid, state.services["redis"].started)
+    finally:
+        backend.down()
+
+
+def test_purge_refuses_an_external_stack_saying_its_data_is_not_memstack_s(tmp_path):
+    result = _down_purge(tmp_path / "home", "external")
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "external servers and their data are not memstack's to delete" in result.stderr
+    assert "a external" not in result.stderr
