@@ -78,9 +78,20 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+# The level the last `setup_json_logging` set, for the processes this one starts: uvicorn's
+# worker processes are spawned with a root logger of their own, and set theirs up again.
+LOG_LEVEL_ENV = "MEMSTACK_LOG_LEVEL"
+
+
+def configured_log_level(environ: Mapping[str, str] = os.environ) -> str:
+    """The level `setup_json_logging` set in this process or the one that started it; INFO if none."""
+    return environ.get(LOG_LEVEL_ENV) or "INFO"
+
+
 def setup_json_logging(level: str | int = "INFO", stream: TextIO = sys.stderr) -> None:
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    os.environ[LOG_LEVEL_ENV] = logging.getLevelName(root.level)

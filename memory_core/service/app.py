@@ -23,6 +23,7 @@ from .. import metrics
 from ..clients import MemoryClients
 from ..health import Readiness, check_stores, pool_usage, readiness
 from ..settings import Settings
+from ..stores.graph import background_projector
 from . import errors
 from .asgi import Instrumented
 from .auth import TokenTable, watch_tokens_file
@@ -75,6 +76,7 @@ def create_app(
             fast_path.runtime = None
             watcher.cancel()
             metrics.pool_collector.sources.remove(source)
+            await _flush_graph_projection(live)
             if own:
                 await live.close()
                 log.info("pools closed")
@@ -116,7 +118,10 @@ def create_app(
 
     app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to customise the schema
 
+    # HEAD answers as GET does (uvicorn leaves the body out), for probes that send HEAD; it is
+    # not an operation of the API, so the OpenAPI document does not list it.
     @app.get("/health", tags=["operations"], responses=errors.documented(400, 413, 500))
+    @app.head("/health", include_in_schema=False)
     async def health() -> dict[str, str]:
         """Liveness: the process answers. Touches no store."""
         return {"status": "ok"}
@@ -130,6 +135,7 @@ def create_app(
             **errors.documented(400, 413, 500),
         },
     )
+    @app.head("/ready", include_in_schema=False)
     async def ready(request: Request) -> JSONResponse:
         """Readiness: Redis, Postgres and Neo4j each answer within a short timeout."""
         rt: Runtime = request.app.state.runtime
@@ -147,6 +153,18 @@ def create_app(
 
 
 METRICS_PATH = "/metrics"
+
+
+async def _flush_graph_projection(clients: MemoryClients) -> None:
+    """Project the rows the background projector holds (they may wait out MEMORY_GRAPH_LINGER_S)
+    before the clients close, rather than leave them to the worker's outbox replay. Bounded by
+    what one projection batch may take (`project_now`'s Neo4j timeout): a Neo4j that is down
+    or hangs delays shutdown by that at most, and the rows stay in the outbox for the worker."""
+    timeout_s = 2 * clients.settings.neo4j_connect_timeout_s
+    try:
+        await asyncio.wait_for(background_projector(clients).flush(), timeout_s)
+    except TimeoutError:
+        log.warning("graph projection not flushed within %g s: the worker's outbox replay projects the rest", timeout_s)
 
 
 def _scrape(scope: MutableMapping[str, Any]) -> bool:
@@ -193,10 +211,11 @@ def add_links(schema: dict[str, Any]) -> None:
 
 
 def from_environment() -> Instrumented:
-    """The uvicorn factory `memstack serve` runs, once per worker process: JSON logs, tracing
-    from OTEL_* variables, settings from the environment."""
-    from ..telemetry import setup_json_logging, setup_tracing
+    """The uvicorn factory `memstack serve` runs, once per worker process: JSON logs at the level
+    `serve` set up (see `configured_log_level`), tracing from OTEL_* variables, settings from the
+    environment."""
+    from ..telemetry import configured_log_level, setup_json_logging, setup_tracing
 
-    setup_json_logging()
+    setup_json_logging(configured_log_level())
     setup_tracing("memstack-api")
     return create_app()

@@ -49,6 +49,16 @@ def hash_line(tenant_id: str, token: str) -> str:
 _RECENT_TOKENS = 4096
 
 
+def bearer_token(header: bytes) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header's raw value; None for another
+    scheme or no token."""
+    scheme, _, token = header.decode("latin-1").partition(" ")
+    token = token.strip()
+    if not token or scheme.lower() != "bearer":
+        return None
+    return token
+
+
 class TokenTable:
     def __init__(self, tenants_by_hash: dict[str, str]):
         self._tenants_by_hash = tenants_by_hash
@@ -114,10 +124,10 @@ class TokenTable:
         scheme, no token, an unknown one). A header seen recently costs one dict lookup."""
         tenant = self._recent_headers.get(header)
         if tenant is None:
-            scheme, _, token = header.decode("latin-1").partition(" ")
-            if not token or scheme.lower() != "bearer":
+            token = bearer_token(header)
+            if token is None:
                 return None
-            tenant = self.tenant_for(token.strip())
+            tenant = self.tenant_for(token)
             if tenant is not None:
                 if len(self._recent_headers) >= _RECENT_TOKENS:
                     self._recent_headers.clear()

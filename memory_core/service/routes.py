@@ -24,7 +24,7 @@ from fastapi import (
 )
 from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
-from ..errors import InvalidInput, NotFound, store_errors
+from ..errors import InvalidInput, NotFound
 from ..memory import AgentMemory
 from ..models import (
     Entity,
@@ -39,6 +39,7 @@ from ..models import (
 )
 from ..stores.working import WorkingMemory
 from ..validation import MAX_ID_CHARS, MAX_TURN_INDEX, PRIORITY_MAX, PRIORITY_MIN, check_utc_offset
+from .auth import bearer_token
 from .errors import documented
 from .runtime import Runtime
 
@@ -81,12 +82,12 @@ def _conversation_memory(rt: Runtime, tenant: str, user_id: str, conversation_id
 
 async def caller(request: Request) -> Caller:
     rt: Runtime = request.app.state.runtime
-    scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
-    if not token or scheme.lower() != "bearer":
-        raise HTTPException(401, detail="missing bearer token", headers={"WWW-Authenticate": "Bearer"})
-    found = rt.tokens.tenant_for(token.strip())
+    # The raw header, as the working-memory fast path reads it: one parser, one cache.
+    header = next((value for name, value in request.scope["headers"] if name == b"authorization"), b"")
+    found = rt.tokens.tenant_for_authorization(header)
     if found is None:
-        raise HTTPException(401, detail="invalid bearer token", headers={"WWW-Authenticate": "Bearer"})
+        detail = "missing bearer token" if bearer_token(header) is None else "invalid bearer token"
+        raise HTTPException(401, detail=detail, headers={"WWW-Authenticate": "Bearer"})
     return Caller(rt, found)
 
 
@@ -137,21 +138,36 @@ class Body(BaseModel):
 _encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
 
 
+class JsonText(Response):
+    """A response whose body is JSON text already, with the status, headers and body that
+    `Response(body, status_code, media_type="application/json")` has: built without its header
+    logic, which costs a working-memory request about 0.5 us. For statuses with a body only
+    (not 1xx, 204 or 304)."""
+
+    media_type = "application/json"
+
+    def __init__(self, body: bytes, status_code: int = 200):
+        self.status_code = status_code
+        self.background = None
+        self.body = body
+        self.raw_headers = [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]
+
+
 def _json(payload: Any, status: int = 200) -> Response:
-    return Response(_encode(payload), status_code=status, media_type="application/json")
+    return JsonText(_encode(payload).encode(), status)
 
 
 def _json_text(body: bytes) -> Response:
     """A 200 whose body is JSON text already (working memory's stored values, spliced)."""
-    return Response(body, media_type="application/json")
+    return JsonText(body)
 
 
 async def _stored_json(m: AgentMemory, read: Callable[[WorkingMemory], Awaitable[T]]) -> T:
     """Working-memory values as the JSON text Redis holds, for the response to embed without
     parsing and encoding them again: they were stored compact by `json.dumps`, as `_json`
-    writes, so the body is the same byte for byte."""
-    with store_errors("redis"):
-        return await read(await m.working())
+    writes, so the body is the same byte for byte. Awaited by `Runtime.run` of redis, which
+    turns a Redis failure into `StoreUnavailable` as AgentMemory's `store_errors` would."""
+    return await read(await m.working())
 
 
 def _at_most(value: float | None, limit: float, field: str, setting: str) -> None:
@@ -385,7 +401,9 @@ class RelationIn(Body):
     source_id: ItemId
     target_id: ItemId
     rel_type: str = Field("RELATED_TO", max_length=64)
-    weight: float = 1.0
+    # Strength of the relation, on the scale of salience and confidence (the seeds give it no
+    # range of its own): 1 is the default and the strongest.
+    weight: Annotated[float, Field(ge=0, le=1)] = 1.0
 
 
 @router.post("/semantic/{user_id}/entities", status_code=201, response_model=Entity, tags=["semantic"])

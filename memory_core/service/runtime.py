@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import math
+from asyncio import get_running_loop
 from collections.abc import Awaitable
-from contextlib import nullcontext
 from functools import lru_cache
 from time import monotonic, perf_counter
 from typing import TypeVar
 
 from fastapi import HTTPException
+from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from prometheus_client import Histogram
 
 from .. import metrics
@@ -35,8 +36,6 @@ DEADLINE_TICK_S = 0.05
 
 # Tracer providers that record nothing: OpenTelemetry's default before one is configured.
 _NO_TRACING = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
-# What a request that records no spans gets instead: skips a no-op span's context switch.
-_NO_SPAN = nullcontext(trace.INVALID_SPAN)
 
 
 class _GlobalTracing:
@@ -144,48 +143,52 @@ class Runtime:
         timeout as `StoreUnavailable` (memory_core's refusals pass through to their handlers)."""
         start = perf_counter()
         outcome = "error"
-        spans = (
-            self.tracer.start_as_current_span(
-                f"{store} {operation}", kind=SpanKind.CLIENT, record_exception=False, set_status_on_exception=False
-            )
-            if tracing(self.tracer_provider)
-            else _NO_SPAN
-        )
-        loop = asyncio.get_running_loop()
+        # The span is started and made current by hand, as `start_as_current_span` would (with
+        # neither exception recording nor status from exceptions), so that a request that
+        # records no spans pays for no context manager at all.
+        span: Span | None = None
+        if tracing(self.tracer_provider):
+            span = self.tracer.start_span(f"{store} {operation}", kind=SpanKind.CLIENT)
+            attached = otel_context.attach(trace.set_span_in_context(span))
+        loop = get_running_loop()
         deadlines = self._deadlines
         if deadlines is None or deadlines.loop is not loop:
             deadlines = self._deadlines = Deadlines(loop, DEADLINE_TICK_S)
         deadline = deadlines.start(self.settings.request_timeout_s)
-        with spans as span:
+        try:
             try:
-                try:
-                    result = await call
-                except asyncio.CancelledError as cancelled:
-                    if deadlines.tripped(deadline):
-                        raise TimeoutError(f"{operation} exceeded {self.settings.request_timeout_s} s") from cancelled
-                    raise
-                finally:
-                    deadlines.finish(deadline)
-                outcome = "ok"
-                return result
-            except (StoreUnavailable, SchemaNotMigrated) as exc:
-                span.set_status(Status(StatusCode.ERROR, str(exc)))
+                result = await call
+            except asyncio.CancelledError as cancelled:
+                if deadlines.tripped(deadline):
+                    raise TimeoutError(f"{operation} exceeded {self.settings.request_timeout_s} s") from cancelled
                 raise
-            except (MemoryCoreError, HTTPException):
-                outcome = "rejected"
-                raise
-            except Exception as exc:
-                mapped = from_store_exception(exc, store, operation)
-                if mapped is None:
-                    raise
-                if isinstance(mapped, (StoreUnavailable, SchemaNotMigrated)):
-                    span.set_status(Status(StatusCode.ERROR, str(mapped)))
-                else:
-                    outcome = "rejected"
-                raise mapped from exc
             finally:
-                _backend_duration(store, operation, outcome).observe(perf_counter() - start)
+                deadlines.finish(deadline)
+            outcome = "ok"
+            return result
+        except (StoreUnavailable, SchemaNotMigrated) as exc:
+            if span is not None:
+                span.set_status(Status(StatusCode.ERROR, str(exc)))
+            raise
+        except (MemoryCoreError, HTTPException):
+            outcome = "rejected"
+            raise
+        except Exception as exc:
+            mapped = from_store_exception(exc, store, operation)
+            if mapped is None:
+                raise
+            if isinstance(mapped, (StoreUnavailable, SchemaNotMigrated)):
+                if span is not None:
+                    span.set_status(Status(StatusCode.ERROR, str(mapped)))
+            else:
+                outcome = "rejected"
+            raise mapped from exc
+        finally:
+            _backend_duration(store, operation, outcome).observe(perf_counter() - start)
+            if span is not None:
                 if span.is_recording():
                     span.set_attribute("db.system", store)
                     span.set_attribute("memory.operation", operation)
                     span.set_attribute("memory.outcome", outcome)
+                otel_context.detach(attached)
+                span.end()

@@ -4,11 +4,13 @@ from the token, so another tenant's data is unreachable."""
 from __future__ import annotations
 
 import re
+from types import SimpleNamespace
 
 import pytest
+from starlette.requests import Request
 
 from memory_core.service.auth import TokenFileError, TokenTable, hash_line, new_token, token_hash
-from memory_core.service.routes import router
+from memory_core.service.routes import caller, router
 
 V1_ROUTES = [(method, route.path) for route in router.routes for method in sorted(route.methods)]
 
@@ -119,3 +121,31 @@ async def test_tokens_file_changes_are_picked_up_and_bad_files_ignored(tmp_path,
         assert table.tenant_for(second) == "globex" and table.tenant_for(first) == "acme"
     finally:
         watcher.cancel()
+
+
+@pytest.mark.parametrize(
+    "header,detail",
+    [
+        (None, "missing bearer token"),
+        ("Basic dXNlcjpwYXNz", "missing bearer token"),
+        ("Bearer ", "missing bearer token"),
+        ("Bearer mst_wrong", "invalid bearer token"),
+    ],
+)
+async def test_401_says_whether_the_token_was_missing_or_unknown(api, header, detail):
+    # A route FastAPI answers (the fast path leaves a bad token to it as well).
+    r = await api.call("GET", "/v1/goals/u", auth={} if header is None else {"Authorization": header})
+    assert r.status_code == 401 and r.json()["detail"] == detail
+
+
+async def test_every_route_shares_the_header_cache(tenant_id):
+    # FastAPI's routes read the raw Authorization header as the fast path does: a header one
+    # of them accepted is a dict lookup for every later request.
+    token = new_token()
+    tokens = TokenTable.parse(hash_line(tenant_id, token), "test")
+    app = SimpleNamespace(state=SimpleNamespace(runtime=SimpleNamespace(tokens=tokens)))
+    header = f"Bearer {token}".encode()
+    assert (
+        await caller(Request({"type": "http", "headers": [(b"authorization", header)], "app": app}))
+    ).tenant == tenant_id
+    assert tokens._recent_headers == {header: tenant_id}

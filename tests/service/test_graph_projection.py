@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from functools import partial
+from types import SimpleNamespace
 
+import httpx
 import pytest
 
-from memory_core import metrics
+from memory_core import MemoryClients, metrics
+from memory_core.service import create_app
+from memory_core.service.auth import TokenTable, hash_line, new_token
 from memory_core.service.config import ServiceSettings
 from memory_core.stores.graph import BackgroundProjector, background_projector, record
 from memory_core.worker.jobs import replay_outbox
@@ -161,3 +166,25 @@ class TestInline:
         assert await _graph(api, turn_id, fact_id) == (1, 1)
         assert await _outbox_rows(api) == 0
         assert _lag_count("inline") >= lag + 2
+
+
+async def test_shutdown_projects_the_rows_still_lingering(migrated, tenant_id):
+    # Rows handed to the background projector wait out MEMORY_GRAPH_LINGER_S; the lifespan's
+    # end projects them before the clients close, rather than leaving them to the worker.
+    token = new_token()
+    tokens = TokenTable.parse(hash_line(tenant_id, token), "test")
+    clients = await MemoryClients.connect(migrated.model_copy(update={"graph_linger_s": 60}))
+    app = create_app(migrated, ServiceSettings(graph_projection="background"), clients=clients, tokens=tokens)
+    try:
+        async with app.router.lifespan_context(app.app):
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://memstack") as client:
+                auth = {"Authorization": f"Bearer {token}"}
+                api = SimpleNamespace(
+                    call=partial(client.request, headers=auth), client=client, clients=clients, tenant_id=tenant_id
+                )
+                turn_id, fact_id = await _write_and_read_back(api)
+                assert await _graph(api, turn_id, fact_id) == (0, 0)  # still lingering
+        assert await _graph(api, turn_id, fact_id) == (1, 1)
+        assert await _outbox_rows(api) == 0
+    finally:
+        await clients.close()

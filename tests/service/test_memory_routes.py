@@ -60,6 +60,25 @@ async def test_entities_facts_relations(api):
     assert r.status_code == 422 and "relationship type" in r.json()["detail"]
 
 
+async def test_a_relation_weight_is_between_0_and_1(api):
+    a, b = [
+        (await api.call("POST", f"/v1/semantic/{U}/entities", json={"name": name, "type": "Person"})).json()["id"]
+        for name in ("Ann", "Bob")
+    ]
+    for weight in (0, 0.5, 1):
+        r = await api.call(
+            "POST", f"/v1/semantic/{U}/relations", json={"source_id": a, "target_id": b, "weight": weight}
+        )
+        assert r.status_code == 204, (weight, r.text)
+    for weight in (-0.1, 1.5, 1e308):
+        r = await api.call(
+            "POST", f"/v1/semantic/{U}/relations", json={"source_id": a, "target_id": b, "weight": weight}
+        )
+        assert r.status_code == 422 and "weight" in r.json()["detail"], (weight, r.text)
+    schema = (await api.client.get("/openapi.json")).json()["components"]["schemas"]["RelationIn"]
+    assert {k: schema["properties"]["weight"].get(k) for k in ("minimum", "maximum")} == {"minimum": 0, "maximum": 1}
+
+
 async def test_goals_add_list_update(api):
     goal = (await api.call("POST", f"/v1/goals/{U}", json={"description": "ship the release", "priority": 2})).json()
     listed = (await api.call("GET", f"/v1/goals/{U}")).json()["goals"]

@@ -5,11 +5,13 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 
 from opentelemetry.trace import SpanKind
 
 from memory_core import metrics
-from memory_core.telemetry import JsonFormatter
+from memory_core.service.app import from_environment
+from memory_core.telemetry import JsonFormatter, setup_json_logging
 
 W = "/v1/working/user-1/conv-1"
 
@@ -93,3 +95,33 @@ def test_json_logs_carry_the_trace_id(tracer_provider):
     inside, outside = (json.loads(line) for line in stream.getvalue().splitlines())
     assert inside["message"] == "inside span" and inside["trace_id"] == format(span.get_span_context().trace_id, "032x")
     assert "trace_id" not in outside
+
+
+async def test_head_answers_health_and_ready_as_get_does(api):
+    for path in ("/health", "/ready"):
+        get, head = await api.client.get(path), await api.client.head(path)
+        assert head.status_code == get.status_code == 200, path
+        assert head.headers["content-type"] == get.headers["content-type"]
+    schema = (await api.client.get("/openapi.json")).json()
+    assert set(schema["paths"]["/health"]) == set(schema["paths"]["/ready"]) == {"get"}
+
+
+def test_the_service_process_keeps_the_log_level_serve_set(monkeypatch, caplog):
+    # `memstack serve --log-level warning` sets logging up before uvicorn loads the app, in
+    # this process and (through the environment) in the worker processes uvicorn spawns.
+    monkeypatch.setenv("MEMSTACK_TOKENS", "")
+    monkeypatch.delenv("MEMSTACK_LOG_LEVEL", raising=False)
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        setup_json_logging("WARNING")
+        assert os.environ["MEMSTACK_LOG_LEVEL"] == "WARNING"
+        root.setLevel(logging.DEBUG)  # a spawned worker's root logger, not set up yet
+        from_environment()
+        assert root.level == logging.WARNING
+        monkeypatch.delenv("MEMSTACK_LOG_LEVEL")
+        from_environment()  # run by uvicorn alone: INFO, as before
+        assert root.level == logging.INFO
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)

@@ -5,8 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 
+import pytest
+from starlette.responses import Response
+
 from memory_core.clients import RedisConnection
 from memory_core.memory import AgentMemory
+from memory_core.service.routes import JsonText
 
 W = "/v1/working/user-1/conv-1"
 
@@ -153,3 +157,16 @@ async def test_a_read_cuts_the_stored_text_at_its_separators_and_drops_an_expire
     await asyncio.sleep(0.2)
     assert (await api.call("GET", f"{W}/context/brief")).status_code == 404
     assert not await api.clients.redis.hexists(ctx_key, "brief")
+
+
+@pytest.mark.parametrize("status", [200, 201])
+def test_json_text_is_the_response_starlette_would_make(status):
+    body = b'{"value":"caf\\u00e9"}'
+    made, starlettes = JsonText(body, status), Response(body, status_code=status, media_type="application/json")
+    assert (made.status_code, made.raw_headers, made.body, made.background) == (
+        starlettes.status_code,
+        starlettes.raw_headers,
+        starlettes.body,
+        starlettes.background,
+    )
+    assert made.headers == starlettes.headers
