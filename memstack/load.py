@@ -346,12 +346,14 @@ def check_tokens_file(path: Path) -> None:
 
 
 @contextmanager
-def running_locust(command: list[str], log: IO[str], cwd: Path) -> Iterator[subprocess.Popen]:
+def running_locust(
+    command: list[str], log: IO[str], cwd: Path, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen]:
     """Locust in a session of its own, stopped with all its processes however the caller leaves:
     a SIGTERM to the CLI (SystemExit), Ctrl-C or an exception would otherwise leave it loading
     the service until its -t timer ends, and its --processes workers with it. Its own session
     because a signal to the CLI alone does not reach it; the CLI stops it here instead."""
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True)
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=cwd, env=env, start_new_session=True)
     try:
         yield process
     finally:

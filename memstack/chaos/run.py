@@ -13,7 +13,6 @@ import json
 import math
 import os
 import statistics
-import subprocess
 import threading
 import time
 from collections import Counter
@@ -360,7 +359,15 @@ def run(backend, options: ChaosOptions) -> ChaosResult:
     """Everything above, on the containers stack of `backend` (brought up if needed)."""
     from memstack import service as service_cli
     from memstack.images.build import ImageBuilder, stack_image_source, tag
-    from memstack.load import DEFAULT_LOCUSTFILE, LoadOptions, locust_command, new_results_dir, write_tokens
+    from memstack.load import (
+        DEFAULT_LOCUSTFILE,
+        LoadOptions,
+        locust_command,
+        new_results_dir,
+        running_locust,
+        stop_process_group,
+        write_tokens,
+    )
     from memstack.local.backend import CORE_SERVICES
     from memstack.local.state import load as load_state
 
@@ -400,29 +407,23 @@ def run(backend, options: ChaosOptions) -> ChaosResult:
             str(workdir / "summary.json"),
         ]
         writer = LedgerWriter(url, token, options.ledger_rate)
-        with open(workdir / "locust.log", "w") as log:
-            locust = subprocess.Popen(
-                command,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=workdir,
-                env={**os.environ, "MEMSTACK_CHAOS_REQUESTS": str(requests_log)},
-            )
-        try:
-            writer.start()
-            time.sleep(options.warmup_s + options.before_s)
-            window = inject(backend, fault, duration, peer_ip=peer_ip)
-            time.sleep(5)
-            writer.stop()
-            time.sleep(max(0.0, window.end + options.after_s - time.time()))
-            # Locust stops on SIGTERM as at the end of its run time: statistics and request log written.
-            locust.terminate()
-            locust.wait(timeout=120)
-        finally:
-            writer.stop()
-            if locust.poll() is None:
-                locust.kill()
-                locust.wait()
+        with (
+            open(workdir / "locust.log", "w") as log,
+            running_locust(
+                command, log, workdir, env={**os.environ, "MEMSTACK_CHAOS_REQUESTS": str(requests_log)}
+            ) as locust,
+        ):
+            try:
+                writer.start()
+                time.sleep(options.warmup_s + options.before_s)
+                window = inject(backend, fault, duration, peer_ip=peer_ip)
+                time.sleep(5)
+                writer.stop()
+                time.sleep(max(0.0, window.end + options.after_s - time.time()))
+                # Locust stops on SIGTERM as at the end of its run time: statistics and request log written.
+                stop_process_group(locust, timeout_s=120)
+            finally:
+                writer.stop()
         result = ChaosResult(fault=fault.name, profile=options.profile, duration_s=duration, window=window)
         with open(workdir / "ledger.csv", "w", newline="") as f:
             csv.writer(f).writerows(writer.requests)
