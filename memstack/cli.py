@@ -157,7 +157,9 @@ def down(
     chosen = get_backend(backend)
     if not purge:
         chosen.down()
-        out.print("stack stopped")
+        out.print(
+            "stack stopped" if chosen.name != "external" else "nothing stopped: external servers are not memstack's"
+        )
         return
     # Before anything is deleted: another backend's stack in this home is not this one's to remove.
     home = default_home()

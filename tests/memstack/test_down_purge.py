@@ -1,5 +1,6 @@
 """`memstack down --purge`: a containers stack's containers, volumes and network go; a process
-or an external stack is refused, and so is a home that holds another backend's stack."""
+or an external stack is refused, and so is a home that holds another backend's stack. And what
+`down` says it did."""
 
 from __future__ import annotations
 
@@ -78,3 +79,10 @@ def test_purge_refuses_an_external_stack_saying_its_data_is_not_memstack_s(tmp_p
     assert result.stderr.strip().count("\n") == 0
     assert "external servers and their data are not memstack's to delete" in result.stderr
     assert "a external" not in result.stderr
+
+
+def test_down_of_an_external_stack_says_it_stopped_nothing(tmp_path):
+    env = {**os.environ, "MEMSTACK_HOME": str(tmp_path / "home"), "MEMSTACK_BACKEND": "external"}
+    result = subprocess.run([*CLI, "down"], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "nothing stopped: external servers are not memstack's"
