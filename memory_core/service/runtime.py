@@ -143,18 +143,19 @@ class Runtime:
         timeout as `StoreUnavailable` (memory_core's refusals pass through to their handlers)."""
         start = perf_counter()
         outcome = "error"
-        # The span is started and made current by hand, as `start_as_current_span` would (with
-        # neither exception recording nor status from exceptions), so that a request that
-        # records no spans pays for no context manager at all.
-        span: Span | None = None
-        if tracing(self.tracer_provider):
-            span = self.tracer.start_span(f"{store} {operation}", kind=SpanKind.CLIENT)
-            attached = otel_context.attach(trace.set_span_in_context(span))
         loop = get_running_loop()
         deadlines = self._deadlines
         if deadlines is None or deadlines.loop is not loop:
             deadlines = self._deadlines = Deadlines(loop, DEADLINE_TICK_S)
         deadline = deadlines.start(self.settings.request_timeout_s)
+        # The span is started and made current by hand, as `start_as_current_span` would (with
+        # neither exception recording nor status from exceptions), so that a request that
+        # records no spans pays for no context manager at all; after the deadline, which can
+        # raise, right before the block that ends it.
+        span: Span | None = None
+        if tracing(self.tracer_provider):
+            span = self.tracer.start_span(f"{store} {operation}", kind=SpanKind.CLIENT)
+            attached = otel_context.attach(trace.set_span_in_context(span))
         try:
             try:
                 result = await call
