@@ -406,7 +406,9 @@ def demo(
     options = load_runner.LoadOptions(
         duration=duration, rate=rate, users=users, results=_results_dir(None), backend=backend
     )
-    load_runner.seconds(duration, "--duration")  # a bad value is refused before anything starts
+    # Bad values are refused before anything starts.
+    load_runner.seconds(duration, "--duration")
+    load_runner.check_options(options)
     with demo_runner.demo_stack(backend, options.results) as live_data:
 
         def show() -> None:

@@ -100,8 +100,9 @@ class Backend(Protocol):
     def kill(self, service: str) -> None:
         """SIGKILL one service, as a crash would."""
 
-    def start(self, service: str) -> None:
-        """Restart one service on its existing data and wait until it answers."""
+    def start(self, service: str) -> bool:
+        """Restart one service on its existing data and wait until it answers; False when it was
+        already running (left as it is)."""
 
 
 def check_service(service: str, allowed: tuple[str, ...] = ALL_SERVICES) -> str:

@@ -282,17 +282,22 @@ class ContainersBackend(ProcessBackend):
         save(self.home, state)
 
     def remove(self) -> None:
-        """Stop and delete every container, volume and the network of this stack (its data too)."""
+        """Stop and delete every container, volume and the network of this stack (its data too),
+        and the home's records of them; the home keeps its image source and credentials."""
         import docker.errors
 
-        for container in self._docker.containers.list(all=True, filters={"name": self._prefix + "-"}):
-            container.remove(force=True, v=True)
-        for volume in self._docker.volumes.list(filters={"name": self._prefix + "-"}):
-            volume.remove(force=True)
-        try:
-            self._docker.networks.get(self.network).remove()
-        except docker.errors.NotFound:
-            pass
+        with self._locked() as state:
+            for container in self._docker.containers.list(all=True, filters={"name": self._prefix + "-"}):
+                container.remove(force=True, v=True)
+            for volume in self._docker.volumes.list(filters={"name": self._prefix + "-"}):
+                volume.remove(force=True)
+            try:
+                self._docker.networks.get(self.network).remove()
+            except docker.errors.NotFound:
+                pass
+            state.services.clear()
+            state.starting.clear()
+            save(self.home, state)
 
     # -- the memory service as a container ----------------------------------------------------------
 

@@ -81,7 +81,7 @@ class ExternalBackend:
             "the external backend cannot kill its servers; use the process or containers backend for drills"
         )
 
-    def start(self, service: str) -> None:
+    def start(self, service: str) -> bool:
         check_service(service)
         raise MemstackError(
             "the external backend cannot start its servers; use the process or containers backend for drills"

@@ -14,7 +14,7 @@ from memstack.errors import MemstackError
 from memstack.local.containers import docker_client, stack_prefix
 from memstack.local.process import ProcessBackend
 from memstack.local.processes import is_running
-from memstack.local.state import StackState, load, save
+from memstack.local.state import ServiceState, StackState, load, save
 
 CLI = [sys.executable, "-c", "from memstack.cli import main; main()"]
 
@@ -30,7 +30,14 @@ def test_purge_deletes_the_containers_stack_s_volumes_and_network(tmp_path):
     except MemstackError as exc:
         pytest.skip(str(exc))
     home = tmp_path / "home"
-    save(home, StackState(backend="containers", images="local"))
+    save(
+        home,
+        StackState(
+            backend="containers",
+            images="local",
+            services={"redis": ServiceState(port=1, data_dir="/x", log="/x.log", url="redis://x", handle="gone")},
+        ),
+    )
     prefix = stack_prefix(home)
     other = engine.volumes.create(f"memstack-other-{prefix[-8:]}")
     try:
@@ -41,6 +48,8 @@ def test_purge_deletes_the_containers_stack_s_volumes_and_network(tmp_path):
         assert engine.volumes.list(filters={"name": prefix + "-"}) == []
         assert engine.networks.list(names=[prefix]) == []
         assert engine.volumes.get(other.name)  # another stack's volume stays
+        state = load(home)  # the home no longer records what was deleted
+        assert state is not None and state.services == {} and state.images == "local"
     finally:
         other.remove(force=True)
 

@@ -26,6 +26,15 @@ def test_load_refuses_up_front(tmp_path, option, value, words):
 
 
 @pytest.mark.parametrize(
+    "option, value, words",
+    [("--rate", "1e308", "must be at most 1e+06"), ("--users", "1000000000", "must be at most 100000")],
+)
+def test_demo_refuses_up_front(tmp_path, option, value, words):
+    assert_one_line_error(run(tmp_path, "demo", option, value), option, words)
+    assert not (tmp_path / "state.json").exists()
+
+
+@pytest.mark.parametrize(
     "args, option, words",
     [
         (("--steps", "1,2,1e308", "--step-by", "rate"), "--steps", "must be at most 1e+06"),
