@@ -45,6 +45,8 @@ CHECKS = "all"
 EXCLUDED_CHECKS = "positive_data_acceptance"
 CLI = [sys.executable, "-c", "from memstack.cli import main; main()"]
 SCHEMATHESIS = [sys.executable, "-c", "import sys; from schemathesis.cli import schemathesis; sys.exit(schemathesis())"]
+# Per-operation settings, with the reason for each.
+SCHEMATHESIS_CONFIG = Path(__file__).with_name("schemathesis.toml")
 # Tables holding a tenant's rows; the policy of each confines a transaction to `app.tenant_id`.
 TENANT_TABLES = (
     "conversation_logs",
@@ -153,6 +155,8 @@ def test_fuzzing_the_openapi_finds_no_contract_failure(service, settings):
     har = report_dir / "requests.har"
     command = [
         *SCHEMATHESIS,
+        "--config-file",
+        str(SCHEMATHESIS_CONFIG),
         "run",
         f"{service['base']}/openapi.json",
         "--header",
