@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import time
 import uuid
 
 import psycopg
 import pytest
-from latency import record, summarize
+from latency import record, run_timed_against
 from pgvector.psycopg import register_vector_async
 
 from memory_core import AgentMemory, metrics
@@ -100,22 +99,8 @@ def _timed(benchmark, loop, clients, projection: str, call, floor) -> dict:
     """Latency percentiles of `call`, the floor's measured between its rounds (untimed by the
     benchmark), and how long its rows took to reach the graph."""
     before = _lag_buckets(projection)
-    floor_s: list[float] = []
-
-    def between_rounds() -> None:
-        start = time.perf_counter()
-        loop.run_until_complete(floor())
-        floor_s.append(time.perf_counter() - start)
-
-    benchmark.pedantic(
-        lambda: loop.run_until_complete(call()),
-        setup=between_rounds,
-        rounds=ROUNDS,
-        iterations=1,
-        warmup_rounds=WARMUP,
-    )
-    stats = summarize(benchmark.stats.stats.data)
-    floor_p50 = summarize(floor_s[-ROUNDS:])["p50_ms"]
+    stats, floor_stats = run_timed_against(benchmark, loop, call, floor, ROUNDS, WARMUP)
+    floor_p50 = floor_stats["p50_ms"]
     loop.run_until_complete(background_projector(clients).flush())
     return {
         **stats,
