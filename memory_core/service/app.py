@@ -112,6 +112,7 @@ def create_app(
                 if path.startswith(router.prefix + "/"):
                     for operation in operations.values():
                         operation["security"] = [{name: []} for name in BEARER_SCHEME]
+            errors.document_unsupported_media_type(schema)
             add_links(schema)
             app.openapi_schema = schema
         return app.openapi_schema

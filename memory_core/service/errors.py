@@ -2,8 +2,9 @@
 
 memory_core's refusals map by class: invalid input 422, not found 404, forbidden 403, conflict
 409, a store unavailable or an unmigrated schema 503. A request FastAPI cannot parse is 422 with
-one entry per field (400 when the body is not JSON at all). Anything else is a bug: a 500 whose
-body carries a request id that the log line with the traceback carries too.
+one entry per field (400 when the body is not JSON at all, 415 when its Content-Type does not say
+JSON). Anything else is a bug: a 500 whose body carries a request id that the log line with the
+traceback carries too.
 """
 
 from __future__ import annotations
@@ -112,6 +113,35 @@ _DOCUMENTED = (
 )
 
 
+# A body is read as JSON when its Content-Type is application/json, with parameters
+# (`; charset=utf-8`) or as a structured suffix (`application/merge-patch+json`): FastAPI's
+# rule. Any other type, or none (FastAPI's strict default, which keeps a browser's form posts
+# from passing as JSON), is 415, documented on the operations that take a body.
+JSON_MEDIA_TYPE = "application/json"
+UNSUPPORTED_MEDIA_TYPE = 415
+
+
+def unsupported_media_type(content_type: str | None) -> JSONResponse:
+    if not content_type:
+        return _error(UNSUPPORTED_MEDIA_TYPE, f"the request body has no Content-Type; send it as {JSON_MEDIA_TYPE}")
+    shown = content_type if len(content_type) <= 100 else content_type[:100] + "..."
+    return _error(
+        UNSUPPORTED_MEDIA_TYPE, f"unsupported Content-Type {shown!r}; send the request body as {JSON_MEDIA_TYPE}"
+    )
+
+
+def document_unsupported_media_type(schema: dict[str, Any]) -> None:
+    """Add 415, with `ErrorBody`, to every operation of the OpenAPI `schema` that takes a body."""
+    answer = {
+        "description": f"The body's Content-Type is missing or not JSON; send {JSON_MEDIA_TYPE}",
+        "content": {JSON_MEDIA_TYPE: {"schema": {"$ref": f"#/components/schemas/{ErrorBody.__name__}"}}},
+    }
+    for operations in schema["paths"].values():
+        for operation in operations.values():
+            if "requestBody" in operation:
+                operation["responses"][str(UNSUPPORTED_MEDIA_TYPE)] = answer
+
+
 def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` for these statuses (all when none are named), each with `ErrorBody`."""
     return {
@@ -132,6 +162,10 @@ def _field(loc: tuple[Any, ...]) -> str:
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    if isinstance(exc.body, bytes) and exc.body:
+        # FastAPI hands a body it did not parse as JSON, because its Content-Type is not JSON
+        # (or missing), to the model as bytes, which the model refuses: the type is the mistake.
+        return unsupported_media_type(request.headers.get("content-type"))
     errors = exc.errors()
     malformed = next((e for e in errors if e.get("type") == "json_invalid"), None)
     if malformed is not None:
