@@ -44,9 +44,22 @@ def check_text(value: object, name: str, max_chars: int, *, allow_empty: bool = 
     return value
 
 
+def is_blank(text: str) -> bool:
+    """Empty or whitespace only: no identifier or key may be this, because one that looks empty
+    cannot be told from a missing one in a log, a URL or a shell."""
+    return not text or text.isspace()
+
+
+def check_not_blank(text: str, name: str) -> str:
+    """`text` unless it is blank (see `is_blank`)."""
+    if is_blank(text):
+        raise InvalidInput(f"{name} must not be blank (empty or whitespace only)")
+    return text
+
+
 def check_id(value: object, name: str) -> str:
     """Identifiers (tenant, user, conversation, agent, space) are short printable strings."""
-    text = check_text(value, name, MAX_ID_CHARS)
+    text = check_not_blank(check_text(value, name, MAX_ID_CHARS), name)
     if _ID_FORBIDDEN.search(text):
         raise InvalidInput(f"{name} must not contain control characters")
     if text != text.strip():

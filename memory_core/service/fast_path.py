@@ -33,7 +33,7 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import MemoryCoreError
-from ..validation import MAX_ID_CHARS
+from ..validation import MAX_ID_CHARS, is_blank
 from . import errors, routes
 from .routes import MAX_KEY_CHARS, Caller
 from .runtime import Runtime, tracing
@@ -116,7 +116,7 @@ class WorkingFastPath:
             return None
         if len(user_id) > MAX_ID_CHARS or len(conversation_id) > MAX_ID_CHARS:
             return None
-        if key is not None and len(key) > MAX_KEY_CHARS:
+        if key is not None and (len(key) > MAX_KEY_CHARS or is_blank(key)):
             return None
         authorization = content_type = None
         for name, value in scope["headers"]:

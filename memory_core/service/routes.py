@@ -38,7 +38,14 @@ from ..models import (
     Turn,
 )
 from ..stores.working import WorkingMemory
-from ..validation import MAX_ID_CHARS, MAX_TURN_INDEX, PRIORITY_MAX, PRIORITY_MIN, check_utc_offset
+from ..validation import (
+    MAX_ID_CHARS,
+    MAX_TURN_INDEX,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    check_not_blank,
+    check_utc_offset,
+)
 from .auth import bearer_token
 from .errors import documented
 from .runtime import Runtime
@@ -94,7 +101,10 @@ async def caller(request: Request) -> Caller:
 Auth = Annotated[Caller, Depends(caller)]
 UserId = Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS)]
 ConversationId = Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS)]
-Key = Annotated[str, Path(min_length=1, max_length=MAX_KEY_CHARS)]
+# Blank keys are refused here, before the store, as blank ids are (`check_id`).
+Key = Annotated[
+    str, Path(min_length=1, max_length=MAX_KEY_CHARS), AfterValidator(lambda key: check_not_blank(key, "key"))
+]
 AgentId = Annotated[
     str | None,
     Header(

@@ -78,6 +78,8 @@ CASES = [
     ("PUT", "/context/k2", b'{"value": 2}', {"Content-Type": "application/json; charset=utf-8"}, False),
     ("POST", "/thoughts", b'{"thought": "hmm"}', {"Content-Type": "text/plain"}, False),
     ("PUT", "/context/" + "k" * 257, b'{"value": 1}', JSON, False),
+    ("PUT", "/context/%20", b'{"value": 1}', JSON, False),
+    ("GET", "/context/%E3%80%80", None, {}, False),
     ("POST", "/turns", b'{"role": "user", "content": "hello"}', JSON, True),
     ("POST", "/turns", b'{"role": "nobody", "content": "hello"}', JSON, False),
     ("GET", "/turns?limit=5", None, {}, True),
