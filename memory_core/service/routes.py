@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Annotated, Any, TypeVar
 
 from fastapi import (
@@ -43,7 +43,9 @@ from ..validation import (
     MAX_TURN_INDEX,
     PRIORITY_MAX,
     PRIORITY_MIN,
+    check_id,
     check_not_blank,
+    check_text,
     check_utc_offset,
 )
 from .auth import bearer_token
@@ -98,13 +100,18 @@ async def caller(request: Request) -> Caller:
     return Caller(rt, found)
 
 
+def _checked(check: Callable[[Any, str], Any], name: str) -> AfterValidator:
+    """memory_core's check of a parameter, run under the name the client sends it by: the library
+    names a refused value by its own argument (`task_description` for `task`, `agent_id` for
+    X-Agent-Id), which a client of the API never sent."""
+    return AfterValidator(lambda value: value if value is None else check(value, name))
+
+
 Auth = Annotated[Caller, Depends(caller)]
 UserId = Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS)]
 ConversationId = Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS)]
 # Blank keys are refused here, before the store, as blank ids are (`check_id`).
-Key = Annotated[
-    str, Path(min_length=1, max_length=MAX_KEY_CHARS), AfterValidator(lambda key: check_not_blank(key, "key"))
-]
+Key = Annotated[str, Path(min_length=1, max_length=MAX_KEY_CHARS), _checked(check_not_blank, "key")]
 AgentId = Annotated[
     str | None,
     Header(
@@ -113,6 +120,7 @@ AgentId = Annotated[
         max_length=MAX_ID_CHARS,
         description="The calling agent; needed for shared spaces",
     ),
+    _checked(check_id, "X-Agent-Id"),
 ]
 Ttl = Annotated[float | None, Field(gt=0, le=MAX_TTL_S)]
 Priority = Annotated[int, Field(ge=PRIORITY_MIN, le=PRIORITY_MAX)]
@@ -622,7 +630,9 @@ async def reinforce_strategy(
 async def what_worked_for(
     c: Auth,
     user_id: UserId,
-    task: Annotated[str, Query(min_length=1, max_length=10_000)],
+    task: Annotated[
+        str, Query(min_length=1, max_length=10_000), _checked(partial(check_text, max_chars=10_000), "task")
+    ],
     top_k: Annotated[int, Query(ge=1)] = 5,
     agent_id: AgentId = None,
 ) -> StrategyList:
@@ -685,6 +695,8 @@ async def reflect(c: Auth, user_id: UserId, body: ReflectionIn, agent_id: AgentI
 # --- shared spaces ------------------------------------------------------------------------------
 
 SpaceName = Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS)]
+# The agent granted a space: memory_core checks it as `agent_id`.
+Grantee = Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS), _checked(check_id, "grantee")]
 
 
 class Grant(Body):
@@ -708,7 +720,7 @@ async def grant(
     c: Auth,
     user_id: UserId,
     space: SpaceName,
-    grantee: Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS)],
+    grantee: Grantee,
     body: Grant,
     agent_id: AgentId = None,
 ) -> Response:
@@ -722,7 +734,7 @@ async def revoke(
     c: Auth,
     user_id: UserId,
     space: SpaceName,
-    grantee: Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS)],
+    grantee: Grantee,
     agent_id: AgentId = None,
 ) -> Response:
     m = c.rt.memory(c.tenant, user_id, agent_id=agent_id)

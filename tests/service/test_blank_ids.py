@@ -56,9 +56,9 @@ async def test_a_blank_user_or_conversation_is_422_naming_it(api_path, url, fiel
     ("method", "url", "kwargs", "field"),
     [
         ("PUT", "/v1/spaces/u1/%20", {"headers": {"X-Agent-Id": "a1"}}, "space"),
-        ("PUT", "/v1/spaces/u1/s1/grants/%09", {"headers": {"X-Agent-Id": "a1"}, "json": {}}, "agent_id"),
+        ("PUT", "/v1/spaces/u1/s1/grants/%09", {"headers": {"X-Agent-Id": "a1"}, "json": {}}, "grantee"),
         ("POST", "/v1/remember/u1", {"json": {"query": "q", "conversation_id": " "}}, "conversation_id"),
-        ("GET", "/v1/goals/u1", {"headers": {"X-Agent-Id": "\t"}}, "agent_id"),
+        ("GET", "/v1/goals/u1", {"headers": {"X-Agent-Id": "\t"}}, "X-Agent-Id"),
     ],
 )
 async def test_other_blank_identifiers_are_422_naming_them(api, method, url, kwargs, field):
