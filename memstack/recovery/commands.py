@@ -174,12 +174,17 @@ def drill(
         check_output_file(json_file, "--json")
     stack = LocalStack.at()
     with stack.exclusive():
-        results = run(stack, DrillOptions(writes=writes, rounds=rounds, concurrency=concurrency))
+        results = run(stack, DrillOptions(writes=writes, rounds=rounds, concurrency=concurrency), _progress)
     print_results(out, results)
     if json_file:
         json_file.write_text(json.dumps(results, indent=2, default=str))
     if not results["passed"]:
         raise typer.Exit(1)
+
+
+def _progress(line: str) -> None:
+    # stderr: stdout carries the results alone.
+    print(f"drill: {line}", file=sys.stderr, flush=True)
 
 
 graph_app = typer.Typer(help="The Neo4j projection of Postgres.", no_args_is_help=True)

@@ -27,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -53,6 +54,12 @@ STORE_KINDS = {"postgres": ("turn", "fact"), "neo4j": ("turn", "fact"), "redis":
 # MEMORY_WORKING_MAX_CONTEXT_KEYS keys).
 CONVERSATIONS = 64
 _RUN_CLI = "from memstack.cli import main; main()"
+# Told one line as each phase starts: a round takes minutes, and the results come at the end.
+Progress = Callable[[str], None]
+
+
+def _quiet(line: str) -> None:
+    pass
 
 
 @dataclass
@@ -343,13 +350,21 @@ def _restore_serving(
 
 
 def run_round(
-    stack: LocalStack, service: Service, tenant: str, token: str, options: DrillOptions, number: int
+    stack: LocalStack,
+    service: Service,
+    tenant: str,
+    token: str,
+    options: DrillOptions,
+    number: int,
+    progress: Progress = _quiet,
 ) -> dict[str, Any]:
     ledger = Ledger(run=f"{number}-{os.urandom(3).hex()}")
+    prefix = f"round {number}/{options.rounds}:"
     backup_started, backup_done = threading.Event(), threading.Event()
     outcome: dict[str, Any] = {}
 
     def take_backup() -> None:
+        progress(f"{prefix} backup started, writes go on until it ends")
         outcome["backup_start"] = time.time()
         try:
             outcome["manifest"] = backup(stack)
@@ -363,6 +378,10 @@ def run_round(
         threading.Thread(target=take_backup, daemon=True).start()
 
     started = time.time()
+    progress(
+        f"{prefix} writing {options.writes} turns, facts and working-memory keys, {options.concurrency} at a time;"
+        f" the backup starts after {options.backup_at:.0%} of them"
+    )
     asyncio.run(_write_round(service, token, ledger, options, backup_started, backup_done, start_backup))
     if "error" in outcome:
         raise outcome["error"]
@@ -371,10 +390,13 @@ def run_round(
     # The disaster strikes as the last write is acknowledged; what is archived by then is all
     # that Postgres can get back.
     archived_until = last_archived_commit(wal_dir)
+    progress(f"{prefix} disaster: every store killed and its data moved aside")
     disaster_at = time.time()
     moved = _disaster(stack)
+    progress(f"{prefix} restoring from backup {manifest['id']} to the latest point, the service polled")
     restore_started = time.time()
     report, serving = _restore_serving(stack, service, token, manifest["id"])
+    progress(f"{prefix} reconciling the acknowledged writes with each store")
 
     present = {
         "postgres": _present_postgres(stack, tenant, ledger.run),
@@ -428,15 +450,19 @@ def run_round(
     }
 
 
-def run(stack: LocalStack, options: DrillOptions) -> dict[str, Any]:
+def run(stack: LocalStack, options: DrillOptions, progress: Progress = _quiet) -> dict[str, Any]:
+    """The drill's results; `progress` is told each phase as it starts."""
     if options.writes < 10:
         raise MemstackError("--writes must be at least 10")
     clock = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="memstack-drill-") as workdir:
+        progress(
+            f"starting the stack's stores, migrating them and starting the memory service ({options.rounds} rounds)"
+        )
         service = Service(stack, Path(workdir), options.rounds)
         try:
             rounds = [
-                run_round(stack, service, tenant, token, options, n + 1)
+                run_round(stack, service, tenant, token, options, n + 1, progress)
                 for n, (tenant, token) in enumerate(service.tokens)
             ]
         finally:

@@ -347,3 +347,11 @@ def test_drill_passes(migrated, tmp_path):
     assert results["rounds"][1]["backup_id"] != results["rounds"][0]["backup_id"]
     for store in ("postgres", "redis", "neo4j"):
         assert store in result.stdout
+    # A line on stderr as each phase starts (a round takes minutes); none on stdout, which has the results.
+    progress = [line for line in result.stderr.splitlines() if line.startswith("drill: ")]
+    assert progress and progress[0].startswith("drill: starting the stack"), result.stderr
+    phases = ["writing", "backup started", "disaster", "restoring", "reconciling"]
+    for n in (1, 2):
+        said = [line.split(": ", 2)[2] for line in progress if line.startswith(f"drill: round {n}/2: ")]
+        assert [next(p for p in phases if line.startswith(p)) for line in said] == phases, said
+    assert "drill: " not in result.stdout
