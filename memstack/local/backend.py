@@ -102,7 +102,7 @@ class Backend(Protocol):
 
     def start(self, service: str) -> bool:
         """Restart one service on its existing data and wait until it answers; False when it was
-        already running (left as it is)."""
+        already running (left as it is). A suspended one (a paused container) is resumed: True."""
 
 
 def check_service(service: str, allowed: tuple[str, ...] = ALL_SERVICES) -> str:

@@ -104,6 +104,13 @@ class ContainersBackend(ProcessBackend):
         # A paused container is still running: a hang, not a crash.
         return container is not None and container.status in ("running", "paused")
 
+    def _resume(self, record: ServiceState) -> bool:
+        container = self._container(record)
+        if container is None or container.status != "paused":
+            return False
+        container.unpause()
+        return True
+
     def _kill(self, record: ServiceState) -> None:
         container = self._container(record)
         if container is not None:

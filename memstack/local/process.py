@@ -189,10 +189,18 @@ class ProcessBackend:
             del state.starting[name]
             save(self.home, state)
 
-    def _ensure_running(self, service: LocalService, state: StackState, *, keep_port: bool) -> None:
+    def _resume(self, record: ServiceState) -> bool:
+        """Make a service that runs but is suspended run on; whether it was suspended. No process
+        of this backend is (nothing here stops one with SIGSTOP); a container can be paused."""
+        return False
+
+    def _ensure_running(self, service: LocalService, state: StackState, *, keep_port: bool) -> bool:
+        """Start `service` unless it runs, and wait until it answers; whether it was started or resumed."""
         record = state.services.get(service.name)
         if self._running(record):
             assert record is not None
+            # Suspended, it would never answer: waiting out the timeout would blame it for a crash.
+            resumed = self._resume(record)
             wait_ready(
                 service.name,
                 lambda: None if self._running(record) else -1,
@@ -200,8 +208,9 @@ class ProcessBackend:
                 timeout=service.ready_timeout,
                 log=service.log,
             )
-            return
+            return resumed
         self._start(service, state, keep_port=keep_port)
+        return True
 
     def up(self, services: tuple[str, ...] = CORE_SERVICES) -> None:
         for name in services:
@@ -271,7 +280,8 @@ class ProcessBackend:
                 save(self.home, state)
 
     def start(self, service: str) -> bool:
-        """Returns False when the service was running already (it is then waited for, not restarted)."""
+        """Returns False when the service was running already (it is then waited for, not restarted);
+        a suspended one (a paused container) is resumed, and counts as started."""
         check_service(service)
         with self._locked() as state:
             if service not in state.services:
@@ -282,8 +292,7 @@ class ProcessBackend:
             if not was_running:
                 self._check_prerequisites(svc)
             # Same port as before, so URLs handed out earlier stay valid.
-            self._ensure_running(svc, state, keep_port=True)
-            return not was_running
+            return self._ensure_running(svc, state, keep_port=True)
 
     # -- stopping --------------------------------------------------------------------------
 

@@ -230,6 +230,28 @@ def test_up_reuses_the_running_stack(stack):
     assert after == before
 
 
+@pytest.mark.parametrize("command", ["start", "up"])
+def test_start_and_up_resume_a_paused_container(stack, command):
+    # `docker pause` (a chaos fault, or an operator's) leaves a container running but answering
+    # nothing: waiting for it to answer would time out and blame a crash.
+    if stack.backend.name != "containers":
+        pytest.skip("only a container can be paused")
+    container = stack.backend.container("redis")
+    container.pause()
+    try:
+        result = memstack_cli(stack, *([command, "redis"] if command == "start" else [command]))
+        assert result.returncode == 0, result.stderr
+        if command == "start":
+            assert result.stdout.strip() == "redis started"
+        container.reload()
+        assert container.status == "running"
+        assert redis.Redis.from_url(stack.redis_url).ping()
+    finally:
+        container.reload()
+        if container.status == "paused":
+            container.unpause()
+
+
 def test_env_prints_exports_for_every_setting(stack):
     result = memstack_cli(stack, "env")
     assert result.returncode == 0, result.stderr
