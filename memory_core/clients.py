@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 import hiredis
 import psycopg
@@ -23,7 +23,8 @@ from psycopg_pool import AsyncConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import DataError
+from redis.exceptions import DataError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .embeddings import Embedder, make_embedder
 from .errors import SchemaNotMigrated, store_errors
@@ -101,6 +102,11 @@ class RedisPool(aioredis.ConnectionPool):
         self._available_connections.append(connection)
 
 
+# MULTI and EXEC in RESP, as every connection packs them.
+_MULTI = b"*1\r\n$5\r\nMULTI\r\n"
+_EXEC = b"*1\r\n$4\r\nEXEC\r\n"
+
+
 class RedisClient(aioredis.Redis):
     """redis-py's client, running a command of a pooled connection as redis-py does (retries
     with the same policy, the connection closed before each retry) without the per-command
@@ -126,8 +132,59 @@ class RedisClient(aioredis.Redis):
         finally:
             await pool.release(conn)
 
+    async def multi_exec(self, *commands: tuple[Any, ...]) -> list[Any]:
+        """The replies of `commands` run as one MULTI/EXEC transaction on a pooled connection,
+        sent in one write and read in one batch, with `execute_command`'s retries. The replies
+        are raw (no response callbacks); a command's error reply is its exception in the list,
+        as in redis-py's pipeline with `raise_on_error=False`; an error while queueing (an
+        unknown command, after which the server aborts EXEC) is raised.
 
-def make_redis(settings: Settings) -> aioredis.Redis:
+        Not redis-py's transaction pipeline, which costs the client several times one command."""
+        if self.single_connection_client:
+            raise TypeError("multi_exec runs on a pooled connection, not a single-connection client")
+        pool = self.connection_pool
+        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        start = time.monotonic()
+        packed = [_MULTI, *(chunk for command in commands for chunk in conn.pack_command(*command)), _EXEC]
+
+        async def send() -> list[Any]:
+            await conn.send_packed_command(packed)
+            *queued, replies = await _read_replies(conn, len(commands) + 2)
+            for reply in queued:  # +OK for MULTI, +QUEUED for each command
+                if isinstance(reply, ResponseError):
+                    raise reply
+            return cast(list[Any], replies)
+
+        def failed(error: Exception, failures: int) -> Awaitable[None]:
+            return self._close_connection(conn, error, failures, start, "EXEC")
+
+        try:
+            replies: list[Any] = await conn.retry.call_with_retry(send, failed, with_failure_count=True)
+            return replies
+        finally:
+            await pool.release(conn)
+
+
+async def _read_replies(conn: aioredis.Connection, count: int) -> list[Any]:
+    """The next `count` replies, read as redis-py's `read_response` reads one (within the socket
+    timeout, the connection closed on any failure), under one timeout for the batch: a
+    timeout costs a timer and a context, and a pipeline's replies arrive together."""
+    host_error = conn._host_error()
+    try:
+        async with asyncio.timeout(conn.socket_timeout):
+            return [await conn._parser.read_response() for _ in range(count)]  # type: ignore[attr-defined]
+    except TimeoutError:
+        await conn.disconnect(nowait=True)
+        raise RedisTimeoutError(f"Timeout reading from {host_error}") from None
+    except OSError as exc:
+        await conn.disconnect(nowait=True)
+        raise RedisConnectionError(f"Error while reading from {host_error} : {exc.args}") from None
+    except BaseException:
+        await conn.disconnect(nowait=True)
+        raise
+
+
+def make_redis(settings: Settings) -> RedisClient:
     """The Redis client of a process: a pool of `RedisConnection`s with hiredis's parser
     (a rediss:// or unix:// URL gets redis-py's TLS or Unix socket connection instead)."""
     # Pooled connections outlive a Redis restart and fail once each on first use; without a
@@ -143,7 +200,7 @@ def make_redis(settings: Settings) -> aioredis.Redis:
         socket_connect_timeout=settings.redis_timeout_s,
         connection_class=RedisConnection,
     )
-    return RedisClient.from_pool(pool)
+    return cast(RedisClient, RedisClient.from_pool(pool))
 
 
 def make_neo4j_driver(settings: Settings) -> AsyncDriver:
@@ -237,7 +294,7 @@ class MemoryClients:
     def __init__(
         self,
         settings: Settings,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         pg_pool: AsyncConnectionPool,
         neo4j: AsyncDriver,
         embedder: Embedder,

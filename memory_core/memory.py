@@ -54,6 +54,8 @@ from .validation import (
 )
 
 log = logging.getLogger(__name__)
+# One for every working-memory operation: it holds no state of a block.
+_REDIS_ERRORS = store_errors("redis")
 T = TypeVar("T")
 E = TypeVar("E", bound=Enum)
 _TYPE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}\Z")
@@ -110,8 +112,8 @@ class AgentMemory:
 
     async def _redis(self, operation: Callable[[WorkingMemory], Awaitable[T]]) -> T:
         """Run one working-memory operation; a Redis failure becomes `StoreUnavailable`."""
-        with store_errors("redis"):
-            return await operation(await self.working())
+        with _REDIS_ERRORS:
+            return await operation(self._working or await self.working())
 
     async def __aenter__(self) -> AgentMemory:
         return self
@@ -574,15 +576,21 @@ class AgentMemory:
 
     # --- working memory -----------------------------------------------------------------------
 
+    # The hottest operations run their store call in place of `_redis(lambda w: ...)`: the same
+    # error mapping without a closure and a coroutine per call.
+
     async def set_working_context(
         self, key: str, value: Any, ttl_seconds: float | None = None, priority: int = 0
     ) -> None:
         check_priority(priority)
-        await self._redis(lambda w: w.set(key, value, ttl_seconds, priority))
+        with _REDIS_ERRORS:
+            await (self._working or await self.working()).set(key, value, ttl_seconds, priority)
 
     async def get_working_context(self, key: str | None = None) -> Any:
         """One value by key, or (no key) every live value plus recent turns and thoughts."""
-        return await self._redis(lambda w: w.get(key) if key is not None else w.snapshot())
+        with _REDIS_ERRORS:
+            w = self._working or await self.working()
+            return await (w.get(key) if key is not None else w.snapshot())
 
     async def delete_working_context(self, key: str) -> bool:
         return await self._redis(lambda w: w.delete(key))
@@ -606,7 +614,8 @@ class AgentMemory:
         await self._redis(lambda w: w.clear())
 
     async def push_thought(self, thought: str) -> None:
-        await self._redis(lambda w: w.push_thought(thought, datetime.now(UTC).isoformat()))
+        with _REDIS_ERRORS:
+            await (self._working or await self.working()).push_thought(thought, datetime.now(UTC).isoformat())
 
     async def get_thoughts(self, limit: int = 10) -> list[dict[str, Any]]:
         return await self._redis(lambda w: w.thoughts(limit))
