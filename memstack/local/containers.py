@@ -219,6 +219,35 @@ class ContainersBackend(ProcessBackend):
         container.with_kwargs(network=self.network)
         return container.start().get_wrapped_container()
 
+    def _create_or_explain(self, service: LocalService, port: int, state: StackState):
+        """`_create`, with the engine's refusal (an image it cannot pull, a name or port taken) as
+        one line naming the service and the image, not a traceback."""
+        import docker.errors
+
+        try:
+            return self._create(service, port, state)
+        except docker.errors.DockerException as exc:
+            image, _ = self._image(service, state)
+            reason = getattr(exc, "explanation", None) or str(exc)
+            hint = ""
+            if not self._has_image(image):
+                hint = (
+                    "; without a registry, build the images here with `memstack images build --images local`"
+                    " and use --images local"
+                    if state.images == "official"
+                    else "; `memstack images build --images local` builds it"
+                )
+            raise MemstackError(f"{service.name}: the Docker engine could not run {image}: {reason}{hint}") from None
+
+    def _has_image(self, image: str) -> bool:
+        import docker.errors
+
+        try:
+            self._docker.images.get(image)
+        except docker.errors.DockerException:
+            return False
+        return True
+
     def _hand_over(self, image: str, user: str, host_dir: Path) -> None:
         """Make a host directory the container writes its own: owned by the image's user (named
         after the service in the local and the official images), with this host user's group,
@@ -253,7 +282,7 @@ class ContainersBackend(ProcessBackend):
             port, _ = self._choose_port(service.name, record, keep_port=keep_port)
             if service.name in HOST_NETWORK:
                 service.prepare(port)
-            container = self._create(service, port, state)
+            container = self._create_or_explain(service, port, state)
 
         def exit_code() -> int | None:
             container.reload()

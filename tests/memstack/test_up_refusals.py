@@ -128,3 +128,25 @@ def test_start_on_a_running_service_says_it_was_running_and_leaves_it(tmp_path):
         assert result.stdout.strip() == "redis started"
     finally:
         backend.down()
+
+
+def test_an_image_the_engine_cannot_get_is_one_line_naming_it(tmp_path, monkeypatch):
+    # Official images without a registry (or a mistyped one): the engine's refusal, not a traceback.
+    from memstack.images.build import IMAGES_ENV
+    from memstack.local.containers import ContainersBackend
+
+    try:
+        backend = ContainersBackend(tmp_path)
+    except MemstackError as exc:
+        pytest.skip(str(exc))
+    monkeypatch.setenv(IMAGES_ENV, "official")
+    image = "memstack-test.invalid/nothing:0"
+    monkeypatch.setattr(ContainersBackend, "_image", lambda self, service, state: (image, None))
+    try:
+        with pytest.raises(MemstackError) as refused:
+            backend.up(("redis",))
+    finally:
+        backend.remove()
+    message = str(refused.value)
+    assert message.startswith(f"redis: the Docker engine could not run {image}: "), message
+    assert "memstack images build --images local" in message and "\n" not in message
