@@ -456,9 +456,7 @@ def run(stack: LocalStack, options: DrillOptions, progress: Progress = _quiet) -
         raise MemstackError("--writes must be at least 10")
     clock = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="memstack-drill-") as workdir:
-        progress(
-            f"starting the stack's stores, migrating them and starting the memory service ({options.rounds} rounds)"
-        )
+        progress("starting the stack's stores, migrating them and starting the memory service")
         service = Service(stack, Path(workdir), options.rounds)
         try:
             rounds = [
