@@ -32,10 +32,12 @@ capacity report lists. `memstack bench service` runs this.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -85,7 +87,7 @@ FLOORS: dict[str, tuple[list[str], dict[str, str]]] = {
 class CpuSampler:
     """CPU seconds of each process when the warm-up ends and at the last moment Locust ran."""
 
-    def __init__(self, pids: dict[str, int], warmup_s: float, measured: Callable[[], None] | None = None):
+    def __init__(self, pids: dict[str, int], warmup_s: float, measured: Callable[[], object] | None = None):
         self.pids = dict(pids)
         self.warmup_s = warmup_s
         # Called when the measured window begins (a profiler attaches then).
@@ -229,17 +231,26 @@ def keys_under(redis_url: str, prefix: str, remove: bool = False) -> dict[str, i
 
 
 @contextmanager
-def py_spy(pid: int, out: Path, seconds: float) -> Iterator[Callable[[], None]]:
+def py_spy(pid: int, out: Path, seconds: float) -> Iterator[Callable[[], subprocess.Popen | None]]:
     """A `start()` that records `pid` with py-spy for `seconds` at 500 Hz into `out` (raw
     collapsed stacks, one line per stack and its sample count, which flame graph tools and
-    speedscope read). Non-blocking: pausing the process for every sample cost it a third of the
-    rate it reached."""
-    processes: list[subprocess.Popen] = []
+    speedscope read) and returns the recorder. Non-blocking: pausing the process for every
+    sample cost it a third of the rate it reached.
 
-    def start() -> None:
-        with open(out.with_suffix(".log"), "w") as log:
-            processes.append(
-                subprocess.Popen(
+    A run that ends normally waits for the recorder to finish. One that is interrupted (Ctrl-C,
+    SIGTERM, an error) stops it at once, as Ctrl-C stops py-spy: it writes what it recorded and
+    exits; otherwise it would record on for the rest of its `seconds` after the bench is gone.
+    `start()` runs in the CPU sampler's thread: once the block is left it starts nothing."""
+    processes: list[subprocess.Popen] = []
+    lock = threading.Lock()
+    closed = False
+
+    def start() -> subprocess.Popen | None:
+        with lock:
+            if closed:
+                return None
+            with open(out.with_suffix(".log"), "w") as log:
+                process = subprocess.Popen(
                     [
                         py_spy_binary(),
                         "record",
@@ -258,17 +269,33 @@ def py_spy(pid: int, out: Path, seconds: float) -> Iterator[Callable[[], None]]:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                 )
-            )
+            processes.append(process)
+            return process
 
     try:
         yield start
-    finally:
+        deadline = time.monotonic() + seconds + 30
         for process in processes:
-            try:
-                process.wait(timeout=seconds + 30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
+    finally:
+        with lock:
+            closed = True
+        _stop_recorders(processes)
+
+
+def _stop_recorders(processes: list[subprocess.Popen], timeout_s: float = 10.0) -> None:
+    """SIGINT to each recorder still running (py-spy writes its output and exits), SIGKILL to
+    one that has not exited after `timeout_s`."""
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+    for process in processes:
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 @contextmanager
@@ -579,5 +606,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    # As Ctrl-C does: the context managers on the way out stop Locust, the py-spy recorders, the
+    # floor app and the service. (`memstack bench service` runs `main` under the CLI's own.)
+    raise SystemExit(128 + signum)
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     raise SystemExit(main())
