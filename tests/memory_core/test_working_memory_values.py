@@ -4,6 +4,7 @@ the whole context and as turns, including what the faster parser refuses and lea
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -39,3 +40,23 @@ async def test_a_turn_with_a_lone_surrogate_reads_back(memory):
     await w.add_turn(odd)
     assert await memory.recent_working_turns() == [odd, entry]
     assert (await memory.get_working_context())["recent_turns"] == [odd, entry]
+
+
+async def test_the_whole_context_read_drops_the_expired_values_it_finds(memory, clients):
+    await memory.set_working_context("short", 1, ttl_seconds=0.05)
+    await memory.set_working_context("other", 3, ttl_seconds=0.05)
+    await memory.set_working_context("long", 2, ttl_seconds=60)
+    await asyncio.sleep(0.2)
+    ctx_key = (await memory.working()).ctx_key
+    assert sorted(await clients.redis.hkeys(ctx_key)) == [b"long", b"other", b"short"]
+    assert (await memory.get_working_context())["context"] == {"long": 2}
+    assert await clients.redis.hkeys(ctx_key) == [b"long"]
+
+
+async def test_a_value_set_again_after_the_read_found_it_expired_is_kept(memory, clients):
+    # The read drops the fields it found expired by a script that drops only those still
+    # expired: one set again in between (here: never expired) stays.
+    await memory.set_working_context("renewed", 1, ttl_seconds=60)
+    w = await memory.working()
+    await clients.working_scripts.drop_expired(keys=[w.ctx_key], args=["renewed", "absent"])
+    assert await memory.get_working_context("renewed") == 1
