@@ -135,9 +135,9 @@ class RedisClient(aioredis.Redis):
     async def multi_exec(self, *commands: tuple[Any, ...]) -> list[Any]:
         """The replies of `commands` run as one MULTI/EXEC transaction on a pooled connection,
         sent in one write and read in one batch, with `execute_command`'s retries. The replies
-        are raw (no response callbacks); a command's error reply is its exception in the list,
-        as in redis-py's pipeline with `raise_on_error=False`; an error while queueing (an
-        unknown command, after which the server aborts EXEC) is raised.
+        are raw (no response callbacks). An error reply is raised, once every reply was read:
+        a command's own (WRONGTYPE: the others ran, as in any transaction), or one while
+        queueing (an unknown command: the server then aborted EXEC and ran none).
 
         Not redis-py's transaction pipeline, which costs the client several times one command."""
         if self.single_connection_client:
@@ -150,7 +150,8 @@ class RedisClient(aioredis.Redis):
         async def send() -> list[Any]:
             await conn.send_packed_command(packed)
             *queued, replies = await _read_replies(conn, len(commands) + 2)
-            for reply in queued:  # +OK for MULTI, +QUEUED for each command
+            # +OK for MULTI and +QUEUED for each command, then EXEC's replies.
+            for reply in (*queued, *(replies if isinstance(replies, list) else [replies])):
                 if isinstance(reply, ResponseError):
                     raise reply
             return cast(list[Any], replies)

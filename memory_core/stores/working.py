@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import quote
 
 from pydantic_core import from_json
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError
 
 from ..errors import Conflict, InvalidInput
 from ..settings import Settings
@@ -287,11 +287,9 @@ class WorkingMemory:
             reads.append(("LRANGE", self.turns_key, 0, turns - 1))
         if thoughts > 0:
             reads.append(("LRANGE", self.thoughts_key, 0, thoughts - 1))
-        replies = await self._redis.multi_exec(("TIME",), ("HGETALL", self.ctx_key), *reads)
-        for reply in replies:
-            if isinstance(reply, ResponseError):
-                raise reply
-        (seconds, microseconds), stored, *lists = replies
+        (seconds, microseconds), stored, *lists = await self._redis.multi_exec(
+            ("TIME",), ("HGETALL", self.ctx_key), *reads
+        )
         now = int(seconds) * 1000 + int(microseconds) // 1000  # as the scripts compute it
         flat: list[bytes] = []
         expired: list[bytes] = []

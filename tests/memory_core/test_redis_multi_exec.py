@@ -1,6 +1,6 @@
-"""`RedisClient.multi_exec`, the transaction the whole-context read runs in: the replies in
-order, a command's error as its exception, a refused transaction raised, and neither a refused
-nor a cancelled one leaves a connection behind or an answer for the next caller."""
+"""`RedisClient.multi_exec`, the transaction working memory's reads and appends run in: the
+replies in order, an error reply raised, and neither a failed nor a cancelled transaction
+leaves a connection behind or an answer for the next caller."""
 
 from __future__ import annotations
 
@@ -23,15 +23,21 @@ def _in_use(client) -> int:
     return len(client.connection_pool._in_use_connections)
 
 
-async def test_replies_in_order_with_a_command_error_as_its_exception(redis):
+async def test_replies_in_order(redis):
     client, key = redis
-    replies = await client.multi_exec(
-        ("SET", key, "v"), ("RPUSH", key + ":l", "a", "b"), ("HGET", key, "f"), ("LRANGE", key + ":l", 0, -1)
-    )
-    assert replies[:2] == [b"OK", 2]
-    assert isinstance(replies[2], ResponseError) and "WRONGTYPE" in str(replies[2])
-    assert replies[3] == [b"a", b"b"]
+    replies = await client.multi_exec(("SET", key, "v"), ("RPUSH", key + ":l", "a", "b"), ("LRANGE", key + ":l", 0, -1))
+    assert replies == [b"OK", 2, [b"a", b"b"]]
     assert _in_use(client) == 0
+
+
+async def test_a_command_error_is_raised_after_the_transaction_ran(redis):
+    client, key = redis
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        await client.multi_exec(("SET", key, "v"), ("HGET", key, "f"), ("RPUSH", key + ":l", "a"))
+    assert _in_use(client) == 0
+    # The other commands ran (a transaction does not roll back); every reply was read.
+    assert await client.get(key) == b"v"
+    assert await client.multi_exec(("LRANGE", key + ":l", 0, -1)) == [[b"a"]]
 
 
 async def test_a_refused_transaction_raises_and_leaves_nothing_to_read(redis):
