@@ -25,7 +25,7 @@ from neo4j import GraphDatabase
 from memstack.errors import MemstackError
 from memstack.local.neo4j_server import USER as NEO4J_USER
 from memstack.local.postgres_server import ADMIN_ROLE, bin_dir
-from memstack.recovery import sets
+from memstack.recovery import rdb, sets
 from memstack.recovery.stack import LocalStack
 
 _LSN = re.compile(r"write-ahead log (start|end) point: ([0-9A-F]+/[0-9A-F]+)(?: on timeline (\d+))?")
@@ -128,9 +128,23 @@ def _redis(stack: LocalStack, dest: Path) -> dict[str, Any]:
     keys = _KEYS_READ.search(check.stdout)
     if check.returncode != 0 or keys is None:
         raise MemstackError(f"redis-check-rdb rejected the snapshot: {check.stdout.strip().splitlines()[-1:]}")
+    try:
+        total, persistent, expiring = rdb.expiries(dest / "dump.rdb")
+    except rdb.RdbUnreadable:
+        # Verify then compares the key count alone, as before expiry times were recorded.
+        expiries: dict[str, Any] = {}
+    else:
+        if total != int(keys.group(1)):
+            raise MemstackError(f"the snapshot's records count {total} keys, redis-check-rdb {keys.group(1)}")
+        expiries = {
+            "keys_without_expiry": persistent,
+            # Start of each minute (epoch seconds) -> keys whose expiry falls in it.
+            "expiring_per_minute": {str(start): n for start, n in sorted(expiring.items())},
+        }
     return {
         "last_save": last_save.astimezone(UTC).isoformat(),
         "keys": int(keys.group(1)),
+        **expiries,
         "seconds": round(time.monotonic() - started, 3),
         "appendfsync": stack.state().appendfsync,
     }

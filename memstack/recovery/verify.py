@@ -3,7 +3,8 @@
 Checks: every checksum; Postgres restored to the backup's own consistency point has, per
 table, a row count between the counts taken as the backup started and as it ended (rows
 committed meanwhile may or may not be in it; on a quiet stack the two are equal); Redis holds
-the keys its snapshot holds; the graph rebuilt from the restored Postgres has one node per
+every key its snapshot holds that has not expired since (the manifest records the
+snapshot's expiry times per minute); the graph rebuilt from the restored Postgres has one node per
 turn, fact, entity, goal, strategy and reflection row. The throw-away home is removed.
 """
 
@@ -40,6 +41,28 @@ def graph_vs_postgres(stack: LocalStack) -> dict[str, tuple[int, int]]:
         return {label: (conn.execute(q).fetchone()[0], nodes.get(label, 0)) for label, q in _NODE_ROWS.items()}
 
 
+def redis_problems(snapshot: dict[str, Any], keys: int, expiring: int, counted_at: float) -> list[str]:
+    """The restored Redis (`keys`, of which `expiring` have an expiry, counted before
+    `counted_at`, epoch seconds) against its snapshot. A key whose expiry has passed may be gone
+    (dropped on load or by the expiry cycle) or not yet; one expiring later must be there, as
+    must every key without an expiry."""
+    if "expiring_per_minute" not in snapshot:
+        return [] if keys == snapshot["keys"] else [f"redis: {keys} keys, the snapshot has {snapshot['keys']}"]
+    problems = []
+    persistent = snapshot["keys_without_expiry"]
+    if keys - expiring != persistent:
+        problems.append(f"redis: {keys - expiring} keys without an expiry, the snapshot has {persistent}")
+    most = snapshot["keys"] - persistent
+    # A minute starting after the count expires after it.
+    least = sum(n for start, n in snapshot["expiring_per_minute"].items() if int(start) > counted_at)
+    if not least <= expiring <= most:
+        problems.append(
+            f"redis: {expiring} keys with an expiry, expected {least}..{most} "
+            f"(the snapshot's {most} less those whose expiry has passed)"
+        )
+    return problems
+
+
 def verify(stack: LocalStack, backup_id: str, sets_dir: Path | None = None) -> dict[str, Any]:
     sets_dir = sets_dir or sets.default_sets_dir(stack.home)
     manifest = sets.load(sets_dir, backup_id)
@@ -74,11 +97,11 @@ def verify(stack: LocalStack, backup_id: str, sets_dir: Path | None = None) -> d
                 )
         client = scratch.redis()
         try:
-            keys = client.dbsize()
+            keyspace = client.info("keyspace").get("db0", {})
         finally:
             client.close()
-        if keys != manifest["redis"]["keys"]:
-            problems.append(f"redis: {keys} keys, the snapshot has {manifest['redis']['keys']}")
+        keys = keyspace.get("keys", 0)
+        problems += redis_problems(manifest["redis"], keys, keyspace.get("expires", 0), time.time())
         graph = graph_vs_postgres(scratch)
         for label, (expected, found) in graph.items():
             if expected != found:

@@ -26,6 +26,7 @@ from memstack.local.postgres_server import SYSTEM_USER_ROOT
 from memstack.recovery.graph import rebuild_stack
 from memstack.recovery.restore import flush_archive
 from memstack.recovery.stack import LocalStack
+from memstack.recovery.verify import redis_problems
 
 pytestmark = pytest.mark.slow
 CLI = [sys.executable, "-c", "from memstack.cli import main; main()"]
@@ -247,6 +248,38 @@ def test_verify_passes_a_set_taken_with_graph_outbox_rows_pending(migrated, tmp_
     assert f"backup {pending} verified" in result.stdout
     # Project them, as a worker would, for the tests that follow.
     rebuild_stack(migrated)
+
+
+def test_verify_passes_a_set_whose_keys_expired_since(migrated, tmp_path):
+    """Keys that expire after the backup are gone from the restored copy: verify must count
+    them out, by their expiry times the manifest records, and still count the others."""
+    client = migrated.redis()
+    try:
+        for i in range(20):
+            client.set(f"verify-expiring-{i}", "x", px=2000)
+        client.set("verify-persistent", "x")
+    finally:
+        client.close()
+    sets_dir = tmp_path / "sets"
+    backup = _backup(migrated, "--to", str(sets_dir))
+    manifest = json.loads((sets_dir / backup / "manifest.json").read_text())["redis"]
+    assert manifest["keys"] - manifest["keys_without_expiry"] >= 20
+    assert sum(manifest["expiring_per_minute"].values()) == manifest["keys"] - manifest["keys_without_expiry"]
+    time.sleep(2.5)
+    result = memstack(migrated, "backup", "verify", backup, "--dir", str(sets_dir))
+    assert result.returncode == 0, result.stderr
+    assert f"backup {backup} verified" in result.stdout
+
+
+def test_verify_redis_check_catches_lost_keys():
+    snapshot = {"keys": 30, "keys_without_expiry": 10, "expiring_per_minute": {"1000": 5, "2000": 15}}
+    # At 1500 the 5 keys of minute 1000 may be gone, the 15 of minute 2000 may not.
+    assert redis_problems(snapshot, 25, 15, 1500) == []
+    assert redis_problems(snapshot, 30, 20, 1500) == []
+    assert "without an expiry" in redis_problems(snapshot, 24, 15, 1500)[0]
+    assert "expected 15..20" in redis_problems(snapshot, 24, 14, 1500)[0]
+    # A set from before expiry times were recorded: the count alone.
+    assert redis_problems({"keys": 30}, 29, 0, 1500) == ["redis: 29 keys, the snapshot has 30"]
 
 
 def _store_unprojected(stack: LocalStack, tenant: str, texts: list[str]) -> None:
