@@ -133,8 +133,9 @@ def serve(host: str, port: int, workers: int, log_level: str) -> None:
 
     check_process_options("serve", host, port, log_level)
     check_connections(stack_settings(), "serve")
-    if not os.environ.get(TOKENS_FILE_ENV) and tokens_file().exists():
-        # The file `token create` wrote by default; the worker processes inherit the variable.
+    if not os.environ.get(TOKENS_FILE_ENV):
+        # The file `token create` writes by default, even before it exists: the service watches
+        # it, so a token made later works without a restart. The worker processes inherit the variable.
         os.environ[TOKENS_FILE_ENV] = str(tokens_file().resolve())
     check_tokens()  # the app itself warns, once, when there is no token
     setup_json_logging(log_level.upper())

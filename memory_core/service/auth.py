@@ -89,12 +89,16 @@ class TokenTable:
 
     @classmethod
     def load(cls, settings: ServiceSettings) -> TokenTable:
-        """Tokens from MEMSTACK_TOKENS_FILE and MEMSTACK_TOKENS together; neither set means none."""
+        """Tokens from MEMSTACK_TOKENS_FILE and MEMSTACK_TOKENS together; neither set means none.
+        A tokens file that does not exist (yet) holds none: the watcher reads it once it does,
+        so a service started before the first `memstack token create` takes that token."""
         table = cls({})
         if settings.tokens_file is not None:
             table.file_stamp = _stamp(settings.tokens_file)
             try:
                 text = settings.tokens_file.read_text()
+            except FileNotFoundError:
+                text = ""
             except OSError as exc:
                 raise TokenFileError(f"cannot read tokens file {settings.tokens_file}: {exc.strerror}") from None
             table._tenants_by_hash.update(cls.parse(text, str(settings.tokens_file))._tenants_by_hash)

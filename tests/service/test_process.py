@@ -196,6 +196,35 @@ def test_serve_without_tokens_warns_once(stack, migrated, tmp_path):
     assert "memstack token create" in warnings[0]["message"]
 
 
+def test_serve_started_before_the_first_token_takes_it(stack, migrated, tenant_id, tmp_path):
+    """No tokens file when `serve` starts; `token create` afterwards: the service picks the file
+    up (its watcher looks every 5 s) without a restart."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MEMSTACK_TOKENS_FILE", "MEMSTACK_TOKENS")}
+    env["MEMSTACK_HOME"] = str(tmp_path / "home")
+    with serving_in(tmp_path, {**env, **stack.env()}) as (base, _):
+        created = subprocess.run(
+            CLI + ["token", "create", "--tenant", tenant_id],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        request = urllib.request.Request(
+            f"{base}/v1/users/u/context", headers={"Authorization": f"Bearer {created.stdout.strip()}"}
+        )
+        status = None
+        deadline = time.monotonic() + 30
+        while status != 200 and time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    status = response.status
+            except urllib.error.HTTPError as exc:
+                status = exc.code
+                time.sleep(0.5)
+        assert status == 200
+
+
 def test_up_applies_pending_migrations_idempotently(stack, migrated):
     """`memstack up` on a running stack: nothing to start, the schema is checked and already current."""
     if stack.home is None:
