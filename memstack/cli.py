@@ -133,6 +133,12 @@ def up(
         raise MemstackError(f"--appendfsync must be one of {', '.join(APPENDFSYNC_CHOICES)}, not {appendfsync!r}")
     ports = _parse_ports(port)
     chosen = get_backend(backend, appendfsync=appendfsync, ports=ports)
+    if images is not None and chosen.name != "containers":
+        # Refused rather than kept: a home holds one backend's stack, so a choice of images
+        # stored with a process or external stack would never be used.
+        raise MemstackError(
+            f"--images applies to the containers backend (`-b containers`); this stack is {chosen.name}"
+        )
     chosen.up(CORE_SERVICES + tuple(dict.fromkeys(optional)))
     applied = service.migrate(chosen.endpoints().settings())
     out.print(f"schema: applied {applied}" if any(applied.values()) else "schema: up to date", highlight=False)

@@ -60,6 +60,19 @@ def test_a_taken_pinned_port_is_refused_before_anything_starts(tmp_path, taken_p
         run(home, "down")
 
 
+def test_images_with_a_process_stack_is_refused(tmp_path):
+    """A process stack runs no images: `--images` would be accepted and never used."""
+    home = tmp_path / "home"
+    try:
+        line = one_line_error(run(home, "up", "-b", "process", "--images", "local"))
+        assert "--images applies to the containers backend" in line and "process" in line
+        assert running_services(home) == []
+        state = load(home)
+        assert state is None or state.images is None
+    finally:
+        run(home, "down")
+
+
 def test_a_port_pinned_twice_is_refused(tmp_path):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
