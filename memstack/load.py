@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from memstack.errors import MemstackError
 
@@ -183,12 +183,24 @@ def write_tokens(directory: Path, tenants: int) -> tuple[Path, Path]:
 
 @contextmanager
 def local_service(options: LoadOptions, workdir: Path) -> Iterator[LocalService]:
-    """Bring up the local stack (reusing what runs), migrate, and run `memstack serve` on a free port."""
-    from memory_core import migrate
-    from memstack.local.backend import CORE_SERVICES, get_backend
+    """Bring up the local stack (reusing what runs), migrate, and run `memstack serve` on a free port.
+    A stack started here is stopped again at the end; one that ran before is left running."""
+    from memstack.local.backend import CORE_SERVICES, get_backend, stack_for_run
 
     backend = get_backend(options.backend)
-    backend.up(CORE_SERVICES)
+    with stack_for_run(backend, CORE_SERVICES, say_on_stderr):
+        with _service_on(backend, options, workdir) as service:
+            yield service
+
+
+def say_on_stderr(line: str) -> None:
+    print(f"memstack: {line}", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def _service_on(backend: Any, options: LoadOptions, workdir: Path) -> Iterator[LocalService]:
+    from memory_core import migrate
+
     endpoints = backend.endpoints()
     try:
         asyncio.run(migrate(endpoints.settings()))

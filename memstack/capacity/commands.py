@@ -180,21 +180,21 @@ def storage(
 ) -> None:
     """Load a known number of items into a fresh tenant and measure bytes per item per store."""
     from memstack.capacity.storage import local_neo4j, run
-    from memstack.local.backend import CORE_SERVICES, get_backend
+    from memstack.local.backend import CORE_SERVICES, get_backend, stack_for_run
 
     chosen = get_backend(backend)
-    chosen.up(CORE_SERVICES)
-    data_dir, flush = local_neo4j(chosen)
-    result = run(
-        chosen.endpoints().settings(),
-        data_dir,
-        flush,
-        conversations=conversations,
-        turns=turns,
-        facts=facts,
-        context_keys=context_keys,
-        thoughts=thoughts,
-    )
+    with stack_for_run(chosen, CORE_SERVICES, load_runner.say_on_stderr):
+        data_dir, flush = local_neo4j(chosen)
+        result = run(
+            chosen.endpoints().settings(),
+            data_dir,
+            flush,
+            conversations=conversations,
+            turns=turns,
+            facts=facts,
+            context_keys=context_keys,
+            thoughts=thoughts,
+        )
     if results is None:
         existing = sorted(p.parent for p in load_runner.results_home("capacity").glob("*/measure.json"))
         results = existing[-1] if existing else new_results_dir(None)

@@ -7,7 +7,8 @@ package (`memstack/local/__init__.py`), so the interface sits below its implemen
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Protocol
@@ -156,3 +157,24 @@ def get_backend(
             raise MemstackError(f"--appendfsync and --port do not apply to the {chosen} backend: it only connects")
         return entry.factory()
     return entry.factory(home, appendfsync=appendfsync, ports=ports)
+
+
+@contextmanager
+def stack_for_run(backend: Backend, services: tuple[str, ...], say: Callable[[str], None]) -> Iterator[None]:
+    """`services` of `backend` up for the run of one command, and the stack stopped again after
+    it when that command started it. A stack of which anything ran before is someone's to keep:
+    all of it is left running, as memstack.testing's session stack does. `say` gets the one line
+    that tells the operator the stack was stopped."""
+    try:
+        # An external backend's servers count as running, so they are never "started" here.
+        started = not any(row.running for row in backend.status())
+    except MemstackError:
+        started = True
+    try:
+        backend.up(services)
+        yield
+    finally:
+        if started:
+            backend.down()
+            where = getattr(backend, "home", None)
+            say(f"started the {backend.name} stack{f' in {where}' if where else ''} for this run; stopped it")

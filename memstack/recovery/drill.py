@@ -39,7 +39,7 @@ from neo4j import GraphDatabase
 
 from memstack.errors import MemstackError
 from memstack.load import free_port, wait_ready, write_tokens
-from memstack.local.backend import CORE_SERVICES
+from memstack.local.backend import CORE_SERVICES, stack_for_run
 from memstack.local.neo4j_server import USER as NEO4J_USER
 from memstack.local.redis_server import LOSS_WINDOW_S as REDIS_RPO_TARGET_S
 from memstack.recovery import sets
@@ -455,7 +455,10 @@ def run(stack: LocalStack, options: DrillOptions, progress: Progress = _quiet) -
     if options.writes < 10:
         raise MemstackError("--writes must be at least 10")
     clock = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="memstack-drill-") as workdir:
+    with (
+        stack_for_run(stack.backend, CORE_SERVICES, progress),
+        tempfile.TemporaryDirectory(prefix="memstack-drill-") as workdir,
+    ):
         progress("starting the stack's stores, migrating them and starting the memory service")
         service = Service(stack, Path(workdir), options.rounds)
         try:
