@@ -17,7 +17,7 @@ from psycopg import sql
 from ..errors import Conflict, Forbidden
 from ..validation import MAX_TURN_INDEX
 from .graph import OutboxRow
-from .sql import LIVE, Conn, Pending, fetch_dicts, vector
+from .sql import LIVE, Conn, Pending, fetch_dicts, fetch_row, vector
 
 # One statement: allocate the turn index (or honour the caller's), upsert the turn on (tenant,
 # conversation, turn_index), and queue its projection. An explicit index that holds a turn
@@ -233,19 +233,29 @@ _SORT_OFF = (
     "SELECT set_config('memstack.saved_sort', current_setting('enable_sort'), true),"
     " set_config('enable_sort', 'off', true)"
 )
-# _SORT_OFF, and the search's plan generic when the tenant (the index named %s) has no HNSW index
-# of its own: planning the search considers every index of the table, each tenant index among
-# them, and costs more than running it for most users (measured with 59 indexes: 0.6-0.7 ms of
-# planning, 0.15 ms of execution for a user of 40 turns; a cached generic plan, 0.04 ms). A
-# generic plan cannot take a partial index keyed on a parameter, so a tenant that has one keeps
-# custom plans; for the others both plans are the same: the exact search, or the shared index.
-# Decided by the server as it runs this statement, so a tenant's index counts from the moment
-# it is valid (a build still running leaves an invalid one: custom plans, slower, as correct).
+# _SORT_OFF, and the search's plan generic, cached by its prepared statement, unless the tenant
+# has an HNSW index of its own (the index named %(index)s) that the statement cannot name:
+# planning the search considers every index of the table, each tenant index among them, and
+# costs more than running it for most users (measured with 59 indexes: 0.6-0.7 ms of planning,
+# 0.15 ms of execution for a user of 40 turns; a cached generic plan, 0.04 ms). A generic plan
+# takes a partial index only if the statement holds its tenant id as a literal
+# (%(tenant_named)s): a statement that has the id as a parameter is planned anew for a tenant
+# with an index; for the others both plans are the same: the exact search, or the shared index.
+# Whether the index exists is the server's answer, as it runs this statement (the last column),
+# so an index counts from the moment it is valid (a build under way leaves an invalid one:
+# custom plans, slower, as correct).
 _SEARCH_PLANNING = (
     _SORT_OFF + ", set_config('memstack.saved_plan_cache_mode', current_setting('plan_cache_mode'), true),"
-    " set_config('plan_cache_mode', CASE WHEN to_regclass(%s) IS NULL THEN 'force_generic_plan'"
-    " ELSE current_setting('plan_cache_mode') END, true)"
+    " set_config('plan_cache_mode', CASE WHEN %(tenant_named)s OR to_regclass(%(index)s) IS NULL"
+    " THEN 'force_generic_plan' ELSE current_setting('plan_cache_mode') END, true),"
+    " to_regclass(%(index)s) IS NOT NULL"
 )
+# Per connection, the tenants whose search it sends with their id as a literal: those the last
+# search on it found with an index of their own. One prepared statement each; psycopg keeps 100
+# per connection (`prepared_max`), so at most this many, beyond which a tenant's search is planned
+# anew each time, as before.
+_TENANTS_NAMED = weakref.WeakKeyDictionary[Conn, set[str]]()
+_MAX_TENANTS_NAMED = 50
 # The saved settings back, run by the statement planned with them, in a one-row subquery: a
 # setting changed while a statement executes applies from the next statement's planning, so that
 # statement's own plan keeps the index scan and the ones after it are planned with the
@@ -338,6 +348,14 @@ async def start_search_turns(
     }
     mine = f"tenant_id = %(tenant_id)s AND user_id = %(user_id)s{where}"
     scored = f"SELECT {_TURN_COLUMNS}, 1 - (embedding <=> %(q)s) AS similarity FROM conversation_logs WHERE {mine} AND {LIVE}"
+    named = _TENANTS_NAMED.setdefault(conn, set())
+    tenant_named = tenant_id in named
+    # The tenant's id as a literal in the index scan only (`%` doubled: psycopg reads the text
+    # for placeholders), so that its generic plan takes the tenant's own index.
+    scored_in_scan = scored
+    if tenant_named:
+        literal = sql.Literal(tenant_id).as_string(conn).replace("%", "%%")
+        scored_in_scan = scored.replace("tenant_id = %(tenant_id)s", f"tenant_id = {literal}")
 
     def counted(below: str, settings: str = "") -> str:
         """The user's turns in the window, counted up to `below`, and their exact search when
@@ -354,7 +372,9 @@ async def start_search_turns(
         )
 
     # The index scan, gated by the same count: it runs only when the exact search does not.
-    scanned = f" UNION ALL ({scored} AND probe.turns >= %(exact_below)s ORDER BY embedding <=> %(q)s LIMIT %(limit)s)"
+    scanned = (
+        f" UNION ALL ({scored_in_scan} AND probe.turns >= %(exact_below)s ORDER BY embedding <=> %(q)s LIMIT %(limit)s)"
+    )
     iterative = await _has_iterative_scan(conn)
     # Set by the statement that probes: the iterative scan mode for the transaction, and the
     # settings it was planned with, restored.
@@ -364,7 +384,9 @@ async def start_search_turns(
     # The newest turns, in rows whose `turns` is NULL (planned without sorting too: the same
     # rows, from a backward scan of the (tenant, user, timestamp) index).
     newest = f" UNION ALL ({_newest_turns('NULL, ', ', 1 - (embedding <=> %(q)s)', 'recent')})" if recent else ""
-    await conn.execute(_SEARCH_PLANNING, (tenant_index_name(tenant_id),))
+    planning = await conn.execute(
+        _SEARCH_PLANNING, {"index": tenant_index_name(tenant_id), "tenant_named": tenant_named}
+    )
     # Prepared at once: a generic plan is planned once per connection only if the statement is.
     first = await conn.execute(
         counted("exact_below", f" CROSS JOIN (SELECT {settings}) settings") + scanned + ") found ON true" + newest,
@@ -373,6 +395,11 @@ async def start_search_turns(
     )
 
     async def finish() -> list[dict[str, Any]]:
+        (*_, has_index) = await fetch_row(planning)
+        if not has_index:
+            named.discard(tenant_id)
+        elif len(named) < _MAX_TENANTS_NAMED:
+            named.add(tenant_id)
         rows = await fetch_dicts(first)
         newest = [{k: v for k, v in r.items() if k != "turns"} for r in rows if r["turns"] is None]
         rows = [r for r in rows if r["turns"] is not None]
