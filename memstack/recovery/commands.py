@@ -165,8 +165,17 @@ def drill(
     rounds: Annotated[int, typer.Option(min=1, help="Rounds; each after the first starts from the restored stack")] = 2,
     concurrency: Annotated[int, typer.Option(min=1, help="Writers in flight at once")] = 16,
     json_file: Annotated[Path | None, typer.Option("--json", help="Write the results here as JSON")] = None,
+    keep: Annotated[
+        bool,
+        typer.Option(
+            "--keep",
+            help="Keep each passed round's data moved aside ($MEMSTACK_HOME/attic) and its backup set; "
+            "a failed round's are always kept",
+        ),
+    ] = False,
 ) -> None:
-    """Write through the service, back up mid-stream, destroy every store, restore, reconcile."""
+    """Write through the service, back up mid-stream, destroy every store, restore, reconcile.
+    A passed round's wiped data and backup set are removed at its end."""
     from memstack.load import check_output_file
     from memstack.recovery.drill import DrillOptions, print_results, run
 
@@ -174,7 +183,7 @@ def drill(
         check_output_file(json_file, "--json")
     stack = LocalStack.at()
     with stack.exclusive():
-        results = run(stack, DrillOptions(writes=writes, rounds=rounds, concurrency=concurrency), _progress)
+        results = run(stack, DrillOptions(writes=writes, rounds=rounds, concurrency=concurrency, keep=keep), _progress)
     print_results(out, results)
     if json_file:
         json_file.write_text(json.dumps(results, indent=2, default=str))

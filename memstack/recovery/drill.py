@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -69,6 +70,8 @@ class DrillOptions:
     concurrency: int = 16
     # The backup starts once this share of the writes is acknowledged.
     backup_at: float = 0.3
+    # Keep a passed round's data moved aside and its backup set (a failed round's are always kept).
+    keep: bool = False
 
 
 @dataclass
@@ -450,6 +453,33 @@ def run_round(
     }
 
 
+def _round_leftovers(stack: LocalStack, result: dict[str, Any]) -> list[Path]:
+    """What a round left on disk: the attic directories its disaster and its restore moved the
+    stores' data into (about 100 MB each on a small stack), and its backup set."""
+    attic = (stack.home / "attic").resolve()
+    moved = [*result["moved_aside"].values(), *result["restore"].get("moved_aside", {}).values()]
+    dirs = {Path(p).resolve().parent for p in moved if p and p != "None"}
+    backup_set = sets.set_path(sets.default_sets_dir(stack.home), result["backup_id"])
+    return [
+        *sorted(d for d in dirs if d.parent == attic and d.is_dir()),
+        *([backup_set] if backup_set.is_dir() else []),
+    ]
+
+
+def _clear_leftovers(stack: LocalStack, result: dict[str, Any], options: DrillOptions, progress: Progress) -> dict:
+    """A passed round's leftovers removed (unless --keep); a failed round's kept, and where said."""
+    paths = _round_leftovers(stack, result)
+    prefix = f"round {result['round']}/{options.rounds}:"
+    if result["passed"] and not options.keep:
+        for path in paths:
+            shutil.rmtree(path)
+        progress(f"{prefix} passed; removed its data moved aside and its backup set ({len(paths)} directories)")
+        return {"removed": [str(p) for p in paths]}
+    why = "failed" if not result["passed"] else "--keep"
+    progress(f"{prefix} {why}: kept for inspection: {', '.join(str(p) for p in paths)}")
+    return {"kept": [str(p) for p in paths]}
+
+
 def run(stack: LocalStack, options: DrillOptions, progress: Progress = _quiet) -> dict[str, Any]:
     """The drill's results; `progress` is told each phase as it starts."""
     if options.writes < 10:
@@ -462,10 +492,10 @@ def run(stack: LocalStack, options: DrillOptions, progress: Progress = _quiet) -
         progress("starting the stack's stores, migrating them and starting the memory service")
         service = Service(stack, Path(workdir), options.rounds)
         try:
-            rounds = [
-                run_round(stack, service, tenant, token, options, n + 1, progress)
-                for n, (tenant, token) in enumerate(service.tokens)
-            ]
+            rounds = []
+            for n, (tenant, token) in enumerate(service.tokens):
+                rounds.append(run_round(stack, service, tenant, token, options, n + 1, progress))
+                rounds[-1]["leftovers"] = _clear_leftovers(stack, rounds[-1], options, progress)
         finally:
             service.close()
     return {

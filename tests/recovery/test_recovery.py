@@ -367,6 +367,8 @@ def test_prune_keeps_the_newest_sets_and_the_wal_they_need(migrated, backup_id):
 @pytest.mark.timeout(1200)
 def test_drill_passes(migrated, tmp_path):
     report = tmp_path / "drill.json"
+    sets_dir = migrated.home / "backups" / "sets"
+    sets_before = sorted(p.name for p in sets_dir.iterdir())
     result = memstack(migrated, "drill", "--writes", "1000", "--rounds", "2", "--json", str(report), timeout=1200)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr
     results = json.loads(report.read_text())
@@ -383,8 +385,15 @@ def test_drill_passes(migrated, tmp_path):
     # A line on stderr as each phase starts (a round takes minutes); none on stdout, which has the results.
     progress = [line for line in result.stderr.splitlines() if line.startswith("drill: ")]
     assert progress and progress[0].startswith("drill: starting the stack"), result.stderr
-    phases = ["writing", "backup started", "disaster", "restoring", "reconciling"]
+    phases = ["writing", "backup started", "disaster", "restoring", "reconciling", "passed; removed"]
     for n in (1, 2):
         said = [line.split(": ", 2)[2] for line in progress if line.startswith(f"drill: round {n}/2: ")]
         assert [next(p for p in phases if line.startswith(p)) for line in said] == phases, said
     assert "drill: " not in result.stdout
+    # Each passed round removed the data it moved aside and its backup set, and nothing else.
+    for r in results["rounds"]:
+        removed = r["leftovers"]["removed"]
+        assert any("/attic/disaster-" in p for p in removed) and any(r["backup_id"] in p for p in removed)
+        assert not any(os.path.exists(p) for p in removed)
+    assert not list((migrated.home / "attic").glob("disaster-*"))
+    assert sorted(p.name for p in sets_dir.iterdir()) == sets_before
