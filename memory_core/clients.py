@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, cast
 
 import hiredis
@@ -34,6 +35,29 @@ from .stores.working import WorkingScripts
 log = logging.getLogger(__name__)
 
 
+def _pack(args: tuple[Any, ...]) -> bytes:
+    """A command in RESP, packed by hiredis (`RedisConnection.pack_command`)."""
+    name = args[0]
+    if isinstance(name, str):
+        args = (*name.encode().split(), *args[1:])
+    elif isinstance(name, bytes) and b" " in name:
+        args = (*name.split(), *args[1:])
+    try:
+        packed: bytes = hiredis.pack_command(args)
+    except TypeError as exc:
+        raise DataError(str(exc)) from None
+    return packed
+
+
+@dataclass(frozen=True, slots=True)
+class Transaction:
+    """Commands packed as MULTI, the commands, EXEC (RESP) by `RedisClient.pack_transaction`:
+    one that runs again and again is packed once."""
+
+    packed: bytes
+    count: int
+
+
 class RedisConnection(aioredis.Connection):
     """redis-py's connection, except that a command the socket takes whole is not awaited under
     `asyncio.wait_for`, which on Python 3.11 makes a task and a timer per command (measured:
@@ -45,15 +69,7 @@ class RedisConnection(aioredis.Connection):
         """The command in RESP, packed by hiredis in C as redis-py's synchronous client does (its
         asyncio client packs in Python: an encoder call and several type checks per argument).
         The same bytes; an argument of another type (None, a bool) is the same DataError."""
-        name = args[0]
-        if isinstance(name, str):
-            args = (*name.encode().split(), *args[1:])
-        elif isinstance(name, bytes) and b" " in name:
-            args = (*name.split(), *args[1:])
-        try:
-            return [hiredis.pack_command(args)]
-        except TypeError as exc:
-            raise DataError(str(exc)) from None
+        return [_pack(args)]
 
     async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
         writer = self._writer
@@ -132,6 +148,11 @@ class RedisClient(aioredis.Redis):
         finally:
             await pool.release(conn)
 
+    @staticmethod
+    def pack_transaction(*commands: tuple[Any, ...]) -> Transaction:
+        """`commands` packed for `run_transaction`, which runs them as `multi_exec` does."""
+        return Transaction(b"".join([_MULTI, *(_pack(command) for command in commands), _EXEC]), len(commands))
+
     async def multi_exec(self, *commands: tuple[Any, ...]) -> list[Any]:
         """The replies of `commands` run as one MULTI/EXEC transaction on a pooled connection,
         sent in one write and read in one batch, with `execute_command`'s retries. The replies
@@ -140,16 +161,21 @@ class RedisClient(aioredis.Redis):
         queueing (an unknown command: the server then aborted EXEC and ran none).
 
         Not redis-py's transaction pipeline, which costs the client several times one command."""
+        return await self.run_transaction(self.pack_transaction(*commands))
+
+    async def run_transaction(self, transaction: Transaction) -> list[Any]:
+        """`multi_exec` of the commands `transaction` holds packed."""
         if self.single_connection_client:
-            raise TypeError("multi_exec runs on a pooled connection, not a single-connection client")
+            raise TypeError("a transaction runs on a pooled connection, not a single-connection client")
         pool = self.connection_pool
         conn = await pool.get_connection()  # type: ignore[no-untyped-call]
         start = time.monotonic()
-        packed = [_MULTI, *(chunk for command in commands for chunk in conn.pack_command(*command)), _EXEC]
+        # RESP is RESP: hiredis's bytes are redis-py's (a TLS connection packs in Python).
+        packed = [transaction.packed]
 
         async def send() -> list[Any]:
             await conn.send_packed_command(packed)
-            *queued, replies = await _read_replies(conn, len(commands) + 2)
+            *queued, replies = await _read_replies(conn, transaction.count + 2)
             # +OK for MULTI and +QUEUED for each command, then EXEC's replies.
             for reply in (*queued, *(replies if isinstance(replies, list) else [replies])):
                 if isinstance(reply, ResponseError):

@@ -28,7 +28,7 @@ from ..settings import Settings
 from ..validation import check_positive, check_priority, check_text
 
 if TYPE_CHECKING:  # clients imports this module
-    from ..clients import RedisClient
+    from ..clients import RedisClient, Transaction
 
 # `now` in ms from the server clock and a parser for stored fields (the other scripts cut the
 # stored text themselves: cheaper where they run on every read).
@@ -203,6 +203,8 @@ class WorkingMemory:
         self._scripts = scripts
         # Every turn and thought, and a value set without a TTL, live this long.
         self._default_ttl_ms = max(1, int(min(settings.working_ttl_s, settings.working_max_ttl_s) * 1000))
+        # The whole-context read's transaction, packed for the limits it last ran with.
+        self._snapshot_reads: tuple[tuple[int, int], Transaction] | None = None
 
     def _ttl_ms(self, ttl_seconds: float | None) -> int:
         if ttl_seconds is None:
@@ -281,15 +283,16 @@ class WorkingMemory:
 
     async def _snapshot(self, turns: int, thoughts: int) -> tuple[list[bytes], list[bytes], list[bytes]]:
         """Live context as a flat field/JSON list, recent turns and thoughts as JSON texts."""
-        # No LRANGE for a limit of 0: LRANGE 0 -1 would be the whole list.
-        reads = []
-        if turns > 0:
-            reads.append(("LRANGE", self.turns_key, 0, turns - 1))
-        if thoughts > 0:
-            reads.append(("LRANGE", self.thoughts_key, 0, thoughts - 1))
-        (seconds, microseconds), stored, *lists = await self._redis.multi_exec(
-            ("TIME",), ("HGETALL", self.ctx_key), *reads
-        )
+        if self._snapshot_reads is None or self._snapshot_reads[0] != (turns, thoughts):
+            # No LRANGE for a limit of 0: LRANGE 0 -1 would be the whole list.
+            reads = []
+            if turns > 0:
+                reads.append(("LRANGE", self.turns_key, 0, turns - 1))
+            if thoughts > 0:
+                reads.append(("LRANGE", self.thoughts_key, 0, thoughts - 1))
+            transaction = self._redis.pack_transaction(("TIME",), ("HGETALL", self.ctx_key), *reads)
+            self._snapshot_reads = (turns, thoughts), transaction
+        (seconds, microseconds), stored, *lists = await self._redis.run_transaction(self._snapshot_reads[1])
         now = int(seconds) * 1000 + int(microseconds) // 1000  # as the scripts compute it
         flat: list[bytes] = []
         expired: list[bytes] = []

@@ -60,3 +60,15 @@ async def test_a_value_set_again_after_the_read_found_it_expired_is_kept(memory,
     w = await memory.working()
     await clients.working_scripts.drop_expired(keys=[w.ctx_key], args=["renewed", "absent"])
     assert await memory.get_working_context("renewed") == 1
+
+
+async def test_the_whole_context_read_takes_each_call_s_limits(memory):
+    # The read's transaction is packed once for the limits it last ran with: others repack it.
+    w = await memory.working()
+    for i in range(4):
+        await memory.add_working_turn("user", f"turn {i}")
+        await memory.push_thought(f"thought {i}")
+    for turns, thoughts in ((10, 10), (2, 0), (2, 0), (0, 3), (10, 10)):
+        snapshot = await w.snapshot(turns, thoughts)
+        assert [t["content"] for t in snapshot["recent_turns"]] == [f"turn {i}" for i in (3, 2, 1, 0)][:turns]
+        assert [t["thought"] for t in snapshot["thoughts"]] == [f"thought {i}" for i in (3, 2, 1, 0)][:thoughts]
