@@ -16,23 +16,27 @@ import traceback
 from pathlib import Path
 from typing import Annotated
 
-import typer
-from rich.console import Console
-from rich.table import Table
-from typer.exceptions import TyperException
+# Ctrl-C while the CLI loads (a second or so on a cold cache) ends as it does during a command:
+# exit 130, no traceback.
+try:
+    import typer
+    from rich.console import Console
+    from rich.table import Table
+    from typer.exceptions import TyperException
 
-from memstack import bench, observability, service
-from memstack import load as load_runner
-from memstack.capacity.commands import app as capacity_app
-from memstack.chaos import commands as chaos_cli
-from memstack.errors import MemstackError
-from memstack.images.build import IMAGES_ENV, image_source
-from memstack.images.commands import app as images_app
-from memstack.local.backend import BACKEND_ENV, CORE_SERVICES, OPTIONAL_SERVICES, check_service, get_backend
-from memstack.local.redis_server import APPENDFSYNC_CHOICES
-from memstack.local.state import WAL_DIR_ENV, check_backend, default_home
-from memstack.local.state import load as load_state
-from memstack.recovery import commands as recovery
+    from memstack import bench, observability, service
+    from memstack import load as load_runner
+    from memstack.capacity.commands import app as capacity_app
+    from memstack.chaos import commands as chaos_cli
+    from memstack.errors import MemstackError
+    from memstack.images.build import IMAGES_ENV, image_source
+    from memstack.images.commands import app as images_app
+    from memstack.local.backend import BACKEND_ENV, CORE_SERVICES, OPTIONAL_SERVICES, check_service, get_backend
+    from memstack.local.state import WAL_DIR_ENV, check_backend, default_home
+    from memstack.local.state import load as load_state
+    from memstack.recovery import commands as recovery
+except KeyboardInterrupt:
+    sys.exit(130)
 
 app = typer.Typer(
     name="memstack",
@@ -129,6 +133,8 @@ def up(
     optional = [name.strip() for value in with_ for name in value.split(",")]
     for name in optional:
         check_service(name, OPTIONAL_SERVICES)
+    from memstack.local.redis_server import APPENDFSYNC_CHOICES
+
     if appendfsync is not None and appendfsync not in APPENDFSYNC_CHOICES:
         raise MemstackError(f"--appendfsync must be one of {', '.join(APPENDFSYNC_CHOICES)}, not {appendfsync!r}")
     ports = _parse_ports(port)

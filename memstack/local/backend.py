@@ -11,10 +11,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from memory_core.settings import Settings
 from memstack.errors import MemstackError
+
+if TYPE_CHECKING:
+    from memory_core.settings import Settings
 
 BACKEND_ENV = "MEMSTACK_BACKEND"
 # OpenTelemetry's own variable names (the SDK reads them; memory_core.telemetry checks them).
@@ -60,6 +62,9 @@ class Endpoints:
     def env(self) -> dict[str, str]:
         """The environment variables that configure memory_core, named as Settings reads them,
         plus OpenTelemetry's standard exporter variables when there is somewhere to send traces."""
+        # Imported here: memory_core brings its store drivers, which the CLI's start (--help) does without.
+        from memory_core.settings import Settings
+
         out = {}
         for f in fields(self):
             value = getattr(self, f.name)
@@ -70,6 +75,8 @@ class Endpoints:
         return out
 
     def settings(self) -> Settings:
+        from memory_core.settings import Settings
+
         return Settings(**self.env())
 
 

@@ -14,9 +14,16 @@ from rich.table import Table
 
 from memstack.errors import MemstackError
 from memstack.recovery import sets
-from memstack.recovery.stack import LocalStack
 
 out = Console(width=160, highlight=False)
+
+
+def _stack():
+    # Imported when a command runs: the stack brings the stores' drivers, which `--help` does without.
+    from memstack.recovery.stack import LocalStack
+
+    return LocalStack.at()
+
 
 DirOption = Annotated[
     Path | None,
@@ -43,7 +50,7 @@ def backup(
     from memstack.load import output_dir
     from memstack.recovery.backup import backup as take
 
-    stack = LocalStack.at()
+    stack = _stack()
     sets_dir = output_dir(to, "--to") if to else None
     with stack.exclusive():
         manifest = take(stack, sets_dir)
@@ -62,7 +69,7 @@ def backup_list(dir: DirOption = None) -> None:
     """The backup sets, oldest first."""
     if dir is not None and not dir.is_dir():
         raise MemstackError(f"--dir {dir}: no such directory")
-    stack = LocalStack.at()
+    stack = _stack()
     sets_dir = dir or sets.default_sets_dir(stack.home)
     table = Table(title=f"backup sets in {sets_dir}")
     for column in ("id", "finished", "size", "postgres stop LSN", "redis keys", "seconds"):
@@ -94,7 +101,7 @@ def backup_verify(backup_id: Annotated[str, typer.Argument(metavar="ID")], dir: 
     """Restore a set into a throw-away home on free ports and check it; exit 1 if it does not hold."""
     from memstack.recovery.verify import verify
 
-    stack = LocalStack.at()
+    stack = _stack()
     with stack.exclusive():
         result = verify(stack, backup_id, dir)
     graph = ", ".join(f"{label} {found}" for label, (_, found) in result["graph"].items())
@@ -114,7 +121,7 @@ def backup_prune(
     reaches back to the oldest set kept)."""
     from memstack.recovery.backup import prune
 
-    stack = LocalStack.at()
+    stack = _stack()
     with stack.exclusive():
         result = prune(stack, keep, dir)
     out.print(
@@ -135,7 +142,7 @@ def restore(
     from memstack.recovery.restore import parse_time
     from memstack.recovery.restore import restore as run
 
-    stack = LocalStack.at()
+    stack = _stack()
     target = parse_time(to_time) if to_time else None
     with stack.exclusive():
         report = run(stack, backup_id, to_time=target, force=force, sets_dir=dir)
@@ -181,7 +188,7 @@ def drill(
 
     if json_file:
         check_output_file(json_file, "--json")
-    stack = LocalStack.at()
+    stack = _stack()
     with stack.exclusive():
         results = run(stack, DrillOptions(writes=writes, rounds=rounds, concurrency=concurrency, keep=keep), _progress)
     print_results(out, results)
