@@ -678,8 +678,13 @@ async def get_user_context(c: Auth, user_id: UserId, agent_id: AgentId = None) -
 class ReflectionIn(Body):
     conversation_id: OptionalId = None
     success: bool = True
-    summary: str | None = None
-    task_type: Annotated[str | None, Field(max_length=200)] = None
+    # Checked here under their own names: memory_core checks the outcome as one value, `outcome`.
+    summary: Annotated[
+        str | None, Field(max_length=10_000), _checked(partial(check_text, max_chars=10_000), "summary")
+    ] = None
+    task_type: Annotated[
+        str | None, Field(min_length=1, max_length=200), _checked(partial(check_text, max_chars=200), "task_type")
+    ] = None
     tools: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(default_factory=list, max_length=100)
     strategy_id: ItemId | None = None
 

@@ -37,6 +37,25 @@ async def test_a_refused_parameter_is_named_as_sent(api, method, url, kwargs, fi
     assert internal not in r.text, body
 
 
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ('{"success": true, "summary": "\\ud800"}', "summary"),
+        ('{"success": true, "summary": "a\\u0000b"}', "summary"),
+        ('{"success": true, "summary": "' + "x" * 10_001 + '"}', "summary"),
+        ('{"success": true, "task_type": "a\\u0000b"}', "task_type"),
+    ],
+)
+async def test_a_refused_reflection_field_is_named(api, body, field):
+    # Sent as text: a lone surrogate cannot be encoded by httpx's JSON encoder, only escaped.
+    r = await api.call(
+        "POST", "/v1/reflections/u1", content=body.encode(), headers={"Content-Type": "application/json"}
+    )
+    assert r.status_code == 422, r.text
+    assert [e["field"] for e in r.json()["errors"]] == [field], r.text
+    assert "outcome" not in r.text, r.text
+
+
 async def test_a_valid_task_still_finds_strategies(api):
     r = await api.call("POST", "/v1/procedural/u1/strategies", json={"description": "retry with backoff"})
     assert r.status_code == 201, r.text
