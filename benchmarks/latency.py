@@ -18,6 +18,8 @@ RESULTS = benchmark_results_file()
 SCALE = os.environ.get("BENCH_SCALE", "quick")
 if SCALE not in ("quick", "full"):
     raise SystemExit(f"BENCH_SCALE must be quick or full, not {SCALE!r}")
+# A round slower than this many times its floor's p50 counts as slow (`run_timed_against`).
+SLOW_OVER_FLOOR_P50 = 5
 # Verdicts recorded in this session: (section, name, target, passed).
 VERDICTS: list[tuple[str, str, str, bool]] = []
 
@@ -81,4 +83,12 @@ def run_timed_against(benchmark, loop, make_coro, make_floor, rounds: int, warmu
         iterations=1,
         warmup_rounds=warmup,
     )
-    return summarize(benchmark.stats.stats.data), summarize(floor[-rounds:])
+    samples, floor = list(benchmark.stats.stats.data), floor[-rounds:]
+    stats, floor_stats = summarize(samples), summarize(floor)
+    # The share of rounds of each that took over SLOW_OVER_FLOOR_P50 times the floor's p50: on a
+    # loaded machine, the rounds another process preempted. When both shares are near 1%, each
+    # p99 falls on either side of that gap, and their ratio says which side, not what a call costs.
+    slow = SLOW_OVER_FLOOR_P50 * floor_stats["p50_ms"] / 1000
+    stats["slow_share"] = sum(s > slow for s in samples) / len(samples)
+    floor_stats["slow_share"] = sum(s > slow for s in floor) / len(floor)
+    return stats, floor_stats

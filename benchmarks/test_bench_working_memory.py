@@ -61,6 +61,7 @@ def _compare(benchmark, loop, name: str, make_coro, make_floor) -> None:
         # The p50 ratio is the one a noisy machine cannot move much: the cost of the operation.
         "p50_over_floor": stats["p50_ms"] / floor["p50_ms"],
         "p99_over_floor": stats["p99_ms"] / floor["p99_ms"],
+        "floor_slow_share": floor["slow_share"],
     }
     record(
         "working_memory",
