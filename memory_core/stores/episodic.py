@@ -147,7 +147,8 @@ def time_filter(since: datetime | None, until: datetime | None) -> tuple[str, di
 #     candidates are all the tenant's, so the scan is as fair as exact search and stays cheap
 #     (in the shared index, a tenant holding 1% of it needs 100x the candidates). Every partial
 #     index adds to the planning of each statement on the table (measured with 53 of them:
-#     +0.3 to 0.5 ms), so only tenants of that size get one;
+#     +0.3 to 0.5 ms; the search itself runs a cached generic plan, see _SEARCH_PLANNING), so
+#     only tenants of that size get one;
 #   - a scan that comes back short means the user holds too small a share of the nearest
 #     candidates: the search is exact if the user has fewer than EXACT_FALLBACK_BELOW turns in
 #     the window (cheaper than the widest scan, ef_search 1000, which is often still short for
