@@ -188,10 +188,17 @@ async def main_async(args: argparse.Namespace) -> dict:
     }
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive count")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=5000, help="requests per round")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--requests", type=_positive, default=5000, help="requests per round")
+    parser.add_argument("--rounds", type=_positive, default=3)
     parser.add_argument("--profile", action="store_true", help="cProfile one more round of the service app")
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--json", type=Path, default=None, help="also write the result here")

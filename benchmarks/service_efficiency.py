@@ -57,6 +57,7 @@ from latency import record, summarize
 from memstack import load as load_runner
 from memstack.capacity import procstat
 from memstack.capacity.measure import store_processes
+from memstack.errors import MemstackError
 
 HERE = Path(__file__).resolve().parent
 # Service CPU per working-memory request at most this many times the floor's.
@@ -310,7 +311,7 @@ def py_spy_binary() -> str:
     on_path = shutil.which("py-spy")
     if on_path is not None:
         return on_path
-    raise SystemExit("--py-spy needs py-spy in the environment or on PATH: pip install py-spy")
+    raise MemstackError("--py-spy needs py-spy in the environment or on PATH: pip install py-spy")
 
 
 def one_run(
@@ -614,4 +615,8 @@ def _exit_on_sigterm(signum: int, _frame: object) -> None:
 
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except MemstackError as exc:
+        print(f"service_efficiency: {exc}", file=sys.stderr)
+        raise SystemExit(exc.exit_code) from None
