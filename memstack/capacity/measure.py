@@ -186,24 +186,37 @@ def _run_profile(
             time.sleep(1)
             steps = json.loads(steps_file.read_text()) if steps_file.exists() else []
             if steps:
-                last = steps[-1]
-                p99 = last["working"]["p99_ms"]
-                progress.update(
-                    task,
-                    completed=len(steps),
-                    description=(
-                        f"{profile}: step {min(len(steps) + 1, len(options.steps))}/{len(options.steps)}, last "
-                        f"{last['achieved_rps']:.0f} req/s, working p99 {'-' if p99 is None else f'{p99:.0f}'} ms"
-                    ),
-                )
+                progress.update(task, **step_progress(profile, steps, options, running=True))
     if not steps_file.exists():
         tail = (directory / "locust.log").read_text().strip().splitlines()[-1:]
         raise MemstackError(
             f"locust exited with {process.returncode} and measured no step: {' '.join(tail) or 'no output'}"
         )
     steps = json.loads(steps_file.read_text())
-    progress.update(task, completed=len(options.steps))
+    progress.update(task, **step_progress(profile, steps, options, running=False))
     return steps
+
+
+def step_progress(profile: str, steps: list[dict], options: MeasureOptions, running: bool) -> dict:
+    """The progress bar of a profile with `steps` measured: total, completed and description.
+    Once a step misses the SLO the run ends `steps_past_knee` steps later, so the steps it will
+    run are fewer than those asked for."""
+    first_miss = next((i for i, s in enumerate(steps) if not s["passed"]), None)
+    planned = (
+        len(options.steps) if first_miss is None else min(len(options.steps), first_miss + 1 + options.steps_past_knee)
+    )
+    if not running:
+        planned = len(steps)
+    last = steps[-1]
+    p99 = last["working"]["p99_ms"]
+    figures = f"last {last['achieved_rps']:.0f} req/s, working p99 {'-' if p99 is None else f'{p99:.0f}'} ms"
+    if running and len(steps) < planned:
+        where = f"step {len(steps) + 1}/{planned}"
+    else:
+        where = f"{len(steps)} of {len(options.steps)} steps run"
+        if len(steps) < len(options.steps) and first_miss is not None:
+            where += f" (step {first_miss + 1} missed the SLO; --steps-past-knee {options.steps_past_knee})"
+    return {"total": planned, "completed": len(steps), "description": f"{profile}: {where}, {figures}"}
 
 
 def write_csv(path: Path, steps: list[dict]) -> None:

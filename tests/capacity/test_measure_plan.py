@@ -102,6 +102,19 @@ def test_measure_writes_three_steps_with_cpu_per_request(workdir, stack):
         assert steps[-1]["cpu_s_per_request"]["redis"] > 0
 
 
+def test_progress_counts_the_steps_a_run_stopped_at_the_knee_ran(run_env, tmp_path):
+    """An SLO no step can hold: the first step misses it and, with --steps-past-knee 0, is the
+    only one run; the progress bar must say so, not "step 2/2"."""
+    args = ["capacity", "measure", "--profile", "working", "--steps", "1,2", "--step-s", "2"]
+    args += ["--step-warmup-s", "0", "--steps-past-knee", "0", "--wm-p99-ms", "0.001"]
+    run = _cli([*args, "--results", str(tmp_path / "run")], run_env, tmp_path)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    steps = json.loads((tmp_path / "run" / "measure.json").read_text())["profiles"]["working"]["step_results"]
+    assert len(steps) == 1 and not steps[0]["passed"]
+    assert "step 2/2" not in run.stdout
+    assert "1 of 2 steps run (step 1 missed the SLO; --steps-past-knee 0)" in run.stdout, run.stdout
+
+
 def test_storage_counts_match_what_was_inserted(workdir):
     _, results = workdir
     storage = json.loads((results / "storage.json").read_text())
