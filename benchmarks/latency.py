@@ -20,6 +20,8 @@ if SCALE not in ("quick", "full"):
     raise SystemExit(f"BENCH_SCALE must be quick or full, not {SCALE!r}")
 # A round slower than this many times its floor's p50 counts as slow (`run_timed_against`).
 SLOW_OVER_FLOOR_P50 = 5
+# `run_timed_against` also gives the p99 ratio per block of consecutive rounds, this many blocks.
+BLOCKS = 6
 # Verdicts recorded in this session: (section, name, target, passed).
 VERDICTS: list[tuple[str, str, str, bool]] = []
 
@@ -91,4 +93,17 @@ def run_timed_against(benchmark, loop, make_coro, make_floor, rounds: int, warmu
     slow = SLOW_OVER_FLOOR_P50 * floor_stats["p50_ms"] / 1000
     stats["slow_share"] = sum(s > slow for s in samples) / len(samples)
     floor_stats["slow_share"] = sum(s > slow for s in floor) / len(floor)
+    stats["block_p99_over_floor"] = block_p99_ratios(samples, floor)
     return stats, floor_stats
+
+
+def block_p99_ratios(samples: list[float], floor: list[float], blocks: int = BLOCKS) -> list[float]:
+    """The p99 of the call over the p99 of its floor, per block of consecutive rounds (the two
+    alternate, so a block's pair saw the same moments). Their median is the p99 ratio a few
+    preempted rounds cannot decide: one block hit by them moves one ratio of six, where the
+    whole run's p99 ratio lands on whichever side of the gap those rounds fall."""
+    size = len(samples) // blocks
+    return [
+        round(percentile(samples[i * size : (i + 1) * size], 99) / percentile(floor[i * size : (i + 1) * size], 99), 3)
+        for i in range(blocks)
+    ]
