@@ -5,6 +5,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 NEO4J_LAUNCHER := tools/neo4j-local
 NEO4J_STAMP := $(NEO4J_LAUNCHER)/target/.built
+# Batch mode, no download progress. Maven 3.8's Jansi still writes colour resets ("[0m[0m") as it
+# starts and exits, batch mode or not, unless told not to (a system property the launcher's JVM
+# must have before Maven's own -D options are read). memstack/local/neo4j_server.py builds it the same way.
+MVN := MAVEN_OPTS="$$MAVEN_OPTS -Djansi.noreset=true" mvn -q -B -ntp
 PYTEST_ARGS ?=
 
 .PHONY: setup system-deps python-deps lock lint neo4j-launcher checkov jaeger containers test chaos bench demo down clean
@@ -72,7 +76,7 @@ neo4j-launcher: $(NEO4J_STAMP)
 
 $(NEO4J_STAMP): $(NEO4J_LAUNCHER)/pom.xml $(shell find $(NEO4J_LAUNCHER)/src -name '*.java' 2>/dev/null)
 	@echo "building the Neo4j launcher (first run downloads Neo4j from Maven Central)"
-	@mvn -q -B -f $(NEO4J_LAUNCHER)/pom.xml -DskipTests package
+	@$(MVN) -f $(NEO4J_LAUNCHER)/pom.xml -DskipTests package
 	@touch $@
 
 # Jaeger v2 for `memstack up --with jaeger`, built from the Go module proxy (a cold build takes

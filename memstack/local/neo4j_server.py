@@ -85,8 +85,13 @@ class Neo4jServer(LocalService):
             f"building the Neo4j launcher in {launcher_dir()} (first run downloads Neo4j from Maven Central)",
             flush=True,
         )
+        # As the Makefile builds it: batch mode, no download progress, and no colour resets from
+        # Maven 3.8's Jansi (which batch mode alone does not stop), in what an error shows.
         result = subprocess.run(
-            ["mvn", "-q", "-B", "-f", str(pom), "-DskipTests", "package"], capture_output=True, text=True
+            ["mvn", "-q", "-B", "-ntp", "-f", str(pom), "-DskipTests", "package"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "MAVEN_OPTS": f"{os.environ.get('MAVEN_OPTS', '')} -Djansi.noreset=true".strip()},
         )
         if result.returncode != 0 or not self._built():
             last = (result.stdout + result.stderr).strip().splitlines()[-1:]

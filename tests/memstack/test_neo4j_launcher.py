@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import time
+from pathlib import Path
+
+import pytest
 
 from memstack.local.neo4j_server import Neo4jServer
 from memstack.local.processes import free_port, kill_pid, spawn
 from memstack.local.state import Credentials
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_a_password_starting_with_a_dash_survives_readiness_probes_from_the_first_second(tmp_path):
@@ -31,3 +38,21 @@ def test_a_password_starting_with_a_dash_survives_readiness_probes_from_the_firs
         assert len(created) == 1 and created[0].endswith("CREATE USER neo4j PASSWORD ****** CHANGE NOT REQUIRED")
     finally:
         kill_pid(proc.pid, None)
+
+
+@pytest.mark.skipif(shutil.which("mvn") is None or shutil.which("make") is None, reason="needs mvn and make")
+def test_make_builds_the_launcher_without_escape_codes(tmp_path):
+    """`make setup` builds the launcher with Maven; its output goes to a log or a terminal as is,
+    and Maven 3.8 writes colour resets ("[0m[0m") even in batch mode unless told not to."""
+    launcher = tmp_path / "neo4j-local"
+    shutil.copytree(ROOT / "tools" / "neo4j-local", launcher, ignore=shutil.ignore_patterns("target"))
+    result = subprocess.run(
+        ["make", "--no-print-directory", "neo4j-launcher", f"NEO4J_LAUNCHER={launcher}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (launcher / "target" / "neo4j-local.jar").exists()
+    assert "\x1b" not in result.stdout + result.stderr, repr(result.stdout + result.stderr)
