@@ -31,6 +31,7 @@ from .models import (
     Strategy,
     ToolStats,
     Turn,
+    utc_text,
 )
 from .settings import Settings
 from .stores import episodic, goals, procedural, reflections, semantic
@@ -216,7 +217,7 @@ class AgentMemory:
             "index": turn.index,
             "role": turn.role.value,
             "content": turn.content,
-            "timestamp": turn.timestamp.isoformat(),
+            "timestamp": utc_text(turn.timestamp),
         }
         try:
             await self._redis(lambda w: w.add_turn(entry))
@@ -224,11 +225,22 @@ class AgentMemory:
             log.warning("working memory not updated for turn %s: %s", turn.id, exc)
         return turn
 
-    async def get_conversation(self) -> list[Turn]:
+    async def get_conversation(self, *, after_index: int | None = None, limit: int | None = None) -> list[Turn]:
+        """The conversation's turns in order: all of them, or a page of at most `limit` after the
+        turn at `after_index` (the last index of the previous page)."""
         conversation_id = self._require_conversation()
+        if after_index is not None:
+            check_index(after_index, "after_index", MAX_TURN_INDEX)
+        if limit is not None:
+            check_limit(limit, "limit", 2**31 - 1)
         rows = await self._in_transaction(
             lambda conn: episodic.conversation_turns(
-                conn, tenant_id=self.tenant_id, user_id=self.user_id, conversation_id=conversation_id
+                conn,
+                tenant_id=self.tenant_id,
+                user_id=self.user_id,
+                conversation_id=conversation_id,
+                after_index=after_index,
+                limit=limit,
             )
         )
         return [Turn(**r) for r in rows]
@@ -601,7 +613,7 @@ class AgentMemory:
             "id": str(uuid.uuid4()),
             "role": _member(Role, role, "role").value,
             "content": self._text(content, "content"),
-            "timestamp": datetime.now(UTC).isoformat(),
+            "timestamp": utc_text(datetime.now(UTC)),
         }
         await self._redis(lambda w: w.add_turn(turn))
         return turn
@@ -615,7 +627,7 @@ class AgentMemory:
 
     async def push_thought(self, thought: str) -> None:
         with _REDIS_ERRORS:
-            await (self._working or await self.working()).push_thought(thought, datetime.now(UTC).isoformat())
+            await (self._working or await self.working()).push_thought(thought, utc_text(datetime.now(UTC)))
 
     async def get_thoughts(self, limit: int = 10) -> list[dict[str, Any]]:
         return await self._redis(lambda w: w.thoughts(limit))

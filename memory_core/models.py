@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
 from pydantic import BaseModel, Field
+
+
+def utc_text(moment: datetime) -> str:
+    """A moment as the models' datetimes are written in answers (RFC 3339 in UTC, `Z`), for the
+    answers built from dicts: one format for the same turn whichever route returns it."""
+    return moment.astimezone(UTC).isoformat().removesuffix("+00:00") + "Z"
 
 
 class Role(str, Enum):

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .clients import MemoryClients
-from .models import MemoryBundle
+from .models import MemoryBundle, utc_text
 from .settings import Settings
 from .stores import episodic, goals, procedural, semantic
 from .stores.semantic import Caller
@@ -111,13 +111,13 @@ async def remember(
             candidates = await turns()
         if strategies is not None:
             bundle.strategies = [{**st, "score": s.weight_procedural * st["score"]} for st in await strategies()]
-        bundle.active_goals = [{**g, "created_at": g["created_at"].isoformat()} for g in await active_goals()]
+        bundle.active_goals = [{**g, "created_at": utc_text(g["created_at"])} for g in await active_goals()]
         bundle.user_context = await user_context()
         if items is not None:
             facts, entities = await _semantic(conn, caller, s, await items())
     if include_episodic:
         bundle.relevant_turns = [
-            {**t, "timestamp": t["timestamp"].isoformat(), "similarity": float(t["similarity"])}
+            {**t, "timestamp": utc_text(t["timestamp"]), "similarity": float(t["similarity"])}
             for t in rank_turns(candidates, s, top_k, datetime.now(UTC))
         ]
     if include_semantic:

@@ -327,6 +327,9 @@ class EpisodicTurn(Body):
 
 class TurnList(BaseModel):
     turns: list[Turn]
+    next_after_index: int | None = Field(
+        None, description="When the page is full: pass it as after_index to read the turns after it"
+    )
 
 
 @router.post("/episodic/{user_id}/{conversation_id}/turns", status_code=201, response_model=Turn, tags=["episodic"])
@@ -348,9 +351,20 @@ async def store_turn(c: Auth, user_id: UserId, conversation_id: ConversationId, 
 
 
 @router.get("/episodic/{user_id}/{conversation_id}/turns", response_model=TurnList, tags=["episodic"])
-async def get_conversation(c: Auth, user_id: UserId, conversation_id: ConversationId) -> TurnList:
+async def get_conversation(
+    c: Auth,
+    user_id: UserId,
+    conversation_id: ConversationId,
+    limit: Annotated[int | None, Query(ge=1, description="default and most: MEMSTACK_MAX_LIST_LIMIT")] = None,
+    after_index: Annotated[int | None, Query(ge=0, le=MAX_TURN_INDEX)] = None,
+) -> TurnList:
+    """The conversation's turns in order, a page at a time: the first `limit`, then those after
+    `next_after_index` of the previous page."""
+    _at_most(limit, c.rt.settings.max_list_limit, "limit", "MEMSTACK_MAX_LIST_LIMIT")
+    page = limit or c.rt.settings.max_list_limit
     m = c.rt.memory(c.tenant, user_id, conversation_id)
-    return TurnList(turns=await c.rt.run("postgres", "get_conversation", m.get_conversation()))
+    turns = await c.rt.run("postgres", "get_conversation", m.get_conversation(after_index=after_index, limit=page))
+    return TurnList(turns=turns, next_after_index=turns[-1].index if len(turns) == page else None)
 
 
 # --- retrieval ----------------------------------------------------------------------------------

@@ -465,10 +465,20 @@ async def start_recent_turns(
     return lambda: fetch_dicts(cur)
 
 
-async def conversation_turns(conn: Conn, *, tenant_id: str, user_id: str, conversation_id: str) -> list[dict[str, Any]]:
+async def conversation_turns(
+    conn: Conn,
+    *,
+    tenant_id: str,
+    user_id: str,
+    conversation_id: str,
+    after_index: int | None = None,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """The conversation's live turns in order, those after `after_index`, at most `limit` (None:
+    all of them; LIMIT NULL is no limit)."""
     cur = await conn.execute(
         f"SELECT {_TURN_COLUMNS} FROM conversation_logs WHERE tenant_id = %s AND user_id = %s"
-        f" AND conversation_id = %s AND {LIVE} ORDER BY turn_index",
-        (tenant_id, user_id, conversation_id),
+        f" AND conversation_id = %s AND turn_index > %s AND {LIVE} ORDER BY turn_index LIMIT %s",
+        (tenant_id, user_id, conversation_id, -1 if after_index is None else after_index, limit),
     )
     return await fetch_dicts(cur)

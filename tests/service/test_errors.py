@@ -25,7 +25,7 @@ URL = "/v1/episodic/u/c/turns"
     ],
 )
 async def test_typed_refusals_map_to_their_status(api, monkeypatch, raised, status):
-    async def refuse(self):
+    async def refuse(self, **_):
         raise raised
 
     monkeypatch.setattr(AgentMemory, "get_conversation", refuse)
@@ -36,7 +36,7 @@ async def test_typed_refusals_map_to_their_status(api, monkeypatch, raised, stat
 
 
 async def test_schema_not_migrated_names_the_fix(api, monkeypatch):
-    async def refuse(self):
+    async def refuse(self, **_):
         raise SchemaNotMigrated('relation "conversations" does not exist')
 
     monkeypatch.setattr(AgentMemory, "get_conversation", refuse)
@@ -46,7 +46,7 @@ async def test_schema_not_migrated_names_the_fix(api, monkeypatch):
 
 @pytest.mark.parametrize("bug", [ValueError("a bug's ValueError"), PermissionError("a bug's"), KeyError("x")])
 async def test_an_unexpected_exception_is_a_logged_500_with_a_request_id(api, monkeypatch, caplog, bug):
-    async def broken(self):
+    async def broken(self, **_):
         raise bug
 
     monkeypatch.setattr(AgentMemory, "get_conversation", broken)
@@ -60,7 +60,7 @@ async def test_an_unexpected_exception_is_a_logged_500_with_a_request_id(api, mo
 
 
 async def test_an_unusable_request_id_is_replaced(api, monkeypatch):
-    async def broken(self):
+    async def broken(self, **_):
         raise RuntimeError("bug")
 
     monkeypatch.setattr(AgentMemory, "get_conversation", broken)
