@@ -67,11 +67,16 @@ def check_tokens() -> int:
 
 def check_process_options(command: str, host: str, port: int, log_level: str) -> None:
     """The options of `serve` and `worker`, refused before anything starts."""
-    if not 1 <= port <= 65535:
+    check_option_values(port, log_level)
+    check_listen(command, host, port)
+
+
+def check_option_values(port: int | None, log_level: str) -> None:
+    """The values alone, before the stack is looked for: a bad option is named even where no stack runs."""
+    if port is not None and not 1 <= port <= 65535:
         raise MemstackError(f"--port must be from 1 to 65535, not {port}")
     if log_level.lower() not in LOG_LEVELS:
         raise MemstackError(f"--log-level must be one of {', '.join(LOG_LEVELS)}, not {log_level!r}")
-    check_listen(command, host, port)
 
 
 def check_listen(command: str, host: str, port: int) -> None:
@@ -166,6 +171,7 @@ def worker(host: str, port: int | None, log_level: str) -> None:
     from memory_core.worker import run_worker
     from memstack.observability import WORKER_JOB, scraped_locally
 
+    check_option_values(port, log_level)
     settings = stack_settings()
     port = settings.worker_probe_port if port is None else port
     check_process_options("worker", host, port, log_level)
