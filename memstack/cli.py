@@ -427,6 +427,14 @@ def demo(
             _print_status(backend)
             for line in live_data():
                 out.print(line, highlight=False)
+            if get_backend(backend).name != "external":
+                # Unlike `load` and the other commands that start a stack for their run: what it
+                # recorded is there to look at afterwards.
+                out.print(
+                    "the stack keeps running (`memstack dashboards snapshot` draws from its Prometheus); "
+                    "`memstack down` stops it",
+                    highlight=False,
+                )
 
         try:
             _load(options)

@@ -39,6 +39,8 @@ def test_the_demo_shows_what_prometheus_recorded_of_the_service_and_the_worker(s
     assert figure(result.stdout, "worker jobs run") != "no data"
     assert figure(result.stdout, "outbox rows pending, at most (worker)") != "no data"
     assert "route group" in result.stdout and "memstack local stack" in result.stdout
+    if stack.home is not None:  # a stack memstack runs: left running for the dashboards, and said so
+        assert "the stack keeps running" in result.stdout and "`memstack down` stops it" in result.stdout
 
 
 def test_a_bad_duration_is_refused_before_anything_starts(tmp_path):
