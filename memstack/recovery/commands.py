@@ -35,6 +35,11 @@ backup_app = typer.Typer(
 )
 
 
+def _redis_keys(result: dict) -> str:
+    expired = result["redis_keys_in_snapshot"] - result["redis_keys"]
+    return f"{result['redis_keys']} keys" + (f" (the snapshot's other {expired} expired since)" if expired > 0 else "")
+
+
 def _mb(n: int) -> str:
     return f"{n / 1e6:.1f} MB"
 
@@ -106,7 +111,7 @@ def backup_verify(backup_id: Annotated[str, typer.Argument(metavar="ID")], dir: 
         result = verify(stack, backup_id, dir)
     graph = ", ".join(f"{label} {found}" for label, (_, found) in result["graph"].items())
     out.print(
-        f"checksums ok; postgres {sum(result['rows'].values())} rows in range; redis {result['redis_keys']} keys; "
+        f"checksums ok; postgres {sum(result['rows'].values())} rows in range; redis {_redis_keys(result)}; "
         f"graph rebuilt: {graph}; {result['seconds']:.1f} s"
     )
     print(f"backup {backup_id} verified")

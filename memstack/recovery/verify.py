@@ -117,6 +117,7 @@ def verify(stack: LocalStack, backup_id: str, sets_dir: Path | None = None) -> d
         "backup_id": backup_id,
         "rows": rows,
         "redis_keys": keys,
+        "redis_keys_in_snapshot": manifest["redis"]["keys"],
         "graph": graph,
         "restore": report,
         "seconds": round(time.monotonic() - clock, 3),

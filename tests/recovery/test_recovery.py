@@ -269,6 +269,7 @@ def test_verify_passes_a_set_whose_keys_expired_since(migrated, tmp_path):
     result = memstack(migrated, "backup", "verify", backup, "--dir", str(sets_dir))
     assert result.returncode == 0, result.stderr
     assert f"backup {backup} verified" in result.stdout
+    assert "expired since" in result.stdout
 
 
 def test_verify_redis_check_catches_lost_keys():
