@@ -172,6 +172,9 @@ def worker(host: str, port: int | None, log_level: str) -> None:
     from memstack.observability import WORKER_JOB, scraped_locally
 
     check_option_values(port, log_level)
+    # The environment's settings alone first: a bad one (MEMORY_WORKER_PROBE_PORT=80) is named
+    # even where no stack runs, as a bad option is.
+    memory_settings()
     settings = stack_settings()
     port = settings.worker_probe_port if port is None else port
     check_process_options("worker", host, port, log_level)
