@@ -35,7 +35,8 @@ from memory_core.clients import MemoryClients
 from memory_core.service.app import create_app
 from memory_core.service.auth import TokenTable, new_token, token_hash
 from memory_core.service.config import ServiceSettings
-from memstack.local.backend import CORE_SERVICES, get_backend
+from memstack.load import say_on_stderr
+from memstack.local.backend import CORE_SERVICES, get_backend, stack_for_run
 
 TENANT = "asgi-cost"
 WEIGHTS = {"read_key": 50, "read_context": 10, "read_turns": 10, "write_key": 15, "add_turn": 8}
@@ -144,7 +145,11 @@ async def lifespan(app: Any) -> Callable[[], Any]:
 
 async def main_async(args: argparse.Namespace) -> dict:
     backend = get_backend()
-    backend.up(CORE_SERVICES)
+    with stack_for_run(backend, CORE_SERVICES, say_on_stderr):
+        return await _measure(args, backend)
+
+
+async def _measure(args: argparse.Namespace, backend) -> dict:
     settings = backend.endpoints().settings()
     clients = await MemoryClients.connect(settings)
     token = new_token()

@@ -356,7 +356,16 @@ def fault_duration(fault: Fault, duration_s: float | None) -> float:
 
 
 def run(backend, options: ChaosOptions) -> ChaosResult:
-    """Everything above, on the containers stack of `backend` (brought up if needed)."""
+    """Everything above, on the containers stack of `backend`: brought up if needed, and then
+    stopped again at the end (a stack that already ran is left running)."""
+    from memstack.load import say_on_stderr
+    from memstack.local.backend import CORE_SERVICES, stack_for_run
+
+    with stack_for_run(backend, CORE_SERVICES, say_on_stderr):
+        return _run(backend, options)
+
+
+def _run(backend, options: ChaosOptions) -> ChaosResult:
     from memstack import service as service_cli
     from memstack.images.build import ImageBuilder, stack_image_source, tag
     from memstack.load import (
@@ -368,12 +377,10 @@ def run(backend, options: ChaosOptions) -> ChaosResult:
         stop_process_group,
         write_tokens,
     )
-    from memstack.local.backend import CORE_SERVICES
     from memstack.local.state import load as load_state
 
     fault = Fault.parse(options.fault)
     duration = fault_duration(fault, options.duration_s)
-    backend.up(CORE_SERVICES)
     service_cli.migrate(backend.endpoints().settings())
     ImageBuilder(echo=lambda line: None).build(stack_image_source(backend.home), ["service"])
     workdir = Path(options.results or new_results_dir("chaos")).resolve()
