@@ -38,6 +38,7 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -380,7 +381,12 @@ def ratios(runs: list[dict], reference_floor: str) -> dict:
     reference = floors.get(reference_floor)
     result: dict = {}
     f = reference["cpu_us_per_request"].get("floor") if reference else None
-    if service and f:
+    paired = _pair_ratios(runs, reference_floor)
+    if paired:
+        # With --pairs: the median of the ratios within each pair, and each of them.
+        result["service_to_floor_working"] = statistics.median(paired)
+        result.update({f"service_to_floor_working_pair_{i + 1}": r for i, r in enumerate(paired)})
+    elif service and f:
         s = service["cpu_us_per_request"].get("service")
         if s:
             result["service_to_floor_working"] = s / f
@@ -396,8 +402,20 @@ def ratios(runs: list[dict], reference_floor: str) -> dict:
     return result
 
 
+def _pair_ratios(runs: list[dict], reference_floor: str) -> list[float]:
+    """Service / floor CPU per request within each pair of working runs (`--pairs`)."""
+    by_pair: dict[int, dict[str, float]] = {}
+    for run in runs:
+        if "pair" in run and run["profile"] == "working" and run.get("variant") in (None, reference_floor):
+            own = run["cpu_us_per_request"].get(run["target"])
+            if own:
+                by_pair.setdefault(run["pair"], {})[run["target"]] = own
+    return [p["service"] / p["floor"] for _, p in sorted(by_pair.items()) if "service" in p and "floor" in p]
+
+
 def _label(run: dict) -> str:
-    return run["target"] + (f"[{run['variant']}]" if run.get("variant") else "")
+    pair = f" #{run['pair'] + 1}" if "pair" in run else ""
+    return run["target"] + (f"[{run['variant']}]" if run.get("variant") else "") + pair
 
 
 def print_table(runs: list[dict], summary: dict) -> None:
@@ -485,10 +503,28 @@ def _measure(
     plan = [("service", "working", args.rate)]
     if args.mixed_rate > 0:
         plan.append(("service", "mixed", args.mixed_rate))
+
+    def service_run(profile: str, rate: float, pair: int | None = None) -> None:
+        run = one_run(
+            base,
+            "service",
+            profile,
+            rate,
+            service.url,
+            service.tokens,
+            {"service": service.pid, **stores},
+            profiles=args.py_spy if profile == "working" else None,
+        )
+        runs.append(run if pair is None else {**run, "pair": pair})
+
     for variant in [] if args.no_floor else floors:
         with floor_app(env, base.results, variant) as (floor_url, floor_pid):
-            runs.append(
-                one_run(
+            # The reference floor and the service's working run alternate, `--pairs` times: the
+            # host's speed drifts between runs a minute apart (the floor's CPU per request moved
+            # 139-182 us between runs of the same code), so each ratio is taken within its pair.
+            pairs = args.pairs if variant == floors[0] else 1
+            for pair in range(pairs):
+                run = one_run(
                     base,
                     "floor",
                     "working",
@@ -499,7 +535,9 @@ def _measure(
                     variant,
                     args.py_spy,
                 )
-            )
+                runs.append(run if pairs == 1 else {**run, "pair": pair})
+                if variant == floors[0] and pairs > 1:
+                    service_run("working", args.rate, pair)
             if args.sequential:
                 sequential[f"floor[{variant}]"] = sequential_get(floor_url, service.tokens, args.sequential)
             if args.sequential and variant == floors[0]:
@@ -508,19 +546,9 @@ def _measure(
                     floor_url, service.tokens, args.sequential, "/ready"
                 )
                 sequential["Redis HGET only"] = sequential_redis(env["REDIS_URL"], prefix, args.sequential)
-    for name, profile, rate in plan:
-        runs.append(
-            one_run(
-                base,
-                name,
-                profile,
-                rate,
-                service.url,
-                service.tokens,
-                {name: service.pid, **stores},
-                profiles=args.py_spy if profile == "working" else None,
-            )
-        )
+    for _, profile, rate in plan:
+        if not (profile == "working" and args.pairs > 1 and not args.no_floor):  # else run in pairs above
+            service_run(profile, rate)
         # Before the mixed profile: the graph projections its durable writes leave to the
         # service's event loop would still be running.
         if args.sequential and profile == "working":
@@ -538,6 +566,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=Path(".memstack/bench-service"))
     parser.add_argument("--no-floor", action="store_true", help="skip the floor app")
     parser.add_argument(
+        "--pairs",
+        type=int,
+        default=1,
+        help="working runs of the floor and the service, alternating; the ratio is the median of the pairs'",
+    )
+    parser.add_argument(
         "--floor",
         action="append",
         choices=list(FLOORS),
@@ -548,6 +582,8 @@ def main(argv: list[str] | None = None) -> int:
         "--py-spy", type=Path, default=None, help="record each target's working run with py-spy into this directory"
     )
     args = parser.parse_args(argv)
+    if not 1 <= args.pairs <= 20:
+        raise MemstackError(f"--pairs must be from 1 to 20, not {args.pairs}")
     if args.py_spy is not None:
         py_spy_binary()
         args.py_spy = args.py_spy.resolve()

@@ -51,6 +51,14 @@ def service(
         ),
     ] = None,
     sequential: Annotated[int, typer.Option(min=0, help="sequential GETs per target; 0 skips them")] = 5000,
+    pairs: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=20,
+            help="working runs of the floor and the service, alternating; the ratio is the median of the pairs'",
+        ),
+    ] = 1,
     results: Annotated[
         Path | None,
         typer.Option(help="directory of the JSON and the Locust output (default $MEMSTACK_HOME/bench-service)"),
@@ -77,6 +85,7 @@ def service(
         f"--warmup-s={warmup_s}",
         f"--users={users}",
         f"--sequential={sequential}",
+        f"--pairs={pairs}",
         f"--results={results or results_home('bench-service')}",
         *[f"--floor={name}" for name in floor or []],
         *([f"--py-spy={py_spy}"] if py_spy is not None else []),

@@ -23,6 +23,7 @@ MEMSTACK = str(Path(sys.executable).parent / "memstack")
     [
         (("--floor", "nginx"), "--floor 'nginx'"),
         (("--duration", "soon"), "--duration"),
+        (("--pairs", "0"), "--pairs"),
     ],
 )
 def test_bad_options_are_one_line_and_exit_2(tmp_path: Path, args: tuple[str, ...], needle: str):
@@ -88,3 +89,17 @@ def test_the_run_removes_its_own_keys_and_no_others(stack):
     finally:
         client.delete(*theirs)
         client.close()
+
+
+def test_with_pairs_the_ratio_is_the_median_of_each_pairs_own():
+    # The host's speed drifts between pairs (the floor's CPU per request here: 150, 200, 160 us),
+    # so each service run is compared with the floor run beside it, not with one floor run.
+    cpu = [(150.0, 165.0), (200.0, 230.0), (160.0, 240.0)]
+    runs = []
+    for pair, (floor, service) in enumerate(cpu):
+        runs.append({**_run("floor", "working", {"floor": floor, "redis": 20.0}, "uvicorn"), "pair": pair})
+        runs.append({**_run("service", "working", {"service": service, "redis": 20.0}), "pair": pair})
+    runs.append(_run("service", "mixed", {"service": 400.0, "redis": 20.0}))
+    ratios = service_efficiency.ratios(runs, "uvicorn")
+    assert [ratios[f"service_to_floor_working_pair_{i}"] for i in (1, 2, 3)] == pytest.approx([1.1, 1.15, 1.5])
+    assert ratios["service_to_floor_working"] == pytest.approx(1.15)
