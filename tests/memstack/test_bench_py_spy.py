@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from memstack import bench
+from memstack.errors import MemstackError
 
 sys.path.insert(0, str(bench.BENCHMARKS))
 import service_efficiency
@@ -21,7 +22,7 @@ import service_efficiency
 def test_an_interrupted_run_stops_its_recorder(tmp_path: Path):
     try:
         service_efficiency.py_spy_binary()
-    except SystemExit:
+    except MemstackError:
         pytest.skip("py-spy is not installed")
     target = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
     watchdog: threading.Timer | None = None

@@ -52,7 +52,7 @@ async def test_a_refused_reflection_field_is_named(api, body, field):
         "POST", "/v1/reflections/u1", content=body.encode(), headers={"Content-Type": "application/json"}
     )
     assert r.status_code == 422, r.text
-    assert [e["field"] for e in r.json()["errors"]] == [field], r.text
+    assert r.json()["detail"].startswith(field), r.text
     assert "outcome" not in r.text, r.text
 
 
