@@ -65,7 +65,10 @@ async def test_other_tenant_sees_nothing_on_the_same_paths(api):
         "thoughts": [],
     }
     assert (await api.call("GET", f"{W}/turns", auth=other)).json() == {"turns": []}
-    assert (await api.call("GET", "/v1/episodic/user-1/conv-1/turns", auth=other)).json() == {"turns": []}
+    assert (await api.call("GET", "/v1/episodic/user-1/conv-1/turns", auth=other)).json() == {
+        "turns": [],
+        "next_after_index": None,
+    }
     bundle = (await api.call("POST", "/v1/remember/user-1", json={"query": "alpha secret zebra"}, auth=other)).json()
     assert bundle["relevant_turns"] == [] and bundle["active_goals"] == []
     r = await api.call("PATCH", f"/v1/goals/user-1/{goal['id']}", json={"status": "abandoned"}, auth=other)
