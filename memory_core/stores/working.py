@@ -30,16 +30,22 @@ from ..validation import check_positive, check_priority, check_text
 if TYPE_CHECKING:  # clients imports this module
     from ..clients import RedisClient, Transaction
 
-# `now` in ms from the server clock and a parser for stored fields (the other scripts cut the
-# stored text themselves: cheaper where they run on every read).
-_PRELUDE = """
-local t = redis.call('TIME')
+# `now` in ms from the server clock (`WorkingMemory._snapshot` computes it the same way).
+_NOW = """local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local function parse(v)
+"""
+
+# `now` and a parser for stored fields (the other scripts cut the stored text themselves:
+# cheaper where they run on every read).
+_PRELUDE = (
+    "\n"
+    + _NOW
+    + """local function parse(v)
   local e, p, body = string.match(v, '^(%d+)|(%-?%d+)|(.*)$')
   return tonumber(e), tonumber(p), body
 end
 """
+)
 
 # KEYS[1] ctx; ARGV field, json, ttl_ms, priority, cap. Returns 1, or 0 when the hash is full
 # of higher-priority live values.
@@ -76,24 +82,26 @@ return 1
 # KEYS[1] ctx; ARGV field. Returns the json or nil. The hottest script: the clock is read only
 # for a field that exists, and the stored text is cut at its separators rather than matched
 # with captures (measured: 7.7 -> 6.7 us of Redis CPU per call).
-_GET = """
+_GET = (
+    """
 local v = redis.call('HGET', KEYS[1], ARGV[1])
 if not v then return false end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local e = string.find(v, '|', 1, true)
+"""
+    + _NOW
+    + """local e = string.find(v, '|', 1, true)
 if tonumber(string.sub(v, 1, e - 1)) <= now then redis.call('HDEL', KEYS[1], ARGV[1]) return false end
 return string.sub(v, string.find(v, '|', e + 1, true) + 1)
 """
+)
 
 # KEYS[1] ctx; ARGV fields a read found expired. Drops each that is still expired: one set again
 # since the read has a new expiry and stays. The whole-context read runs this only when it found
 # an expired field; it reads the clock and the hash in a transaction (TIME, HGETALL) and parses
 # the fields itself: a script costs Redis 6 us per call even for one field, those two 0.6 us.
-_DROP_EXPIRED = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-for i = 1, #ARGV do
+_DROP_EXPIRED = (
+    "\n"
+    + _NOW
+    + """for i = 1, #ARGV do
   local v = redis.call('HGET', KEYS[1], ARGV[i])
   if v and tonumber(string.sub(v, 1, string.find(v, '|', 1, true) - 1)) <= now then
     redis.call('HDEL', KEYS[1], ARGV[i])
@@ -101,6 +109,7 @@ for i = 1, #ARGV do
 end
 return 1
 """
+)
 
 
 # KEYS[1] list; ARGV item, cap, ttl_ms. What a MULTI of LPUSH, LTRIM and PEXPIRE does, as one
@@ -293,7 +302,7 @@ class WorkingMemory:
             transaction = self._redis.pack_transaction(("TIME",), ("HGETALL", self.ctx_key), *reads)
             self._snapshot_reads = (turns, thoughts), transaction
         (seconds, microseconds), stored, *lists = await self._redis.run_transaction(self._snapshot_reads[1])
-        now = int(seconds) * 1000 + int(microseconds) // 1000  # as the scripts compute it
+        now = int(seconds) * 1000 + int(microseconds) // 1000  # as _NOW computes it
         flat: list[bytes] = []
         expired: list[bytes] = []
         # HGETALL answers a map in RESP3 (redis-py's default), a flat list in RESP2.
