@@ -21,7 +21,7 @@ import pytest
 
 from memory_core.settings import Settings
 from memstack.errors import MemstackError
-from memstack.local.backend import CORE_SERVICES, SERVICES, Backend, Endpoints, get_backend
+from memstack.local.backend import CORE_SERVICES, SERVICES, Backend, Endpoints, get_backend, runs_anything
 
 
 @dataclass
@@ -59,11 +59,7 @@ def start_stack(backend_name: str | None, home: Path | None) -> tuple[Stack, boo
     """The stack of `backend_name` up (data tier and metrics), and whether it was running before.
     MemstackError when it cannot be had (no engine, a missing binary)."""
     backend = get_backend(backend_name, home=home)
-    try:
-        # Any running service means someone else's stack: leave all of it running afterwards.
-        already_running = any(row.running for row in backend.status())
-    except MemstackError:
-        already_running = False
+    already_running = runs_anything(backend)
     # Prometheus too where we run the stack ourselves: its smoke test and later metric tests need it.
     backend.up(CORE_SERVICES if backend.name == "external" else SERVICES)
     return Stack(backend=backend, endpoints=backend.endpoints(), home=getattr(backend, "home", None)), already_running

@@ -166,17 +166,23 @@ def get_backend(
     return entry.factory(home, appendfsync=appendfsync, ports=ports)
 
 
+def runs_anything(backend: Backend) -> bool:
+    """Whether any service of `backend`'s stack runs: a stack of which anything runs is
+    someone's to keep, so a command or a test session that brings it up leaves all of it running
+    afterwards. An external backend's servers count as running; a stack whose status cannot be
+    had (no engine) runs nothing."""
+    try:
+        return any(row.running for row in backend.status())
+    except MemstackError:
+        return False
+
+
 @contextmanager
 def stack_for_run(backend: Backend, services: tuple[str, ...], say: Callable[[str], None]) -> Iterator[None]:
     """`services` of `backend` up for the run of one command, and the stack stopped again after
-    it when that command started it. A stack of which anything ran before is someone's to keep:
-    all of it is left running, as memstack.testing's session stack does. `say` gets the one line
-    that tells the operator the stack was stopped."""
-    try:
-        # An external backend's servers count as running, so they are never "started" here.
-        started = not any(row.running for row in backend.status())
-    except MemstackError:
-        started = True
+    it when that command started it (`runs_anything`). `say` gets the one line that tells the
+    operator the stack was stopped."""
+    started = not runs_anything(backend)
     try:
         backend.up(services)
         yield
